@@ -1,0 +1,1 @@
+"""Adapt: selection, the safety gate, allocation of slots between sources."""

@@ -1,0 +1,208 @@
+"""Selection and the safety gate: which candidate wins, and what it may replace.
+
+Arms are laid out as ``[candidate_0 … candidate_{P-1}, current, stable]``, all scored on the
+same examples. One step decides:
+
+1. **Winner.** Among valid candidates (active, finite parameters, finite scores), those with the
+   least constraint violation; among them the lexicographic best over the objectives, where
+   values within an objective's tolerance of the best count as ties.
+2. **Accept** (current ← winner) when the winner is *not reliably worse* than the current
+   model on the primary objective: the upper confidence bound of the paired difference is
+   ``≥ 0`` (or, with ``accept="better"``, when its point estimate is higher). An infeasible
+   current model is replaced by any candidate with less violation.
+3. **Certify** (stable ← winner) only when the winner is accepted, feasible, and *significantly
+   better* than the stable model on the primary objective, with Holm's correction over every
+   valid candidate tested in the step; secondary objectives must not be reliably worse than
+   the stable model by more than their tolerance.
+4. **Roll back** (current ← stable) when the resulting current model is reliably worse than
+   the stable one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ..assess import stats as st
+from ..assess.metrics import utility
+from ..types import Array, Constraint, Metric, Objective, PRNGKey
+
+
+class GateConfig(NamedTuple):
+    """Static settings of the gate.
+
+    Attributes:
+      alpha: one-sided error level of every bound, and the family-wise level of certification.
+      correction: ``"holm"`` (default), ``"bonferroni"`` or ``"none"`` across the candidates of
+        a step.
+      accept: ``"not_worse"`` (upper bound of the paired difference to current ``≥ 0``) or
+        ``"better"`` (point estimate higher than current).
+      bootstrap: resamples for metrics that are not means of per-example scores.
+    """
+
+    alpha: float = 0.05
+    correction: str = "holm"
+    accept: str = "not_worse"
+    bootstrap: int = 500
+
+
+class Decision(NamedTuple):
+    """What the gate decided in one step (all arrays, usable under ``jit``)."""
+
+    winner: Array  # int32 candidate index, -1 when no candidate is valid
+    accepted: Array  # bool
+    certified: Array  # bool
+    rolled_back: Array  # bool
+    values: Array  # (A, M) metric values of every arm
+    violation: Array  # (A,) total constraint violation (0 = feasible)
+    valid: Array  # (P,) bool
+    fitness: Array  # (P,) primary utility, -inf where invalid
+    pvalue: Array  # float, the winner's (uncorrected) p-value against stable
+
+
+def compare(
+    key: PRNGKey, metric: Metric, stats: Array, ref: int, alpha: float, replicates: int
+) -> st.Comparison:
+    """Paired comparison of every arm's utility against arm ``ref``.
+
+    Args:
+      stats: ``(A, N, k)`` per-example statistics of this metric.
+    """
+    sign = 1.0 if metric.maximize else -1.0
+    if metric.decomposable:
+        u = sign * stats[..., 0]
+        return st.paired_normal(u, u[ref], alpha)
+    counts = st.bootstrap_counts(key, stats.shape[1], replicates)
+    boot = sign * st.bootstrap_values(stats, counts, metric.aggregate)  # (A, R)
+    point = sign * metric.aggregate(jnp.mean(stats, axis=1))
+    return st.paired_bootstrap(boot, boot[ref], point - point[ref], alpha)
+
+
+def violations(values: Array, index: dict[str, int], constraints: Sequence[Constraint]) -> Array:
+    """``(A,)`` sum of constraint violations (0 where every constraint holds)."""
+    total = jnp.zeros(values.shape[0], values.dtype)
+    for c in constraints:
+        v = values[:, index[c.metric]]
+        gap = c.threshold - v if c.op == ">=" else v - c.threshold
+        total = total + jnp.maximum(gap, 0.0)
+    return total
+
+
+def lexicographic_winner(utilities: Array, tolerances: Sequence[float], eligible: Array) -> Array:
+    """Index of the lexicographic best among ``eligible`` (``-1`` if none).
+
+    Args:
+      utilities: ``(O, P)`` higher-is-better values, one row per objective in priority order.
+      tolerances: ties within this much of the best on each objective pass to the next one.
+      eligible: ``(P,)`` bool.
+    """
+    keep = eligible
+    for o, tol in enumerate(tolerances):
+        u = jnp.where(keep, utilities[o], -jnp.inf)
+        keep = keep & (u >= jnp.max(u) - tol)
+    final = jnp.where(keep, utilities[-1], -jnp.inf)
+    # Among exact ties on the last objective, prefer the best primary value.
+    final_best = keep & (final >= jnp.max(final))
+    winner = jnp.argmax(jnp.where(final_best, utilities[0], -jnp.inf))
+    return jnp.where(jnp.any(eligible), winner, -1).astype(jnp.int32)
+
+
+def _reject(pvalues: Array, valid: Array, config: GateConfig) -> Array:
+    if config.correction == "holm":
+        return st.holm(pvalues, config.alpha, valid)
+    if config.correction == "bonferroni":
+        return valid & (pvalues <= config.alpha / jnp.maximum(jnp.sum(valid), 1))
+    return valid & (pvalues <= config.alpha)
+
+
+def decide(
+    key: PRNGKey,
+    metrics: Sequence[Metric],
+    stats: Sequence[Array],
+    objectives: Sequence[Objective],
+    constraints: Sequence[Constraint],
+    usable: Array,
+    config: GateConfig,
+) -> Decision:
+    """Runs selection and the gate for one step.
+
+    Args:
+      key: for bootstrap resampling (shared by all arms so comparisons stay paired).
+      metrics: every metric, in the order of ``stats``.
+      stats: per metric, ``(P + 2, N, k)`` statistics of ``[candidates…, current, stable]``.
+      objectives: priority order; the first is the primary objective.
+      constraints: requirements on metric values.
+      usable: ``(P,)`` bool, candidates that are active and have finite parameters.
+      config: the gate's settings.
+    """
+    index = {m.name: i for i, m in enumerate(metrics)}
+    num_arms = stats[0].shape[0]
+    p = num_arms - 2
+    cur, stab = p, p + 1
+    values = jnp.stack(
+        [m.aggregate(jnp.mean(s, axis=1)) for m, s in zip(metrics, stats)], axis=1
+    )  # (A, M)
+    finite = jnp.all(jnp.isfinite(values), axis=1)
+    for s in stats:
+        finite = finite & jnp.all(jnp.isfinite(s), axis=(1, 2))
+    valid = usable & finite[:p]
+    violation = jnp.where(finite, violations(values, index, constraints), jnp.inf)
+
+    obj_metrics = [metrics[index[o.metric]] for o in objectives]
+    utils = jnp.stack([utility(m, values[:, index[m.name]]) for m in obj_metrics])  # (O, A)
+    utils = jnp.where(jnp.isfinite(utils), utils, -jnp.inf)
+
+    least = jnp.min(jnp.where(valid, violation[:p], jnp.inf))
+    eligible = valid & (violation[:p] <= least)
+    winner = lexicographic_winner(utils[:, :p], [o.tolerance for o in objectives], eligible)
+    has_winner = winner >= 0
+    w = jnp.maximum(winner, 0)
+
+    keys = jax.random.split(key, 2 * len(obj_metrics))
+    vs_current, vs_stable = [], []
+    for i, m in enumerate(obj_metrics):
+        s = stats[index[m.name]]
+        vs_current.append(compare(keys[2 * i], m, s, cur, config.alpha, config.bootstrap))
+        vs_stable.append(compare(keys[2 * i + 1], m, s, stab, config.alpha, config.bootstrap))
+    primary_cur, primary_stab = vs_current[0], vs_stable[0]
+
+    w_feasible = violation[w] <= 0
+    cur_feasible = violation[cur] <= 0
+    stab_feasible = violation[stab] <= 0
+    if config.accept == "better":
+        good_enough = primary_cur.diff[w] > 0
+    else:
+        good_enough = primary_cur.upper[w] >= 0
+    accepted = has_winner & jnp.where(
+        cur_feasible, w_feasible & good_enough, violation[w] < violation[cur]
+    )
+    accepted = accepted | (has_winner & ~cur_feasible & w_feasible)
+
+    reject = _reject(primary_stab.pvalue[:p], valid & (violation[:p] <= 0), config)
+    significant = reject[w]
+    guards = jnp.asarray(True)
+    for o, cmp_ in zip(objectives[1:], vs_stable[1:]):
+        guards = guards & (cmp_.upper[w] >= -o.tolerance)
+    certified = accepted & w_feasible & jnp.where(stab_feasible, significant & guards, True)
+
+    # Roll back when the model we would keep is reliably worse than stable (or infeasible while
+    # stable is feasible).
+    kept = jnp.where(accepted, w, cur)
+    rolled_back = ~certified & (
+        (primary_stab.upper[kept] < 0) | (stab_feasible & (violation[kept] > 0))
+    )
+    fitness = jnp.where(valid, utils[0, :p], -jnp.inf)
+    return Decision(
+        winner=winner,
+        accepted=accepted,
+        certified=certified,
+        rolled_back=rolled_back,
+        values=values,
+        violation=violation,
+        valid=valid,
+        fitness=fitness,
+        pvalue=jnp.where(has_winner, primary_stab.pvalue[w], 1.0),
+    )

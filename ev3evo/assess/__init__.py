@@ -1,0 +1,1 @@
+"""Assess: metrics, population evaluation and statistics."""

@@ -1,0 +1,99 @@
+"""Callbacks for :func:`ev3evo.run`: progress bar, JSONL history, early stopping."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+
+class Callback:
+    """Base class: override what you need. ``on_step`` returning true stops the run."""
+
+    def on_start(self, engine, state) -> None:
+        pass
+
+    def on_step(self, record: dict, state, engine) -> bool | None:
+        return None
+
+    def on_end(self, result) -> None:
+        pass
+
+
+class ProgressBar(Callback):
+    """A tqdm progress bar showing the stable and current primary metric and the winner."""
+
+    def __init__(self, total: int | None = None, desc: str = "ev3", **tqdm_kwargs: Any):
+        self.total, self.desc, self.kwargs = total, desc, tqdm_kwargs
+        self.bar = None
+
+    def on_start(self, engine, state):
+        from tqdm.auto import tqdm
+
+        self.primary = engine.objectives[0].metric
+        self.bar = tqdm(total=self.total, desc=self.desc, initial=int(state.step), **self.kwargs)
+
+    def on_step(self, record, state, engine):
+        self.bar.update(1)
+        self.bar.set_postfix(
+            stable=f"{record['stable'][self.primary]:.4f}",
+            current=f"{record['current'][self.primary]:.4f}",
+            win=record["winner_source"] or "-",
+            refresh=False,
+        )
+
+    def on_end(self, result):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class JSONLHistory(Callback):
+    """Appends one JSON line per step to ``path`` (flushed each step, so a crash keeps it)."""
+
+    def __init__(self, path: str | os.PathLike, mode: str = "a"):
+        self.path, self.mode = os.fspath(path), mode
+        self.file = None
+
+    def on_start(self, engine, state):
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        self.file = open(self.path, self.mode, encoding="utf-8")  # noqa: SIM115
+
+    def on_step(self, record, state, engine):
+        self.file.write(json.dumps(record, allow_nan=True) + "\n")
+        self.file.flush()
+
+    def on_end(self, result):
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class EarlyStopping(Callback):
+    """Stops when the stable model's metric has not improved by ``min_delta`` for ``patience`` steps.
+
+    Args:
+      patience: steps without improvement before stopping.
+      metric: the metric to watch (defaults to the primary objective).
+      min_delta: the smallest change that counts as an improvement (in the metric's own
+        direction: a decrease for metrics to minimize).
+    """
+
+    def __init__(self, patience: int = 20, metric: str | None = None, min_delta: float = 0.0):
+        if patience <= 0:
+            raise ValueError(f"patience must be positive, got {patience}")
+        self.patience, self.metric, self.min_delta = patience, metric, min_delta
+        self.best, self.waited = -math.inf, 0
+
+    def on_start(self, engine, state):
+        self.metric = self.metric or engine.objectives[0].metric
+        m = {x.name: x for x in engine.metrics}[self.metric]
+        self.sign = 1.0 if m.maximize else -1.0
+
+    def on_step(self, record, state, engine):
+        value = self.sign * record["stable"][self.metric]
+        if value > self.best + self.min_delta:
+            self.best, self.waited = value, 0
+        else:
+            self.waited += 1
+        return self.waited >= self.patience

@@ -1,0 +1,55 @@
+"""The ``ev3evo`` command line.
+
+Subcommands live in their own modules, each with ``add_arguments(parser)`` and
+``main(args) -> int``; this file only wires them up. Bad input exits with code 2 and a
+one-line message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: subcommand -> (module, one-line help)
+COMMANDS = {
+    "demo": ("ev3evo.demo", "a short EV3 run on a built-in problem (digits, accuracy)"),
+}
+
+
+class UsageError(ValueError):
+    """Bad input from the command line: reported in one line with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ev3evo",
+        description="EV3: explore -> assess -> adapt meta-optimization on a vectorized JAX population.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        importlib.import_module(module).add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    module = importlib.import_module(args._module)
+    try:
+        return int(module.main(args) or 0)
+    except (UsageError, ValueError, TypeError, FileNotFoundError, PermissionError) as e:
+        print(f"ev3evo {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"ev3evo {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Explore: sources of candidate parameters (gradient rollouts, biased gradients, mutations)."""

@@ -1,0 +1,140 @@
+"""Type aliases and the small NamedTuples shared by the explore, assess and adapt phases.
+
+The protocol in one place:
+
+* A **source** (explore) is a :class:`Source`: pure ``init``/``ask``/``tell`` functions plus a
+  static ``size`` (how many candidate slots it fills per step)::
+
+      state = source.init(key, params)
+      population, state = source.ask(key, state, params, batch, active)
+      state = source.tell(key, state, population, feedback)
+
+  ``population`` has the structure of ``params`` with a leading axis of length ``size``;
+  ``active`` is a ``(size,)`` boolean mask of the slots the allocation gives the source this
+  step (a source may skip work for inactive slots, or ignore the mask). ``feedback`` is a
+  :class:`Feedback`.
+
+* A **metric** (assess) is a :class:`Metric`: ``stats(params, batch)`` returns per-example
+  statistics of shape ``(N, k)``; the metric's value on a set of examples is
+  ``aggregate(mean of the stats over those examples)``. Per-example metrics (accuracy) have
+  ``k = 1`` and ``aggregate = identity``; batch-level metrics (macro-F1, calibration error) are
+  written as smooth-free functions of means of per-example counts, so that a bootstrap over
+  examples only needs a weighted mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import jax
+
+Array = jax.Array
+ArrayLike = jax.typing.ArrayLike
+PRNGKey = jax.Array
+Params = Any  # a pytree of arrays
+Population = Any  # a pytree of arrays with a leading population axis
+Batch = Any  # a pytree of arrays with a leading example axis
+SourceState = Any
+LossFn = Callable[[Params, Batch], Array]  # (params, batch) -> scalar loss
+MutationFn = Callable[[PRNGKey, Params], Params]  # (key, params) -> params
+
+
+class Feedback(NamedTuple):
+    """What a source is told after the assess and adapt phases of a step.
+
+    Attributes:
+      fitness: ``(size,)`` utility of each of the source's candidates (higher is better):
+        the primary objective's mean on the evaluation batch; ``-inf`` for candidates that
+        were inactive, invalid (non-finite parameters or scores) or infeasible.
+      selected: ``(size,)`` bool, true for the candidate that became the current model.
+      params: the current model after the adapt phase (the accepted candidate, the unchanged
+        current model, or the stable model after a rollback).
+      rolled_back: scalar bool, true when the current model was rolled back to the stable one.
+    """
+
+    fitness: Array
+    selected: Array
+    params: Params
+    rolled_back: Array
+
+
+class InitFn(Protocol):
+    def __call__(self, key: PRNGKey, params: Params) -> SourceState: ...
+
+
+class AskFn(Protocol):
+    def __call__(
+        self, key: PRNGKey, state: SourceState, params: Params, batch: Batch, active: Array
+    ) -> tuple[Population, SourceState]: ...
+
+
+class TellFn(Protocol):
+    def __call__(
+        self, key: PRNGKey, state: SourceState, population: Population, feedback: Feedback
+    ) -> SourceState: ...
+
+
+class Source(NamedTuple):
+    """A source of candidates: pure ``(init, ask, tell)`` functions and a static slot count.
+
+    Attributes:
+      init: ``(key, params) -> state``.
+      ask: ``(key, state, params, batch, active) -> (population, state)``.
+      tell: ``(key, state, population, feedback) -> state``.
+      size: number of candidates ``ask`` returns (the leading axis of ``population``).
+      name: a short name used in logs and in the allocation record.
+      host: true when ``ask``/``tell`` run Python on the host (nevergrad, external programs);
+        such a source is called outside ``jit``.
+    """
+
+    init: InitFn
+    ask: AskFn
+    tell: TellFn
+    size: int
+    name: str
+    host: bool = False
+
+
+class Metric(NamedTuple):
+    """A score to maximize, computed from per-example statistics (no gradient is ever taken).
+
+    Attributes:
+      name: the name used in objectives, logs and the command line.
+      stats: ``(params, batch) -> (N, k)`` per-example statistics.
+      aggregate: ``(..., k) -> (...)`` maps the mean of the statistics to the metric's value.
+      maximize: true when larger values are better; a metric to minimize (calibration error)
+        is negated internally, so that every *utility* is higher-is-better.
+      decomposable: true when the value is the mean of a per-example score (``k == 1`` and
+        ``aggregate`` the identity); then normal-theory bounds apply, otherwise the bootstrap.
+      host: true when ``stats`` is plain Python on numpy arrays; it is then called through
+        :func:`jax.pure_callback` with the whole population at once.
+    """
+
+    name: str
+    stats: Callable[[Params, Batch], Array]
+    aggregate: Callable[[Array], Array]
+    maximize: bool = True
+    decomposable: bool = True
+    host: bool = False
+
+
+class Objective(NamedTuple):
+    """One metric in a lexicographic ranking.
+
+    Attributes:
+      metric: the metric's name.
+      tolerance: candidates within ``tolerance`` of the best value of this metric are
+        considered tied on it, and the next objective breaks the tie.
+    """
+
+    metric: str
+    tolerance: float = 0.0
+
+
+class Constraint(NamedTuple):
+    """A requirement on a metric's value, e.g. ``Constraint("agreement", ">=", 0.95)``."""
+
+    metric: str
+    op: str  # ">=" or "<="
+    threshold: float
