@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export OPENBLAS_NUM_THREADS ?= 1
 export PYTHONUNBUFFERED := 1
+# Share compiled XLA programs between test workers, CLI subprocesses and later runs: XLA
+# compilation dominates short runs on CPU.
+export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0.5
 
 .PHONY: setup test demo lint format bench clean
 
@@ -18,7 +22,7 @@ setup: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -x
+	$(PY) -m pytest -q -x -n 2
 
 demo: $(STAMP)
 	$(VENV)/bin/ev3evo demo

@@ -7,6 +7,12 @@ with a statistical safety gate. See README.md for a tour.
 from . import losses as losses
 from .assess import metrics as metrics
 from .assess import stats as stats
+from .callbacks import Callback as Callback
+from .callbacks import EarlyStopping as EarlyStopping
+from .callbacks import JSONLHistory as JSONLHistory
+from .callbacks import ProgressBar as ProgressBar
+from .explore import biased as biased
+from .explore.biased import guided_es as guided_es
 from .explore.gradient import gradient_rollouts as gradient_rollouts
 from .explore.mix import Mixed as Mixed
 from .explore.mix import mix as mix
@@ -19,10 +25,6 @@ from .explore.mutation import per_layer as per_layer
 from .explore.mutation import per_layer_mutation as per_layer_mutation
 from .explore.mutation import sparse as sparse
 from .explore.mutation import sparse_mutation as sparse_mutation
-from .callbacks import Callback as Callback
-from .callbacks import EarlyStopping as EarlyStopping
-from .callbacks import JSONLHistory as JSONLHistory
-from .callbacks import ProgressBar as ProgressBar
 from .loop import EV3 as EV3
 from .loop import EV3State as EV3State
 from .loop import StepInfo as StepInfo

@@ -57,7 +57,7 @@ class JSONLHistory(Callback):
 
     def on_start(self, engine, state):
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self.file = open(self.path, self.mode, encoding="utf-8")  # noqa: SIM115
+        self.file = open(self.path, self.mode, encoding="utf-8")
 
     def on_step(self, record, state, engine):
         self.file.write(json.dumps(record, allow_nan=True) + "\n")

@@ -21,8 +21,8 @@ The operator is vmapped over ``size`` independent keys by the library.
 from __future__ import annotations
 
 import jax
-import numpy as np
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from .._checks import check_positive_int
