@@ -100,3 +100,42 @@ def check_population(population: Population, params: Params, size: int, who: str
                 f"{who} returned leaf {name} with shape {tuple(jnp.shape(q))}; expected "
                 f"{expected} (population size {size} followed by the parameter's shape)"
             )
+
+
+def check_dtypes(population: Population, params: Params, who: str) -> None:
+    """Raises a clear ``TypeError`` unless every candidate leaf has its parameter's dtype.
+
+    A candidate of another dtype (an integer operator, a float64 numpy draw) would silently
+    change the model's dtype when accepted, and the compiled step with it.
+    """
+    for (path, p), q in zip(
+        jax.tree_util.tree_flatten_with_path(params)[0], jax.tree.leaves(population)
+    ):
+        if jnp.result_type(q) != jnp.result_type(p):
+            name = jax.tree_util.keystr(path) or "<root>"
+            raise TypeError(
+                f"{who} returned leaf {name} with dtype {jnp.result_type(q)}; the model "
+                f"parameter has dtype {jnp.result_type(p)} (cast the candidates to it)"
+            )
+
+
+def check_same_state(before, after, who: str) -> None:
+    """Raises a clear ``ValueError`` when a state changes structure, shape or dtype.
+
+    A source's state must keep its structure from step to step: ``lax.scan`` requires it, and
+    under ``jit`` any change recompiles the step.
+    """
+    b_def, a_def = jax.tree.structure(before), jax.tree.structure(after)
+    if b_def != a_def:
+        raise ValueError(
+            f"{who} changed the structure of its state:\n  before: {b_def}\n  after:  {a_def}"
+        )
+    for (path, b), a in zip(jax.tree_util.tree_flatten_with_path(before)[0], jax.tree.leaves(after)):
+        b_sig = (tuple(jnp.shape(b)), jnp.result_type(b))
+        a_sig = (tuple(jnp.shape(a)), jnp.result_type(a))
+        if a_sig != b_sig:
+            name = jax.tree_util.keystr(path) or "<root>"
+            raise ValueError(
+                f"{who} changed state leaf {name} from {b_sig[1]}{list(b_sig[0])} to "
+                f"{a_sig[1]}{list(a_sig[0])}; a source's state must keep its shapes and dtypes"
+            )

@@ -34,7 +34,9 @@ from ._checks import check_nonnegative, check_positive_int, check_probability
 from .adapt import allocation as alloc
 from .adapt.gate import GateConfig, decide
 from .assess.evaluate import check_metrics, evaluate_population
+from .assess.metrics import utility
 from .explore.mix import Mixed, mix
+from .parallel import constrain_population, sharded_step
 from .types import Array, Batch, Constraint, Feedback, Metric, Objective, Params, PRNGKey, Source
 
 
@@ -75,6 +77,9 @@ class StepInfo(NamedTuple):
     num_valid: Array
     num_invalid: Array  # active candidates with non-finite parameters or scores
     pvalue: Array  # the winner's uncorrected p-value against the stable model
+    # Host sources that raised this step, as (source name, "ask"/"tell", message) tuples; the
+    # raising source's slots counted as invalid. Always () on the all-JAX path.
+    host_errors: tuple = ()
 
 
 def parse_constraint(text: str) -> Constraint:
@@ -115,6 +120,8 @@ class EV3:
       credit_decay: EMA factor of source credit, in ``[0, 1)``.
       credit_prior: pseudo-credit that keeps shares from collapsing, ``> 0``.
       patience: steps without certification after which the run counts as stalled.
+      mesh: a one-axis ``jax.sharding.Mesh`` (see :func:`ev3evo.parallel.population_mesh`):
+        the population is split over its devices, everything else replicated.
     """
 
     def __init__(
@@ -132,6 +139,7 @@ class EV3:
         credit_decay: float = 0.8,
         credit_prior: float = 0.25,
         patience: int = 20,
+        mesh=None,
     ):
         self.mixed = sources if isinstance(sources, Mixed) else mix(*sources)
         if isinstance(metrics, Metric):
@@ -197,7 +205,16 @@ class EV3:
         self.capacities = np.array([p.size for p in self.mixed.parts], np.int32)
         self.host = self.mixed.source.host
         # The compiled step, built once and cached on this immutable configuration.
-        self.step = self._step if self.host else jax.jit(self._step)
+        self.step = self._staged_step if self.host else jax.jit(self._step)
+        if self.host:
+            # Host sources: the JAX parts run in two compiled stages around the host calls.
+            self._ask_jax = jax.jit(self._ask_jax_stage)
+            self._adapt_jax = jax.jit(self._adapt_stage)
+        self.mesh = mesh
+        if mesh is not None:
+            if self.host:
+                raise ValueError("mesh= needs every source to be a JAX source (no host source)")
+            self.step = sharded_step(self._step, mesh)
 
     # ------------------------------------------------------------------ public API
     @property
@@ -240,7 +257,8 @@ class EV3:
 
     def record(self, info: StepInfo) -> dict:
         """A JSON-ready dict of one step's :class:`StepInfo`."""
-        info = jax.device_get(info)
+        host_errors = tuple(info.host_errors)
+        info = jax.device_get(info._replace(host_errors=()))
         names = self.metric_names
         src = int(info.winner_source)
         return {
@@ -259,6 +277,9 @@ class EV3:
             "num_valid": int(info.num_valid),
             "num_invalid": int(info.num_invalid),
             "pvalue": float(info.pvalue),
+            "host_errors": [
+                {"source": n, "phase": phase, "error": msg} for n, phase, msg in host_errors
+            ],
         }
 
     # ------------------------------------------------------------------ the step
@@ -270,7 +291,6 @@ class EV3:
         key_ask, key_gate, key_tell = jax.random.split(key, 3)
         mixed = self.mixed
         capacity = mixed.source.size
-        budget = self.population_size
         counts = state.allocation.counts
         active = alloc.active_mask(counts, mixed.source_ids, mixed.offsets)
 
@@ -279,6 +299,21 @@ class EV3:
             key_ask, state.sources, state.params, train_batch, active
         )
         _tree.check_population(population, state.params, capacity, "the sources")
+        new_state, info, _ = self._assess_adapt(
+            key_gate, key_tell, state, population, source_states, active, eval_batch,
+            mixed.source.tell,
+        )
+        return new_state, info
+
+    def _assess_adapt(
+        self, key_gate, key_tell, state, population, source_states, active, eval_batch, tell
+    ):
+        """Assess the population, adapt, and ``tell`` the sources; returns the feedback too."""
+        mixed = self.mixed
+        capacity = mixed.source.size
+        budget = self.population_size
+        counts = state.allocation.counts
+        population = constrain_population(population, self.mesh)
 
         # ASSESS: only the budgeted (active) slots, plus current and stable, in one call.
         if budget < capacity:
@@ -296,6 +331,7 @@ class EV3:
         arms = _tree.concat(
             [evaluated, _tree.broadcast(state.params, 1), _tree.broadcast(state.stable, 1)]
         )
+        arms = constrain_population(arms, self.mesh)
         stats = evaluate_population(self.metrics, arms, eval_batch)
 
         # ADAPT
@@ -309,8 +345,12 @@ class EV3:
 
         fitness = jnp.full((capacity,), -jnp.inf).at[index].max(d.fitness)
         selected = (jnp.arange(capacity) == slot) & d.accepted & ~d.rolled_back
-        feedback = Feedback(fitness, selected, params, d.rolled_back)
-        source_states = mixed.source.tell(key_tell, source_states, population, feedback)
+        p = budget
+        kept_arm = jnp.where(d.rolled_back, p + 1, jnp.where(d.accepted, w, p))
+        primary = self.metric_names.index(self.objectives[0].metric)
+        params_fitness = utility(self.metrics[primary], d.values[kept_arm, primary])
+        feedback = Feedback(fitness, selected, params, d.rolled_back, params_fitness)
+        source_states = tell(key_tell, source_states, population, feedback)
 
         source_ids = jnp.asarray(mixed.source_ids, jnp.int32)
         winner_source = jnp.where(d.winner >= 0, source_ids[slot], -1)
@@ -319,8 +359,6 @@ class EV3:
             budget, self.min_slots, self.credit_prior, self.credit_decay,
         )
         since = jnp.where(d.certified, 0, state.since_certified + 1).astype(jnp.int32)
-        p = budget
-        kept_arm = jnp.where(d.rolled_back, p + 1, jnp.where(d.accepted, w, p))
         stable_arm = jnp.where(d.certified, w, p + 1)
         new_state = EV3State(params, stable, source_states, allocation, state.step + 1, since)
         info = StepInfo(
@@ -339,4 +377,105 @@ class EV3:
             num_invalid=jnp.sum(in_budget & ~d.valid),
             pvalue=d.pvalue,
         )
-        return new_state, info
+        return new_state, info, feedback
+
+    # ------------------------------------------------------------------ the staged host step
+    def _ask_jax_stage(self, ask_keys, state: EV3State, train_batch: Batch):
+        """Compiled stage 1: the active mask and the JAX sources' candidates (host parts: None)."""
+        mixed = self.mixed
+        active = alloc.active_mask(state.allocation.counts, mixed.source_ids, mixed.offsets)
+        pops, states = [], []
+        for i, part in enumerate(mixed.parts):
+            if part.host:
+                pops.append(None)
+                states.append(state.sources[i])
+                continue
+            lo, hi = mixed.offsets[i], mixed.offsets[i + 1]
+            pop, st = part.ask(ask_keys[i], state.sources[i], state.params, train_batch,
+                               active[lo:hi])
+            _tree.check_population(pop, state.params, part.size, f"source {part.name!r}")
+            pops.append(pop)
+            states.append(st)
+        return tuple(pops), tuple(states), active
+
+    def _tell_jax_parts(self, key_tell, source_states, population, feedback: Feedback):
+        """``mix``'s tell restricted to the JAX parts (same per-part keys); host parts kept."""
+        mixed = self.mixed
+        keys = jax.random.split(key_tell, len(mixed.parts))
+        new = list(source_states)
+        for i, part in enumerate(mixed.parts):
+            if part.host:
+                continue
+            new[i] = part.tell(keys[i], source_states[i], _slice_population(mixed, population, i),
+                               _slice_feedback(mixed, feedback, i))
+        return tuple(new)
+
+    def _adapt_stage(self, key_gate, key_tell, state, population, source_states, active,
+                     eval_batch):
+        """Compiled stage 2: assess + adapt, and tell the JAX sources."""
+        return self._assess_adapt(key_gate, key_tell, state, population, source_states, active,
+                                  eval_batch, self._tell_jax_parts)
+
+    def _staged_step(
+        self, key: PRNGKey, state: EV3State, train_batch: Batch, eval_batch: Batch
+    ) -> tuple[EV3State, StepInfo]:
+        """One step with host sources: JAX ask (compiled) → host ask → assess + adapt + JAX tell
+        (compiled) → host tell. Same keys per source as the fused step. A host source that
+        raises is isolated for the step: its slots are NaN (invalid, ``-inf`` fitness), its
+        state is kept, and the error is reported in ``StepInfo.host_errors``.
+        """
+        check_metrics(self.metrics, state.params, eval_batch)
+        mixed = self.mixed
+        key_ask, key_gate, key_tell = jax.random.split(key, 3)
+        ask_keys = jax.random.split(key_ask, len(mixed.parts))
+        pops, states, active = self._ask_jax(ask_keys, state, train_batch)
+        pops, states = list(pops), list(states)
+        errors = []
+        for i, part in enumerate(mixed.parts):
+            if not part.host:
+                continue
+            lo, hi = mixed.offsets[i], mixed.offsets[i + 1]
+            try:
+                pop, st = part.ask(ask_keys[i], state.sources[i], state.params, train_batch,
+                                   active[lo:hi])
+                _tree.check_population(pop, state.params, part.size, f"source {part.name!r}")
+                pop = jax.tree.map(lambda x, p: jnp.asarray(x, jnp.result_type(p)), pop,
+                                   state.params)
+            except Exception as e:  # isolate the host source for this step
+                errors.append((part.name, "ask", f"{type(e).__name__}: {e}"))
+                pop = jax.tree.map(
+                    lambda x, n=part.size: jnp.full((n, *jnp.shape(x)), jnp.nan,
+                                                     jnp.result_type(x)),
+                    state.params,
+                )
+                st = state.sources[i]
+            pops[i], states[i] = pop, st
+        population = _tree.concat(pops)
+        new_state, info, feedback = self._adapt_jax(
+            key_gate, key_tell, state, population, tuple(states), active, eval_batch
+        )
+        tell_keys = jax.random.split(key_tell, len(mixed.parts))
+        told = list(new_state.sources)
+        for i, part in enumerate(mixed.parts):
+            if not part.host:
+                continue
+            if any(name == part.name and phase == "ask" for name, phase, _ in errors):
+                continue  # nothing was asked: nothing to tell
+            try:
+                told[i] = part.tell(tell_keys[i], states[i],
+                                    _slice_population(mixed, population, i),
+                                    _slice_feedback(mixed, feedback, i))
+            except Exception as e:
+                errors.append((part.name, "tell", f"{type(e).__name__}: {e}"))
+                told[i] = states[i]
+        new_state = new_state._replace(sources=tuple(told))
+        return new_state, info._replace(host_errors=tuple(errors))
+
+
+def _slice_population(mixed: Mixed, population, i: int):
+    return _tree.slice_(population, mixed.offsets[i], mixed.offsets[i + 1])
+
+
+def _slice_feedback(mixed: Mixed, feedback: Feedback, i: int) -> Feedback:
+    lo, hi = mixed.offsets[i], mixed.offsets[i + 1]
+    return feedback._replace(fitness=feedback.fitness[lo:hi], selected=feedback.selected[lo:hi])

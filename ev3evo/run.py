@@ -9,6 +9,8 @@ Example::
 
 from __future__ import annotations
 
+import numbers
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,6 +18,7 @@ from typing import Any
 
 import jax
 
+from ._checks import check_positive_int
 from .callbacks import Callback
 from .loop import EV3, EV3State
 from .types import Batch, Params, PRNGKey
@@ -68,6 +71,15 @@ def _get_batch(source: Any, key: PRNGKey, step: int) -> Batch:
     return source(key, step) if callable(source) else source
 
 
+def _final_checkpoint(checkpointer, result: RunResult, key: PRNGKey) -> str:
+    """Writes the last good state (if not yet on disk); returns a note for error messages."""
+    try:
+        checkpointer.save(result.engine, key, result.state, result.history, force=True)
+    except Exception as e:  # the run's own error matters more; report both
+        return f" (and its final checkpoint could not be written: {type(e).__name__}: {e})"
+    return f" (last checkpoint: step {checkpointer.last_saved} in {checkpointer.directory})"
+
+
 def run(
     engine: EV3,
     key: PRNGKey,
@@ -81,6 +93,11 @@ def run(
     state: EV3State | None = None,
     on_stall: StallHook | None = None,
     throw: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    keep_checkpoints: int = 3,
+    checkpoint_metadata: dict | Callable[[EV3, EV3State], dict] | None = None,
 ) -> RunResult:
     """Runs ``steps`` EV3 steps (fewer if the time budget or a callback stops it).
 
@@ -99,15 +116,56 @@ def run(
         new ``(engine, state)`` (growth), or ``None`` to leave things as they are.
       throw: re-raise exceptions from steps and callbacks (after ``on_end``); with ``False``
         the result has ``status="failed"`` and the last good state.
+      checkpoint_dir: write checkpoints of the whole run here (see :mod:`ev3evo.io.checkpoint`):
+        every ``checkpoint_every`` steps and at the end, whatever the status (a failed run
+        leaves its last good state on disk). Without ``resume`` the directory must not hold
+        checkpoints already.
+      checkpoint_every: steps between checkpoints.
+      resume: continue from the newest intact checkpoint in ``checkpoint_dir`` (state, key
+        check and history); starts afresh when there is none yet. A JAX-only run resumed this
+        way ends bit-identical to the uninterrupted run. After growth, pass the grown engine
+        and params (``ev3evo.io.read_checkpoint(dir).metadata`` tells what was saved).
+      keep_checkpoints: how many checkpoints to keep.
+      checkpoint_metadata: JSON-ready dict, or ``(engine, state) -> dict``, saved with each
+        checkpoint (e.g. the architecture); its ``"config"`` entry is part of the fingerprint.
     """
     start = time.perf_counter()
-    if state is None:
-        if params is None:
-            raise ValueError("run() needs params or a state to continue from")
+    check_positive_int(steps, "steps")
+    if time_budget is not None and not (
+        isinstance(time_budget, numbers.Real) and not isinstance(time_budget, bool)
+        and time_budget > 0
+    ):
+        raise ValueError(f"time_budget must be a positive number of seconds, got {time_budget!r}")
+    checkpointer, history = None, []
+    if checkpoint_dir is not None:
+        from .io.checkpoint import Checkpointer
+
+        checkpointer = Checkpointer(
+            checkpoint_dir, checkpoint_every, keep_checkpoints, checkpoint_metadata
+        )
+    elif resume:
+        raise ValueError("resume=True needs checkpoint_dir (the directory of the run to resume)")
+    if state is None and params is None:
+        raise ValueError("run() needs params or a state to continue from")
+    restored = None
+    if checkpointer is not None and resume:
+        template = state
+        if template is None:  # the structure to restore into (and the fresh start if none)
+            template = state = engine.init(jax.random.fold_in(key, _INIT_SALT), params)
+        restored = checkpointer.resume(engine, key, template)
+    elif checkpointer is not None:
+        checkpointer.check_fresh()
+    if restored is not None:
+        state, history = restored.state, list(restored.history)
+    elif state is None:
         state = engine.init(jax.random.fold_in(key, _INIT_SALT), params)
-    result = RunResult(state=state, engine=engine)
+    result = RunResult(state=state, engine=engine, history=history)
     for cb in callbacks:
         cb.on_start(engine, state)
+    if restored is not None:  # callbacks with a memory (early stopping) may replay it
+        for cb in callbacks:
+            if callable(getattr(cb, "on_resume", None)):
+                cb.on_resume(result.history)
     first = int(state.step)
     try:
         for t in range(first, steps):
@@ -131,17 +189,23 @@ def run(
                 if grown is not None:
                     engine, state = grown
                     result.engine, result.state = engine, state
+            if checkpointer is not None:
+                checkpointer.save(engine, key, state, result.history)
             if stop:
                 result.status = STOPPED
                 break
     except Exception as e:  # keep what we had: callbacks still see the last good state
         result.status, result.error = FAILED, f"{type(e).__name__}: {e}"
+        if checkpointer is not None:
+            result.error += _final_checkpoint(checkpointer, result, key)
         result.seconds = time.perf_counter() - start
         for cb in callbacks:
             cb.on_end(result)
         if throw:
             raise
         return result
+    if checkpointer is not None:
+        _final_checkpoint(checkpointer, result, key)
     result.seconds = time.perf_counter() - start
     for cb in callbacks:
         cb.on_end(result)

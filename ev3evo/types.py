@@ -51,12 +51,16 @@ class Feedback(NamedTuple):
       params: the current model after the adapt phase (the accepted candidate, the unchanged
         current model, or the stable model after a rollback).
       rolled_back: scalar bool, true when the current model was rolled back to the stable one.
+      params_fitness: scalar utility of ``params`` on the same scale as ``fitness`` (the
+        engine fills it in; ``None`` when unknown). Sources that learn from points they did not
+        propose (nevergrad's tell-not-asked) use it.
     """
 
     fitness: Array
     selected: Array
     params: Params
     rolled_back: Array
+    params_fitness: Array | None = None
 
 
 class InitFn(Protocol):

@@ -91,18 +91,26 @@ def violations(values: Array, index: dict[str, int], constraints: Sequence[Const
     return total
 
 
+_ROUNDING = 1e-6
+
+
 def lexicographic_winner(utilities: Array, tolerances: Sequence[float], eligible: Array) -> Array:
     """Index of the lexicographic best among ``eligible`` (``-1`` if none).
 
     Args:
       utilities: ``(O, P)`` higher-is-better values, one row per objective in priority order.
-      tolerances: ties within this much of the best on each objective pass to the next one.
+      tolerances: ties within this much of the best on each objective pass to the next one
+        (the bound is inclusive, up to float32 rounding).
       eligible: ``(P,)`` bool.
     """
     keep = eligible
     for o, tol in enumerate(tolerances):
         u = jnp.where(keep, utilities[o], -jnp.inf)
-        keep = keep & (u >= jnp.max(u) - tol)
+        best = jnp.max(u)
+        # A rounding allowance of a few float32 ulps: a boundary written in decimal (accuracy
+        # 0.79 against 0.80 with tolerance 0.01) must count as a tie, as it does on paper.
+        slack = tol + _ROUNDING * jnp.maximum(1.0, jnp.abs(best))
+        keep = keep & (u >= best - slack)
     final = jnp.where(keep, utilities[-1], -jnp.inf)
     # Among exact ties on the last objective, prefer the best primary value.
     final_best = keep & (final >= jnp.max(final))

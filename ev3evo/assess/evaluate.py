@@ -27,7 +27,13 @@ def _normalize(metric: Metric, out, n: int):
             f"metric {metric.name!r} returned a scalar; a metric must return one score per "
             f"example (shape ({n},)) or per-example statistics (shape ({n}, k))"
         )
-    if shape[0] != n or len(shape) > 2:
+    if shape[0] != n:
+        raise ValueError(
+            f"metric {metric.name!r} returned scores for {shape[0]} examples (shape {shape}) "
+            f"but the evaluation batch has {n}; a metric must return one score per example, "
+            f"shape ({n},), or per-example statistics, shape ({n}, k)"
+        )
+    if len(shape) > 2:
         raise ValueError(
             f"metric {metric.name!r} returned shape {shape} for a batch of {n} examples; "
             f"expected ({n},) or ({n}, k)"
@@ -43,7 +49,9 @@ def check_metrics(metrics: Sequence[Metric], params: Params, batch: Batch) -> No
         try:
             out = jax.eval_shape(m.stats, params, batch)
         except (TypeError, ValueError, IndexError, KeyError) as e:
-            raise ValueError(f"metric {m.name!r} failed on the evaluation batch: {e}") from e
+            raise ValueError(
+                f"metric {m.name!r} failed on the evaluation batch: {type(e).__name__}: {e}"
+            ) from e
         if not hasattr(out, "shape"):
             raise ValueError(f"metric {m.name!r} must return an array, got {type(out).__name__}")
         _normalize(m, out, n)

@@ -36,7 +36,11 @@ def per_example(name: str, fn, maximize: bool = True) -> Metric:
     """A decomposable metric from ``fn(params, batch) -> (N,)`` per-example scores."""
 
     def stats(params, batch):
-        return jnp.asarray(fn(params, batch), jnp.float32)[..., None]
+        scores = jnp.asarray(fn(params, batch), jnp.float32)
+        if scores.ndim != 1:
+            # Left as is, so that the engine's shape check reports what the function returned.
+            return scores
+        return scores[:, None]
 
     return Metric(name, stats, _identity, maximize=maximize, decomposable=True)
 

@@ -40,7 +40,11 @@ def _minibatch(key, batch, batch_size):
     n = jax.tree.leaves(batch)[0].shape[0]
     if batch_size >= n:
         return batch
-    idx = jax.random.choice(key, n, (batch_size,), replace=False)
+    # Sampled with replacement: every without-replacement sampler (choice(replace=False),
+    # permutation, top_k of uniforms) is a sort, and vmapped over candidates XLA:CPU runs it
+    # 10-50x slower than randint (16-64 rollouts of 10 steps: 20-50 ms against 0.7-4 ms);
+    # it dominated the whole rollout (benchmarks/throughput.py).
+    idx = jax.random.randint(key, (batch_size,), 0, n)
     return jax.tree.map(lambda x: x[idx], batch)
 
 
@@ -85,7 +89,7 @@ def gradient_rollouts(
       losses: differentiable ``(params, batch) -> scalar`` functions.
       optimizers: any ``optax.GradientTransformation`` s.
       steps: optimizer steps per rollout.
-      batch_size: minibatch size sampled (without replacement) from the train batch at every
+      batch_size: minibatch size sampled (with replacement) from the train batch at every
         step; ``None`` uses the whole train batch.
       repeats: independent minibatch streams per pair (vmapped).
       sync: ``"winner"`` (default) or ``"all"``, see the module docstring.

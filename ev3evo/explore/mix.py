@@ -80,10 +80,17 @@ def mix(*sources: Source) -> Mixed:
         keys = jax.random.split(key, len(sources))
         pops, states = [], []
         for i, (s, k, st) in enumerate(zip(sources, keys, state)):
-            pop, st = s.ask(k, st, params, batch, active[offsets[i] : offsets[i + 1]])
-            _tree.check_population(pop, params, s.size, f"source {s.name!r}")
+            who = f"source {s.name!r}"
+            try:
+                pop, new_st = s.ask(k, st, params, batch, active[offsets[i] : offsets[i + 1]])
+            except _SOURCE_ERRORS as e:  # name the failing source instead of a bare traceback
+                raise ValueError(f"{who} failed to propose candidates: {_describe(e)}") from e
+            _tree.check_population(pop, params, s.size, who)
+            if not s.host:  # host sources hand back numpy arrays, cast by the engine
+                _tree.check_dtypes(pop, params, who)
+                _tree.check_same_state(st, new_st, f"{who} (in ask)")
             pops.append(pop)
-            states.append(st)
+            states.append(new_st)
         return _tree.concat(pops), tuple(states)
 
     def tell(key, state, population, feedback: Feedback):
@@ -96,13 +103,30 @@ def mix(*sources: Source) -> Mixed:
                 selected=feedback.selected[lo:hi],
                 params=feedback.params,
                 rolled_back=feedback.rolled_back,
+                params_fitness=feedback.params_fitness,
             )
-            new.append(s.tell(k, st, _tree.slice_(population, lo, hi), part))
+            who = f"source {s.name!r}"
+            try:
+                new_st = s.tell(k, st, _tree.slice_(population, lo, hi), part)
+            except _SOURCE_ERRORS as e:
+                raise ValueError(f"{who} failed in tell: {_describe(e)}") from e
+            if not s.host:
+                _tree.check_same_state(st, new_st, f"{who} (in tell)")
+            new.append(new_st)
         return tuple(new)
 
     host = any(s.host for s in sources)
     source = Source(init, ask, tell, total, "+".join(s.name for s in sources), host)
     return Mixed(source, tuple(sources), source_ids, offsets)
+
+
+# Errors a source raises while being traced (a loss that does not fit the batch, an operator
+# with the wrong signature): re-raised as a ValueError that names the source.
+_SOURCE_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError)
+
+
+def _describe(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}"
 
 
 def source_ids_array(mixed: Mixed) -> jax.Array:

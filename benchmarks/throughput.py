@@ -1,0 +1,405 @@
+"""Throughput benchmarks: ev3evo's compiled, vectorized phases against the reference style.
+
+    python benchmarks/throughput.py [--quick] [--json PATH]
+
+Four measurements, each printed as a ratio measured side by side in this one run:
+
+1. **Explore**: K gradient-rollout candidates (10 inner steps each, a 64-32-10 MLP on
+   digits, minibatches of 128) from ``ev3evo.gradient_rollouts`` (one compiled call, ``vmap``
+   over candidates, ``lax.scan`` over steps) against the reference style: a Python loop over
+   candidates and steps calling a jitted single optimizer step.
+2. **Assess**: ``evaluate_population`` (accuracy of P students on B examples, one call) as
+   achieved FLOP/s against this machine's dense matmul FLOP/s (a large ``jnp.dot`` measured in
+   the same run). FLOPs counted: ``2·P·B·Σ(in·out)`` over the layers' matmuls only.
+3. **Wrapper overhead**: an evosax algorithm driven through ``ev3evo.evosax_source`` against
+   the raw evosax ask/tell loop, for the same generations and fitness function.
+4. **Scaling**: time per full EV3 step against population size and student width, and peak
+   memory (``ru_maxrss`` of a fresh subprocess per configuration); growth exponents are the
+   least-squares log-log slopes.
+
+Compile time is excluded everywhere (every function runs once before timing); each figure is
+the median of several repeats. Set ``OPENBLAS_NUM_THREADS=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import ev3evo
+from ev3evo.assess.evaluate import evaluate_population
+from ev3evo.demo import digits_splits, mlp_apply, mlp_init
+
+
+# ----------------------------------------------------------------------------- helpers
+def timeit(fn, *args, repeats: int = 5, min_time: float = 0.05) -> float:
+    """Median seconds per call of ``fn(*args)`` after one warm-up call (compilation)."""
+    jax.block_until_ready(fn(*args))
+    # calls per repeat so that one repeat lasts at least min_time (short calls are noisy)
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    one = time.perf_counter() - t0
+    number = max(1, int(min_time / max(one, 1e-6)))
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(number):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - t0) / number)
+    return statistics.median(times)
+
+
+def compare(fa, fb, repeats: int = 5, min_time: float = 0.05) -> tuple[float, float, float]:
+    """Times ``fa()`` and ``fb()`` alternately; returns (median a, median b, median of b/a).
+
+    The machine is shared: alternating the two within each repeat exposes both to the same
+    load, and the median of the per-repeat ratios is far steadier than a ratio of medians.
+    """
+    na, nb = (_calls(f, min_time) for f in (fa, fb))
+    ta, tb = [], []
+    for _ in range(repeats):
+        ta.append(_clock(fa, na))
+        tb.append(_clock(fb, nb))
+    ratios = [b / a for a, b in zip(ta, tb)]
+    return statistics.median(ta), statistics.median(tb), statistics.median(ratios)
+
+
+def _calls(fn, min_time):
+    jax.block_until_ready(fn())  # compile
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn())
+    return max(1, int(min_time / max(time.perf_counter() - t0, 1e-6)))
+
+
+def _clock(fn, number):
+    t0 = time.perf_counter()
+    for _ in range(number):
+        out = fn()
+    jax.block_until_ready(out)
+    return (time.perf_counter() - t0) / number
+
+
+def machine() -> dict:
+    cpu = platform.processor() or ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "load_average_start": list(os.getloadavg()),
+        "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+    }
+
+
+def mlp_flops(sizes) -> int:
+    """Multiply-adds ×2 of one example through the MLP's matmuls."""
+    return 2 * sum(a * b for a, b in itertools.pairwise(sizes))
+
+
+def population(key, params, size, scale=0.05):
+    leaves, treedef = jax.tree.flatten(params)
+    keys = jax.random.split(key, len(leaves))
+    return jax.tree.unflatten(
+        treedef,
+        [x + scale * jax.random.normal(k, (size, *x.shape)) for x, k in zip(leaves, keys)],
+    )
+
+
+def slope(xs, ys) -> float:
+    """Least-squares slope of log(ys) against log(xs)."""
+    return float(np.polyfit(np.log(xs), np.log(ys), 1)[0])
+
+
+# ----------------------------------------------------------------------------- 1. explore
+def bench_explore(ks, repeats, steps=10, hidden=32, batch_size=128) -> dict:
+    train, _, _ = digits_splits(0)
+    params = mlp_init(jax.random.key(0), (64, hidden, 10))
+    loss = ev3evo.losses.cross_entropy(mlp_apply)
+    opt = optax.adam(1e-2)
+    n = train["x"].shape[0]
+    grad = jax.grad(loss)
+
+    @jax.jit
+    def ref_step(key, i, params, opt_state, batch):
+        # the same work as one step of ev3evo's rollout: a minibatch, a gradient, an update
+        # the same sampler as ev3evo's rollout (with replacement)
+        idx = jax.random.randint(jax.random.fold_in(key, i), (batch_size,), 0, n)
+        mb = jax.tree.map(lambda x: x[idx], batch)
+        updates, opt_state = opt.update(grad(params, mb), opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    def reference(key, params, batch, k):
+        s0 = opt.init(params)
+        out = []
+        for c in range(k):  # the reference EV3 style: candidates one after another
+            p, s = params, s0
+            for t in range(steps):
+                p, s = ref_step(key, c * steps + t, p, s, batch)
+            out.append(p)
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *out)
+
+    rows = []
+    key = jax.random.key(2)
+    for k in ks:
+        src = ev3evo.gradient_rollouts([loss], [opt], steps=steps, batch_size=batch_size, repeats=k)
+        state = src.init(jax.random.key(1), params)
+        ask = jax.jit(src.ask)
+        active = jnp.ones(k, bool)
+        t_ev3, t_ref, speedup = compare(
+            lambda a=ask, s=state, m=active: a(key, s, params, train, m)[0],
+            lambda k=k: reference(key, params, train, k),
+            repeats=repeats,
+        )
+        rows.append({"K": k, "ev3evo_s": t_ev3, "reference_s": t_ref, "speedup": speedup,
+                     "per_candidate_step_us": 1e6 * t_ev3 / (k * steps),
+                     "reference_per_step_us": 1e6 * t_ref / (k * steps)})
+        print(f"  explore K={k:3d}: ev3evo {t_ev3 * 1e3:8.2f} ms   reference loop "
+              f"{t_ref * 1e3:8.2f} ms   speed-up {speedup:6.1f}x", flush=True)
+    return {"rows": rows, "steps": steps, "hidden": hidden, "batch_size": batch_size}
+
+
+# ----------------------------------------------------------------------------- 2. assess
+def bench_matmul_peak(repeats, n=2048) -> dict:
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    t = timeit(dot, a, b, repeats=repeats)
+    flops = 2 * n**3 / t
+    print(f"  matmul peak ({n}x{n} f32 jnp.dot): {flops / 1e9:.1f} GFLOP/s", flush=True)
+    return {"n": n, "seconds": t, "flops_per_s": flops}
+
+
+def bench_assess(ps, bs, repeats, hidden=32, n=2048) -> dict:
+    _, val, _ = digits_splits(0)
+    params = mlp_init(jax.random.key(0), (64, hidden, 10))
+    acc = ev3evo.metrics.accuracy(mlp_apply)
+    evaluate = jax.jit(lambda pop, batch: evaluate_population([acc], pop, batch)[0])
+    rng = np.random.default_rng(0)
+    per_example = mlp_flops((64, hidden, 10))
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    rows = []
+    for b in bs:
+        # digits has 1797 examples: larger batches resample them (the cost is the same)
+        idx = rng.integers(0, val["x"].shape[0], b)
+        batch = {"x": val["x"][idx], "y": val["y"][idx]}
+        for p in ps:
+            pop = population(jax.random.key(p), params, p)
+            # the peak is re-measured next to every configuration (alternating), so that
+            # both see the same load; fraction = (flops/t_eval) / (2n³/t_dot) = ratio · f/2n³
+            t_dot, t, ratio = compare(lambda: dot(a, a), lambda p=pop, b=batch: evaluate(p, b),
+                                      repeats=repeats)
+            flops = p * b * per_example / t
+            fraction = (p * b * per_example) / (2 * n**3) / ratio
+            rows.append({"P": p, "B": b, "seconds": t, "flops_per_s": flops,
+                         "peak_flops_per_s": 2 * n**3 / t_dot, "roofline_fraction": fraction})
+            print(f"  assess P={p:4d} B={b:5d}: {t * 1e3:8.2f} ms  {flops / 1e9:6.1f} GFLOP/s  "
+                  f"(peak alongside {2 * n**3 / t_dot / 1e9:5.1f})  {100 * fraction:5.1f}% of peak",
+                  flush=True)
+    return {"rows": rows, "hidden": hidden, "flops_per_example": per_example}
+
+
+# ----------------------------------------------------------------------------- 3. evosax
+def bench_evosax(repeats, generations=20) -> dict:
+    from evosax.algorithms import algorithms
+
+    out = {}
+    _, val, _ = digits_splits(0)
+    params = mlp_init(jax.random.key(0), (64, 16, 10))
+    acc = jax.vmap(lambda p: jnp.mean(jnp.argmax(mlp_apply(p, val["x"]), -1) == val["y"]))
+    cases = {
+        # name: (algorithm, population, solution, loss of a population (lower is better))
+        "Open_ES_digits_mlp": ("Open_ES", 32, params, lambda pop: -acc(pop)),
+        "CMA_ES_sphere_d32": ("CMA_ES", 16, jnp.ones(32),
+                              lambda pop: jnp.sum(pop**2, axis=-1)),
+    }
+    for label, (name, lam, solution, f) in cases.items():
+        es = algorithms[name](population_size=lam, solution=solution)
+        esp = es.default_params
+        f = jax.jit(f)
+
+        def raw(key, es=es, esp=esp, f=f, solution=solution, generations=generations):
+            state = es.init(jax.random.fold_in(key, 0), solution, esp)
+            for g in range(generations):
+                k_ask, k_tell = jax.random.split(jax.random.fold_in(key, g + 1))
+                pop, state = es.ask(k_ask, state, esp)
+                state, _ = es.tell(k_tell, pop, f(pop), state, esp)
+            return state.mean
+
+        src = ev3evo.evosax_source(name, lam, recenter=False)
+        ask, tell = jax.jit(src.ask), jax.jit(src.tell)
+        active = jnp.ones(src.size, bool)
+        no = jnp.zeros(src.size, bool)
+
+        def wrapped(key, src=src, ask=ask, tell=tell, f=f, solution=solution, active=active,
+                    no=no, generations=generations):
+            state = src.init(jax.random.fold_in(key, 0), solution)
+            for g in range(generations):
+                k_ask, k_tell = jax.random.split(jax.random.fold_in(key, g + 1))
+                pop, state = ask(k_ask, state, solution, None, active)
+                fb = ev3evo.Feedback(-f(pop), no, solution, jnp.array(False))
+                state = tell(k_tell, state, pop, fb)
+            return state.es[0].mean
+
+        key = jax.random.key(3)
+        # the same generations: identical means after 3 generations (over 20, float32
+        # rounding differences between the two compiled programs grow chaotically in CMA-ES)
+        same = bool(np.allclose(raw(key, generations=3), wrapped(key, generations=3),
+                                rtol=1e-5, atol=1e-6))
+        t_raw, t_ev3, ratio = compare(lambda r=raw, k=key: r(k), lambda w=wrapped, k=key: w(k),
+                                      repeats=repeats)
+        out[label] = {"algorithm": name, "population": lam, "generations": generations,
+                      "raw_s": t_raw, "ev3evo_s": t_ev3, "ratio": ratio, "same_result": same}
+        print(f"  evosax {label}: raw {t_raw * 1e3:8.2f} ms  ev3evo {t_ev3 * 1e3:8.2f} ms  "
+              f"ratio {ratio:5.3f}  (same mean after 3 generations: {same})", flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- 4. scaling
+def scaling_config(pop: int, hidden: int, steps: int) -> dict:
+    """One configuration, run in a fresh process (so ru_maxrss is its own peak)."""
+    train, val, _ = digits_splits(0)
+    params = mlp_init(jax.random.key(0), (64, hidden, 10))
+    half = max(1, pop // 2)
+    engine = ev3evo.EV3(
+        sources=[
+            ev3evo.gradient_rollouts([ev3evo.losses.cross_entropy(mlp_apply)], [optax.adam(1e-2)],
+                                     steps=10, batch_size=128, repeats=half),
+            ev3evo.gaussian(pop - half, sigma=0.02),
+        ],
+        metrics=[ev3evo.metrics.accuracy(mlp_apply)],
+    )
+    state = engine.init(jax.random.key(1), params)
+    t0 = time.perf_counter()
+    state, _ = engine.step(jax.random.key(2), state, train, val)
+    jax.block_until_ready(state)
+    compile_s = time.perf_counter() - t0
+    times = []
+    for t in range(steps):
+        t0 = time.perf_counter()
+        state, _ = engine.step(jax.random.key(3 + t), state, train, val)
+        jax.block_until_ready(state)
+        times.append(time.perf_counter() - t0)
+    n_params = sum(x.size for x in jax.tree.leaves(params))
+    return {"P": pop, "hidden": hidden, "params": int(n_params), "step_s": statistics.median(times),
+            "first_step_s": compile_s,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_config(pop, hidden, steps) -> dict:
+    cmd = [sys.executable, __file__, "--_config", str(pop), str(hidden), str(steps)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"scaling config P={pop} hidden={hidden} failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_scaling(pops, hiddens, steps, base_pop=32, base_hidden=32) -> dict:
+    by_pop, by_hidden = [], []
+    for p in pops:
+        r = run_config(p, base_hidden, steps)
+        by_pop.append(r)
+        print(f"  step P={p:4d} hidden={base_hidden}: {r['step_s'] * 1e3:8.2f} ms/step  "
+              f"peak RSS {r['peak_rss_mb']:7.1f} MB", flush=True)
+    for h in hiddens:
+        r = run_config(base_pop, h, steps)
+        by_hidden.append(r)
+        print(f"  step P={base_pop} hidden={h:4d} ({r['params']} params): "
+              f"{r['step_s'] * 1e3:8.2f} ms/step  peak RSS {r['peak_rss_mb']:7.1f} MB", flush=True)
+    out = {"by_population": by_pop, "by_hidden": by_hidden,
+           "exponent_population": slope(pops, [r["step_s"] for r in by_pop]),
+           "exponent_params": slope([r["params"] for r in by_hidden],
+                                    [r["step_s"] for r in by_hidden])}
+    # the exponent over the upper half only (fixed costs weigh less there)
+    upper = by_pop[len(by_pop) // 2 - 1:] if len(by_pop) >= 3 else by_pop
+    out["exponent_population_upper"] = slope([r["P"] for r in upper], [r["step_s"] for r in upper])
+    print(f"  growth: time ∝ P^{out['exponent_population']:.2f} "
+          f"(upper range P^{out['exponent_population_upper']:.2f}), "
+          f"∝ params^{out['exponent_params']:.2f}", flush=True)
+    return out
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
+    parser.add_argument("--only", nargs="*", choices=["explore", "assess", "evosax", "scaling"])
+    parser.add_argument("--_config", nargs=3, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._config:
+        print(json.dumps(scaling_config(*args._config)))
+        return 0
+    only = set(args.only or ["explore", "assess", "evosax", "scaling"])
+    repeats = 3 if args.quick else 5
+    result: dict = {"machine": machine(), "quick": args.quick,
+                    "command": " ".join([os.path.basename(sys.executable), *sys.argv])}
+    start = time.perf_counter()
+    if "explore" in only:
+        print("1. explore: gradient rollouts, ev3evo vs a Python loop of jitted steps", flush=True)
+        ex = bench_explore([4, 16] if args.quick else [4, 16, 64], repeats)
+        result["explore"] = ex
+        for r in ex["rows"]:
+            result[f"explore_speedup_k{r['K']}"] = r["speedup"]
+    if "assess" in only:
+        print("2. assess: population evaluation against the measured matmul peak", flush=True)
+        peak = bench_matmul_peak(repeats)
+        ps = [8, 64, 512]
+        bs = [256, 1024, 4096]
+        if args.quick:
+            ps, bs = [8, 64], [256, 1024]
+        ev = bench_assess(ps, bs, repeats)
+        result["matmul_peak"] = peak
+        result["assess"] = ev
+        for r in ev["rows"]:
+            result[f"assess_roofline_fraction_p{r['P']}_b{r['B']}"] = r["roofline_fraction"]
+    if "evosax" in only:
+        print("3. wrapper overhead: evosax through ev3evo.evosax_source vs raw", flush=True)
+        es = bench_evosax(repeats)
+        result["evosax"] = es
+        result["evosax_overhead_ratio"] = es["Open_ES_digits_mlp"]["ratio"]
+        result["evosax_overhead_ratio_max"] = max(v["ratio"] for v in es.values())
+    if "scaling" in only:
+        print("4. scaling: full EV3 step vs population and student size", flush=True)
+        pops = [8, 32, 128] if args.quick else [8, 32, 128, 256]
+        hiddens = [8, 64, 512] if args.quick else [8, 64, 512, 2048]
+        sc = bench_scaling(pops, hiddens, steps=3 if args.quick else 5)
+        result["scaling"] = sc
+        result["step_time_exponent_population"] = sc["exponent_population"]
+        result["step_time_exponent_params"] = sc["exponent_params"]
+    result["machine"]["load_average_end"] = list(os.getloadavg())
+    result["seconds"] = time.perf_counter() - start
+    if args.json:
+        os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

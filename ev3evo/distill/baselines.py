@@ -1,0 +1,226 @@
+"""Baselines for the distillation run: plain KD training and a pure evolution strategy.
+
+Both take the same student (``apply`` and initial ``params``), the same splits and a wall-clock
+budget (the distillation run gives each one EV3's own wall time), and both report their
+**best-on-validation checkpoint**, selected on the same primary metric EV3 optimizes.
+
+* :func:`kd_train`: minibatch training of one KD loss with one optax optimizer; the training
+  loop is a compiled ``lax.scan`` over ``chunk`` steps, the validation metric is checked after
+  every chunk. It stops at the time budget, or earlier when the validation metric has not
+  improved for ``patience`` chunks (it has converged; more time would not change the result).
+* :func:`es_train`: an evosax algorithm (``Open_ES`` by default; any name in
+  ``evosax.algorithms.algorithms``) on the student's flattened parameters, with the primary
+  metric on the train split as fitness (evosax minimizes, so the utility is negated).
+
+Example::
+
+    import jax, jax.numpy as jnp, optax
+    from ev3evo import losses, metrics
+    from ev3evo.distill import baselines
+    apply = lambda p, x: x @ p["w"] + p["b"]
+    x = jax.random.normal(jax.random.key(0), (200, 4)); y = (x[:, 0] > 0).astype(jnp.int32)
+    data = {"x": x, "y": y, "teacher": jax.nn.one_hot(y, 2) * 4.0}
+    params = {"w": jnp.zeros((4, 2)), "b": jnp.zeros(2)}
+    acc = metrics.accuracy(apply)
+    out = baselines.kd_train(jax.random.key(1), apply, params, data, data,
+                             losses.kl_to_teacher(apply, 4.0), optax.adam(0.05), acc,
+                             time_budget=2.0)
+    assert out.value > 0.9
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.flatten_util import ravel_pytree
+
+from ..assess.metrics import utility, value
+from ..types import Batch, LossFn, Metric, Params, PRNGKey
+
+
+class BaselineResult(NamedTuple):
+    """The best-on-validation checkpoint of a baseline run.
+
+    Attributes:
+      params: the selected parameters.
+      value: the primary metric's validation value at that checkpoint (in its own direction).
+      seconds: wall time used, compilation included.
+      steps: optimizer steps (KD) or generations (ES) taken.
+      curve: ``[(seconds, steps, validation value), ...]`` after each chunk.
+    """
+
+    params: Params
+    value: float
+    seconds: float
+    steps: int
+    curve: list
+
+
+def _val_utility(metric: Metric, apply_stats, params, val) -> float:
+    return float(utility(metric, value(metric, apply_stats(params, val))))
+
+
+def kd_train(
+    key: PRNGKey,
+    apply: Any,
+    params: Params,
+    train: Batch,
+    val: Batch,
+    loss: LossFn,
+    optimizer: optax.GradientTransformation,
+    metric: Metric,
+    *,
+    time_budget: float,
+    batch_size: int = 128,
+    chunk: int = 50,
+    patience: int = 40,
+    max_steps: int | None = None,
+) -> BaselineResult:
+    """Plain KD training with one loss and one optimizer; best checkpoint on ``metric``.
+
+    Args:
+      key: minibatch sampling key.
+      apply: the student's ``(params, x) -> logits`` (unused here but kept for symmetry).
+      params: the initial student (the same one EV3 starts from).
+      train, val: dict batches (``"x"``, ``"y"``, ``"teacher"``).
+      loss: a differentiable ``(params, batch) -> scalar`` (see :mod:`ev3evo.losses`).
+      optimizer: any optax transformation.
+      metric: the validation metric used to select the checkpoint.
+      time_budget: wall-clock seconds (compilation included).
+      batch_size: minibatch size.
+      chunk: optimizer steps between validation checks.
+      patience: stop after this many checks without improvement.
+      max_steps: optional cap on optimizer steps.
+    """
+    del apply
+    if time_budget <= 0:
+        raise ValueError(f"time_budget must be > 0, got {time_budget}")
+    start = time.perf_counter()
+    n = int(jax.tree.leaves(train)[0].shape[0])
+    bs = min(batch_size, n)
+    grad = jax.value_and_grad(loss)
+
+    @jax.jit
+    def run_chunk(key, params, opt_state):
+        def one(carry, k):
+            p, s = carry
+            idx = jax.random.choice(k, n, (bs,), replace=False)
+            _, g = grad(p, jax.tree.map(lambda a: a[idx], train))
+            updates, s = optimizer.update(g, s, p)
+            return (optax.apply_updates(p, updates), s), None
+
+        (params, opt_state), _ = jax.lax.scan(one, (params, opt_state), jax.random.split(key, chunk))
+        return params, opt_state
+
+    stats = jax.jit(metric.stats)
+    opt_state = optimizer.init(params)
+    best_params, best = params, _val_utility(metric, stats, params, val)
+    curve, steps, waited = [], 0, 0
+    while time.perf_counter() - start < time_budget and waited < patience:
+        if max_steps is not None and steps >= max_steps:
+            break
+        key, sub = jax.random.split(key)
+        params, opt_state = run_chunk(sub, params, opt_state)
+        steps += chunk
+        u = _val_utility(metric, stats, params, val)
+        curve.append((time.perf_counter() - start, steps, u if metric.maximize else -u))
+        if np.isfinite(u) and u > best:
+            best, best_params, waited = u, params, 0
+        else:
+            waited += 1
+    return BaselineResult(
+        best_params, best if metric.maximize else -best, time.perf_counter() - start, steps, curve
+    )
+
+
+def es_train(
+    key: PRNGKey,
+    params: Params,
+    train: Batch,
+    val: Batch,
+    metric: Metric,
+    *,
+    time_budget: float,
+    algorithm: str = "Open_ES",
+    population_size: int = 64,
+    std_init: float = 0.05,
+    learning_rate: float = 0.03,
+    chunk: int = 20,
+    max_generations: int | None = None,
+) -> BaselineResult:
+    """A pure evolution strategy (evosax) on the student's parameters; fitness = ``metric`` on train.
+
+    The search is centred on ``params`` (the initial student). The distribution's mean is
+    checked on the validation split after every ``chunk`` generations and the best mean is
+    returned.
+
+    Args:
+      algorithm: a name in ``evosax.algorithms.algorithms`` (``"Open_ES"``, ``"CMA_ES"``,
+        ``"SNES"``, ...); distribution-based algorithms only.
+      population_size: candidates per generation (even for ``Open_ES``).
+      std_init: initial search scale.
+      learning_rate: Adam learning rate for gradient-style algorithms that take ``optimizer=``.
+    """
+    from evosax.algorithms import algorithms
+
+    if time_budget <= 0:
+        raise ValueError(f"time_budget must be > 0, got {time_budget}")
+    if algorithm not in algorithms:
+        raise ValueError(f"unknown evosax algorithm {algorithm!r}; known: {sorted(algorithms)}")
+    start = time.perf_counter()
+    flat, unravel = ravel_pytree(params)
+    cls = algorithms[algorithm]
+    accepted = inspect.signature(cls.__init__).parameters
+    options: dict[str, Any] = {}
+    if "optimizer" in accepted:  # gradient-style ES (Open_ES, PGPE, SNES, ...)
+        options["optimizer"] = optax.adam(learning_rate)
+    if "std_schedule" in accepted:  # Open_ES keeps its scale in a schedule, not in params
+        options["std_schedule"] = optax.constant_schedule(std_init)
+    es = cls(population_size=population_size, solution=flat, **options)
+    es_params = es.default_params
+    if hasattr(es_params, "std_init"):
+        es_params = es_params.replace(std_init=std_init)
+    key, k_init = jax.random.split(key)
+    state = es.init(k_init, flat, es_params)
+    # Strong-type the state once so the jitted chunk compiles once (see ECOSYSTEM.md).
+    state = jax.tree.map(lambda a: jnp.asarray(a, dtype=jnp.result_type(a)), state)
+    sign = 1.0 if metric.maximize else -1.0
+
+    def fitness(x):
+        return -sign * value(metric, metric.stats(unravel(x), train))
+
+    @jax.jit
+    def run_chunk(key, state):
+        def one(state, k):
+            k_ask, k_tell = jax.random.split(k)
+            pop, state = es.ask(k_ask, state, es_params)
+            f = jax.vmap(fitness)(pop)
+            state, _ = es.tell(k_tell, pop, f, state, es_params)
+            return state, None
+
+        state, _ = jax.lax.scan(one, state, jax.random.split(key, chunk))
+        return state
+
+    stats = jax.jit(metric.stats)
+    best_params, best = params, _val_utility(metric, stats, params, val)
+    curve, gens = [], 0
+    while time.perf_counter() - start < time_budget:
+        if max_generations is not None and gens >= max_generations:
+            break
+        key, sub = jax.random.split(key)
+        state = run_chunk(sub, state)
+        gens += chunk
+        mean = unravel(state.mean)
+        u = _val_utility(metric, stats, mean, val)
+        curve.append((time.perf_counter() - start, gens, u if metric.maximize else -u))
+        if np.isfinite(u) and u > best:
+            best, best_params = u, mean
+    return BaselineResult(
+        best_params, best if metric.maximize else -best, time.perf_counter() - start, gens, curve
+    )

@@ -1,0 +1,184 @@
+"""Outputs of a distillation run: ``summary.json``, PNG plots and the printed comparison table.
+
+The summary is plain JSON::
+
+    {"dataset": {...}, "config": {...}, "primary": "accuracy",
+     "teacher": {"test": {...}, "validation": {...}, "params": 12345},
+     "methods": {"ev3": {"test": {...}, "validation": {...}, "seconds": 41.2, "params": 610,
+                         ...}, "kd_adam": {...}, "es_open_es": {...}},
+     "growth": [...], "status": "finished"}
+
+Plots use matplotlib's Agg backend (no display needed).
+
+Example::
+
+    from ev3evo.distill import report
+    summary = {"primary": "accuracy", "metrics": ["accuracy"],
+               "teacher": {"test": {"accuracy": 0.98}, "validation": {"accuracy": 0.97},
+                           "params": 100},
+               "methods": {"ev3": {"test": {"accuracy": 0.95}, "validation": {"accuracy": 0.96},
+                                   "seconds": 10.0, "params": 50}}}
+    print(report.table(summary))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+
+#: the metrics every report shows, in order
+METRICS = ("accuracy", "macro_f1", "agreement", "ece")
+_LOWER_IS_BETTER = {"ece"}
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    return f"{v:.4f}"
+
+
+def table(summary: dict, metrics: Sequence[str] | None = None) -> str:
+    """A readable fixed-width table of test (and validation) metrics for every method."""
+    metrics = list(metrics or summary.get("metrics") or METRICS)
+    primary = summary.get("primary", metrics[0])
+    rows = [("teacher", summary["teacher"]), *summary["methods"].items()]
+    head = ["method", *[f"test {m}" for m in metrics], f"val {primary}", "seconds", "params"]
+    body = []
+    for name, r in rows:
+        body.append(
+            [
+                name,
+                *[_fmt(r.get("test", {}).get(m)) for m in metrics],
+                _fmt(r.get("validation", {}).get(primary)),
+                f"{r['seconds']:.1f}" if r.get("seconds") is not None else "-",
+                str(r.get("params", "-")),
+            ]
+        )
+    widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(head)]
+    line = lambda cells: "  ".join(
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    )
+    out = [line(head), line(["-" * w for w in widths])]
+    out += [line(b) for b in body]
+    best = best_method(summary, primary, split="test", exclude=("teacher",))
+    arrow = "lower" if primary in _LOWER_IS_BETTER else "higher"
+    out.append(f"(test metrics on held-out data; {primary}: {arrow} is better; best student: {best})")
+    return "\n".join(out)
+
+
+def best_method(summary: dict, metric: str, split: str = "test", exclude=()) -> str | None:
+    """Name of the method with the best ``split`` value of ``metric``."""
+    sign = -1.0 if metric in _LOWER_IS_BETTER else 1.0
+    scored = [
+        (sign * r[split][metric], name)
+        for name, r in summary["methods"].items()
+        if name not in exclude and r.get(split, {}).get(metric) is not None
+    ]
+    return max(scored)[1] if scored else None
+
+
+def write_summary(path: str | os.PathLike, summary: dict) -> None:
+    """Writes ``summary`` as indented JSON (atomically: a partial file never replaces a good one)."""
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=2, allow_nan=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def read_history(path: str | os.PathLike) -> list[dict]:
+    """The records of a ``history.jsonl`` file (step records and events)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_history(history: Sequence[dict], out_dir: str | os.PathLike, primary: str) -> list[str]:
+    """Writes ``metric_vs_step.png``, ``metric_vs_time.png`` and ``allocation.png``.
+
+    Growth events (records with ``"event": "grow"``) are drawn as vertical lines.
+    Returns the paths written.
+    """
+    plt = _pyplot()
+    out_dir = os.fspath(out_dir)
+    steps = [r for r in history if "event" not in r]
+    events = [r for r in history if r.get("event") == "grow"]
+    paths = []
+    if not steps:
+        return paths
+    x_step = [r["step"] for r in steps]
+    x_time = [r.get("seconds", float("nan")) for r in steps]
+    cur = [r["current"][primary] for r in steps]
+    stab = [r["stable"][primary] for r in steps]
+    for x, label, fname, key in [
+        (x_step, "step", "metric_vs_step.png", "step"),
+        (x_time, "wall time (s)", "metric_vs_time.png", "seconds"),
+    ]:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.plot(x, cur, label="current θ", alpha=0.7)
+        ax.step(x, stab, where="post", label="stable θ_s (certified)", linewidth=2)
+        for e in events:
+            ax.axvline(e.get(key, float("nan")), color="grey", linestyle=":", linewidth=1)
+        ax.set_xlabel(label)
+        ax.set_ylabel(f"validation {primary}")
+        ax.set_title(f"EV3: validation {primary}" + (" (dotted: growth)" if events else ""))
+        ax.legend(loc="best")
+        fig.tight_layout()
+        path = os.path.join(out_dir, fname)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        paths.append(path)
+
+    names = list(steps[0]["allocation"])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.stackplot(
+        x_step, *[[r["allocation"].get(n, 0) for r in steps] for n in names], labels=names
+    )
+    ax.set_xlabel("step")
+    ax.set_ylabel("population slots")
+    ax.set_title("EV3: slots allocated to each source")
+    ax.legend(loc="upper left", fontsize="small", ncol=2)
+    fig.tight_layout()
+    path = os.path.join(out_dir, "allocation.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    paths.append(path)
+    return paths
+
+
+def plot_comparison(summary: dict, out_dir: str | os.PathLike, metric: str) -> str:
+    """Writes ``comparison.png``: a bar chart of every method's test ``metric`` (teacher too)."""
+    plt = _pyplot()
+    rows = [("teacher", summary["teacher"]), *summary["methods"].items()]
+    names = [n for n, _ in rows]
+    vals = [r.get("test", {}).get(metric, float("nan")) for _, r in rows]
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names)), 4))
+    colors = ["grey"] + ["C1" if n == "ev3" else "C0" for n in names[1:]]
+    bars = ax.bar(names, vals, color=colors)
+    for b, v in zip(bars, vals):
+        if math.isfinite(v):
+            ax.annotate(f"{v:.3f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom",
+                        fontsize="small")
+    finite = [v for v in vals if math.isfinite(v)]
+    if finite and metric not in _LOWER_IS_BETTER:
+        lo = min(finite)
+        ax.set_ylim(max(0.0, lo - 0.1 * (1.0 - lo) - 0.02), min(1.0, max(finite) + 0.02))
+    ax.set_ylabel(f"test {metric}")
+    ax.set_title(f"test {metric} by method (equal wall time)")
+    plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
+    fig.tight_layout()
+    path = os.path.join(os.fspath(out_dir), "comparison.png")
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,275 @@
+"""The teacher: an MLP trained with optax on the train split, best-on-validation, cached.
+
+``train_teacher`` runs mini-batch AdamW (weight decay) with cross-entropy on the train split,
+one jitted ``lax.scan`` per epoch (compiled once), keeps the parameters with the best
+validation accuracy (ties: lower validation loss) and stops after ``patience`` epochs without
+improvement. ``load_or_train_teacher`` caches the result under a folder, keyed by the dataset
+(name, seed-dependent content fingerprint) and the training configuration, or loads a
+checkpoint the user gives.
+
+Example:
+    >>> from ev3evo.distill import data, teacher
+    >>> t = teacher.train_teacher(data.load_digits(), hidden=(32,), epochs=5)
+    >>> t.metrics["test"]["accuracy"] > 0.8
+    True
+    >>> teacher.teacher_logits(t, data.load_digits().test["x"]).shape
+    (359, 10)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from . import models
+from .data import Dataset
+
+__all__ = ["Teacher", "evaluate", "load_or_train_teacher", "teacher_logits", "train_teacher"]
+
+
+class Teacher(NamedTuple):
+    """A trained (or loaded) teacher.
+
+    Attributes:
+        apply: jitted pure function ``apply(params, x) -> logits``.
+        params: plain dict of parameters (``nnx.to_pure_dict``).
+        arch: architecture dict (see :func:`ev3evo.distill.models.build`).
+        metrics: ``{"train"|"val"|"test": {"accuracy": ..., "loss": ...}}`` on the dataset.
+        source: ``"trained"``, ``"cache"`` or ``"checkpoint"``.
+        path: the checkpoint file it was saved to or loaded from (``None`` if not saved).
+        epochs: training epochs run (0 when loaded).
+    """
+
+    apply: Callable
+    params: dict
+    arch: dict
+    metrics: dict
+    source: str = "trained"
+    path: str | None = None
+    epochs: int = 0
+
+    @property
+    def module(self) -> nnx.Module:
+        """The teacher as a flax nnx module."""
+        return models.to_module(models.template(self.arch), self.params)
+
+
+def teacher_logits(teacher: Teacher, x, batch_size: int = 4096) -> jax.Array:
+    """Logits of the teacher on ``x`` (N, *feature_shape), computed in chunks of ``batch_size``."""
+    x = jnp.asarray(x, jnp.float32)
+    if x.shape[0] <= batch_size:
+        return teacher.apply(teacher.params, x)
+    chunks = [teacher.apply(teacher.params, x[i : i + batch_size])
+              for i in range(0, x.shape[0], batch_size)]
+    return jnp.concatenate(chunks)
+
+
+def _cross_entropy(logits, y):
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def evaluate(apply: Callable, params, split: dict) -> dict:
+    """``{"accuracy", "loss"}`` (cross-entropy) of ``apply(params, .)`` on a split dict."""
+    logits = apply(params, split["x"])
+    acc = jnp.mean(jnp.argmax(logits, -1) == split["y"])
+    return {"accuracy": float(acc), "loss": float(_cross_entropy(logits, split["y"]))}
+
+
+def _evaluate_all(apply: Callable, params, dataset: Dataset) -> dict:
+    """Metrics on the three splits in one compiled call (one compilation instead of three)."""
+
+    @jax.jit
+    def run(p):
+        out = {}
+        for s in ("train", "val", "test"):
+            split = getattr(dataset, s)
+            logits = apply(p, split["x"])
+            out[s] = {"accuracy": jnp.mean(jnp.argmax(logits, -1) == split["y"]),
+                      "loss": _cross_entropy(logits, split["y"])}
+        return out
+
+    return jax.tree.map(float, run(params))
+
+
+def train_teacher(
+    dataset: Dataset,
+    hidden: Sequence[int] = (128, 128),
+    epochs: int = 200,
+    seed: int = 0,
+    lr: float = 1e-3,
+    *,
+    batch_size: int = 64,
+    weight_decay: float = 1e-4,
+    patience: int = 30,
+    activation: str = "relu",
+) -> Teacher:
+    """Train an MLP teacher on ``dataset.train``, keeping the best parameters on ``dataset.val``.
+
+    Args:
+        dataset: a :class:`~ev3evo.distill.data.Dataset`.
+        hidden: hidden widths of the MLP.
+        epochs: maximum number of passes over the train split.
+        seed: initialization and shuffling seed.
+        lr: AdamW learning rate.
+        batch_size: mini-batch size (capped at the train size).
+        weight_decay: AdamW decoupled weight decay.
+        patience: stop after this many epochs without a better validation accuracy.
+        activation: hidden activation (see :data:`ev3evo.distill.models.ACTIVATIONS`).
+
+    Returns:
+        A :class:`Teacher` with train/val/test metrics of the kept parameters.
+    """
+    for name, v in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    in_features = math.prod(dataset.feature_shape)
+    model = models.MLP(in_features, list(hidden), dataset.num_classes,
+                       rngs=nnx.Rngs(seed), activation=activation)
+    f = models.functional(model)
+    tx = optax.adamw(lr, weight_decay=weight_decay)
+    x, y = dataset.train["x"], dataset.train["y"]
+    n = x.shape[0]
+    bs = min(int(batch_size), n)
+    n_batches = n // bs
+
+    def loss_fn(params, xb, yb):
+        return _cross_entropy(f.apply(params, xb), yb)
+
+    @jax.jit
+    def epoch(params, opt_state, key):
+        # One pass over a fresh permutation (the remainder n % bs is left out this epoch,
+        # a different subset every epoch).
+        perm = jax.random.permutation(key, n)[: n_batches * bs].reshape(n_batches, bs)
+
+        def step(carry, idx):
+            p, s = carry
+            g = jax.grad(loss_fn)(p, x[idx], y[idx])
+            updates, s = tx.update(g, s, p)
+            return (optax.apply_updates(p, updates), s), None
+
+        (params, opt_state), _ = jax.lax.scan(step, (params, opt_state), perm)
+        logits = f.apply(params, dataset.val["x"])
+        val_acc = jnp.mean(jnp.argmax(logits, -1) == dataset.val["y"])
+        return params, opt_state, val_acc, _cross_entropy(logits, dataset.val["y"])
+
+    params = f.params
+    opt_state = tx.init(params)
+    key = jax.random.key(seed)
+    best = (-1.0, math.inf)
+    best_params, since, ran = params, 0, 0
+    for _ in range(epochs):
+        key, k_epoch = jax.random.split(key)
+        params, opt_state, val_acc, val_loss = epoch(params, opt_state, k_epoch)
+        ran += 1
+        score = (float(val_acc), float(val_loss))
+        if score[0] > best[0] or (score[0] == best[0] and score[1] < best[1]):
+            best, best_params, since = score, params, 0
+        else:
+            since += 1
+            if since >= patience:
+                break
+    apply = jax.jit(f.apply)
+    metrics = _evaluate_all(f.apply, best_params, dataset)
+    return Teacher(apply, best_params, f.arch, metrics, "trained", None, ran)
+
+
+def _fingerprint(dataset: Dataset) -> str:
+    """A short hash of the dataset's content (train/val/test arrays and classes)."""
+    h = hashlib.sha256()
+    h.update(repr((dataset.name, dataset.num_classes, dataset.feature_shape)).encode())
+    for s in (dataset.train, dataset.val, dataset.test):
+        h.update(np.asarray(s["x"]).tobytes())
+        h.update(np.asarray(s["y"]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _from_module(module: nnx.Module, dataset: Dataset, source: str, path: str) -> Teacher:
+    f = models.functional(module)
+    apply = jax.jit(f.apply)
+    metrics = _evaluate_all(f.apply, f.params, dataset)
+    return Teacher(apply, f.params, f.arch, metrics, source, path, 0)
+
+
+def _check_fits(arch: dict, dataset: Dataset, path: str) -> None:
+    in_features = math.prod(dataset.feature_shape)
+    if arch["in_features"] != in_features:
+        raise ValueError(
+            f"teacher checkpoint {path} expects {arch['in_features']} input features but the "
+            f"data has {in_features} (feature shape {dataset.feature_shape})"
+        )
+    if arch["num_classes"] != dataset.num_classes:
+        raise ValueError(
+            f"teacher checkpoint {path} predicts {arch['num_classes']} classes but the data has "
+            f"{dataset.num_classes}"
+        )
+
+
+def load_or_train_teacher(
+    dataset: Dataset,
+    cache_dir: str | os.PathLike | None,
+    *,
+    path: str | os.PathLike | None = None,
+    hidden: Sequence[int] = (128, 128),
+    epochs: int = 200,
+    seed: int = 0,
+    lr: float = 1e-3,
+    **kwargs,
+) -> Teacher:
+    """Load the teacher from ``path``, else from the cache in ``cache_dir``, else train and cache.
+
+    The cache file ``teacher-<name>-<hash>.msgpack`` is keyed by the dataset's content and
+    every training setting, so changing either trains a new teacher. ``cache_dir=None`` trains
+    without caching. Extra keyword arguments go to :func:`train_teacher`.
+
+    Raises:
+        ValueError: the checkpoint at ``path`` is missing, unreadable, or its input size or
+            number of classes does not match the data.
+
+    Example:
+        >>> import tempfile
+        >>> from ev3evo.distill import data
+        >>> d, folder = data.load_digits(), tempfile.mkdtemp()
+        >>> load_or_train_teacher(d, folder, hidden=(16,), epochs=2).source
+        'trained'
+        >>> load_or_train_teacher(d, folder, hidden=(16,), epochs=2).source
+        'cache'
+    """
+    if path is not None:
+        path = os.fspath(path)
+        module, config = models.load(path)
+        _check_fits(config, dataset, path)
+        return _from_module(module, dataset, "checkpoint", path)
+    settings = {"hidden": [int(h) for h in hidden], "epochs": int(epochs), "seed": int(seed),
+                "lr": float(lr), **kwargs}
+    cached = None
+    if cache_dir is not None:
+        key = hashlib.sha256(
+            (_fingerprint(dataset) + json.dumps(settings, sort_keys=True)).encode()
+        ).hexdigest()[:16]
+        safe_name = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset.name)
+        cached = os.path.join(os.fspath(cache_dir), f"teacher-{safe_name}-{key}.msgpack")
+        if os.path.isfile(cached):
+            try:
+                module, config = models.load(cached)
+                _check_fits(config, dataset, cached)
+                return _from_module(module, dataset, "cache", cached)
+            except ValueError:
+                pass  # a corrupt or stale cache entry: train again and overwrite it
+    t = train_teacher(dataset, hidden, epochs, seed, lr, **kwargs)
+    if cached is None:
+        return t
+    models.save(cached, (t.arch, t.params),
+                {"dataset": dataset.name, "settings": settings, "metrics": t.metrics})
+    return t._replace(path=cached)

@@ -1,0 +1,347 @@
+"""Any nevergrad optimizer as an EV3 *host* source (ask/tell in Python, outside ``jit``).
+
+Example::
+
+    import jax, jax.numpy as jnp, ev3evo
+    src = ev3evo.nevergrad_source("TwoPointsDE", 6, seed=1)
+    params = {"w": jnp.ones(3)}
+    state = src.init(jax.random.key(0), params)
+    for t in range(30):
+        pop, state = src.ask(jax.random.key(t), state, params, None, jnp.ones(6, bool))
+        fitness = -jnp.sum(pop["w"] ** 2, axis=1)                 # higher is better
+        fb = ev3evo.Feedback(fitness, jnp.zeros(6, bool), params, jnp.array(False))
+        state = src.tell(jax.random.key(t), state, pop, fb)
+    best = ev3evo.nevergrad_optimizer(state).recommend().value
+    assert float((best**2).sum()) < 3.0
+    ev3evo.nevergrad_close(state)
+
+**Where the optimizer lives.** A nevergrad optimizer is a mutable Python object; it cannot be
+a pytree leaf. The source state (:class:`NevergradState`) holds an integer *handle* and a step
+counter; the optimizer, the candidates asked but not yet told, and bookkeeping live in a
+module-level table keyed by the handle. ``Source.host`` is true: the engine calls ``ask`` and
+``tell`` on the host, with concrete arrays, outside ``jit``.
+
+**Candidates.** The parametrization is ``ng.p.Array(init=ravelled params)`` (``sigma`` sets
+its mutation scale), seeded with ``np.random.RandomState(seed)``; candidates are unravelled to
+the params pytree. Only *active* slots are asked (``num_workers = population_size``); inactive
+slots are filled with copies of ``params`` and are never told. The loss told is ``-fitness``;
+a non-finite fitness (an invalid candidate) is told as ``1e20`` (nevergrad clips larger values
+with a warning).
+
+**Foreign candidates** (``tell_foreign=True``): when the model after the step
+(``feedback.params``) was not produced by this source and differs from the last one told, it is
+told as a not-asked point, ``opt.tell(opt.parametrization.spawn_child(new_value=x), loss)``
+with ``loss = -feedback.params_fitness`` (the engine fills it in). Optimizers that do not
+support tell-not-asked raise ``TellNotAskedNotSupportedError`` once; foreign tells are then
+switched off for that optimizer.
+
+**Saving.** :func:`nevergrad_dump` / :func:`nevergrad_load` pickle one optimizer
+(``opt.dump``/``Optimizer.load``); :func:`dump_host_states` / :func:`load_host_states` do it for
+every nevergrad state inside any pytree (an ``EV3State``), for checkpoints. Dump between steps
+(asked-but-untold candidates are not saved).
+
+**Known problems** (see ECOSYSTEM.md). ``NGOpt``/``MetaModel`` crash under numpy ≥ 2.4 on
+small continuous problems; the source re-raises that as a ``RuntimeError`` that says so (the
+engine isolates a raising host source for that step). Optimizers wrapping scipy or pycma run a
+non-daemon thread that hangs interpreter exit if the optimizer is alive: call
+:func:`nevergrad_close` when done; as a safety net the table is cleared just before Python joins
+its threads at exit.
+"""
+
+from __future__ import annotations
+
+import difflib
+import gc
+import itertools
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._checks import check_positive_int
+from ..types import Feedback, Source
+
+FAILED_LOSS = 1e20
+
+
+class NevergradState(NamedTuple):
+    """Pytree state of a :func:`nevergrad_source`: a handle into the host-side table.
+
+    Attributes:
+      handle: int32 scalar, the key of the optimizer in the module's table.
+      step: int32 scalar, completed ask/tell rounds.
+    """
+
+    handle: jax.Array
+    step: jax.Array
+
+
+@dataclass
+class _Entry:
+    optimizer: Any
+    unravel: Any  # a _Layout: ravel / unravel between the params pytree and nevergrad vectors
+    pending: list = field(default_factory=list)  # (slot, candidate) asked, not yet told
+    foreign: bool = True
+    last_foreign: Any = None
+    foreign_told: int = 0
+
+
+_TABLE: dict[int, _Entry] = {}
+_HANDLES = itertools.count(1)
+
+
+def _close_all():
+    _TABLE.clear()
+    gc.collect()
+
+
+try:  # Runs before Python joins non-daemon threads at exit (atexit runs after: too late).
+    import threading
+
+    threading._register_atexit(_close_all)  # type: ignore[attr-defined]
+except (AttributeError, RuntimeError):  # pragma: no cover - older Pythons / late import
+    pass
+
+
+def _entry(state: NevergradState) -> _Entry:
+    handle = int(np.asarray(state.handle))
+    try:
+        return _TABLE[handle]
+    except KeyError:
+        raise ValueError(
+            f"no nevergrad optimizer with handle {handle} in this process: it was closed, or "
+            "the state comes from a checkpoint; restore it with ev3evo.nevergrad_load / "
+            "load_host_states"
+        ) from None
+
+
+def _check_name(optimizer: str):
+    import nevergrad as ng
+
+    registry = ng.optimizers.registry
+    if not isinstance(optimizer, str):
+        raise TypeError(f"optimizer must be a name in nevergrad.optimizers.registry, got {optimizer!r}")
+    if optimizer not in registry:
+        close = difflib.get_close_matches(optimizer, list(registry), n=5, cutoff=0.5)
+        raise ValueError(
+            f"unknown nevergrad optimizer {optimizer!r}"
+            + (f"; did you mean {', '.join(map(repr, close))}?" if close else "")
+            + f" ({len(registry)} names in nevergrad.optimizers.registry)"
+        )
+    return registry[optimizer]
+
+
+def make_optimizer(optimizer: str, x0: np.ndarray, population_size: int, seed: int,
+                   budget: int | None, sigma: float | None = None):
+    """The nevergrad optimizer the source drives (exposed so tests can build the raw twin)."""
+    import nevergrad as ng
+
+    factory = _check_name(optimizer)
+    param = ng.p.Array(init=np.asarray(x0, dtype=np.float64))
+    if sigma is not None:
+        param.set_mutation(sigma=sigma)
+    param.random_state = np.random.RandomState(seed)
+    return factory(parametrization=param, budget=budget, num_workers=population_size)
+
+
+class _Layout(NamedTuple):
+    """How a params pytree maps to a flat vector, done in numpy on the host.
+
+    ``jax.flatten_util.ravel_pytree`` under an eager ``vmap`` traces and dispatches op by op on
+    every call; a host source only needs concatenation and reshapes.
+    """
+
+    treedef: Any
+    shapes: tuple
+    dtypes: tuple
+    splits: tuple
+
+    @classmethod
+    def of(cls, params) -> _Layout:
+        leaves, treedef = jax.tree.flatten(params)
+        shapes = tuple(tuple(np.shape(x)) for x in leaves)
+        dtypes = tuple(jnp.result_type(x) for x in leaves)
+        splits = tuple(np.cumsum([int(np.prod(s)) for s in shapes])[:-1].tolist())
+        return cls(treedef, shapes, dtypes, splits)
+
+    def ravel(self, params) -> np.ndarray:
+        return np.concatenate([np.asarray(x).ravel() for x in jax.tree.leaves(params)])
+
+    def unravel_rows(self, rows: np.ndarray):
+        """``(n, d)`` rows → a population pytree with leading axis ``n``."""
+        parts = np.split(rows, self.splits, axis=1)
+        leaves = [
+            jnp.asarray(p.reshape((rows.shape[0], *s)), dtype=dt)
+            for p, s, dt in zip(parts, self.shapes, self.dtypes)
+        ]
+        return jax.tree.unflatten(self.treedef, leaves)
+
+
+def _numpy_bug(err: Exception) -> bool:
+    return isinstance(err, TypeError) and "0-dimensional arrays" in str(err)
+
+
+def nevergrad_source(
+    optimizer: str,
+    population_size: int,
+    *,
+    seed: int = 0,
+    name: str | None = None,
+    tell_foreign: bool = True,
+    budget: int | None = None,
+    sigma: float | None = None,
+) -> Source:
+    """A nevergrad optimizer as a host :class:`~ev3evo.Source` (see the module docstring).
+
+    Args:
+      optimizer: a name in ``nevergrad.optimizers.registry`` (``"CMA"``, ``"TwoPointsDE"``,
+        ``"OnePlusOne"``, ``"NGOpt"``, ...).
+      population_size: candidates per step (nevergrad's ``num_workers``).
+      seed: seed of the parametrization's ``RandomState`` (each ``init`` reseeds it).
+      name: the source's name (defaults to ``"ng_" + optimizer``).
+      tell_foreign: tell the accepted model to nevergrad when another source produced it.
+      budget: nevergrad's budget (total asks), or ``None``.
+      sigma: the parametrization's mutation scale (nevergrad's default is 1.0).
+
+    Returns:
+      A host :class:`~ev3evo.Source` whose state is a :class:`NevergradState`.
+    """
+    _check_name(optimizer)
+    population_size = check_positive_int(population_size, "population_size")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if budget is not None:
+        budget = check_positive_int(budget, "budget")
+    if sigma is not None and not (isinstance(sigma, (int, float)) and sigma > 0):
+        raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+    name = name or f"ng_{optimizer}"
+
+    def init(key, params):
+        del key  # nevergrad draws from its own seeded RandomState
+        layout = _Layout.of(params)
+        opt = make_optimizer(optimizer, layout.ravel(params), population_size, seed, budget, sigma)
+        handle = next(_HANDLES)
+        _TABLE[handle] = _Entry(opt, layout)
+        return NevergradState(jnp.asarray(handle, jnp.int32), jnp.zeros((), jnp.int32))
+
+    def ask(key, state, params, batch, active):
+        del key, batch
+        entry = _entry(state)
+        flat = entry.unravel.ravel(params)
+        rows = np.broadcast_to(flat, (population_size, flat.size)).copy()
+        entry.pending = []
+        for slot in np.flatnonzero(np.asarray(active)):
+            try:
+                cand = entry.optimizer.ask()
+            except TypeError as e:
+                if _numpy_bug(e):
+                    raise RuntimeError(
+                        f"nevergrad {optimizer} failed inside its MetaModel: {e}. This is a "
+                        "known incompatibility of nevergrad 1.0 with numpy >= 2.4 (NGOpt and "
+                        "MetaModel on small continuous problems); use 'CMA', 'TwoPointsDE', "
+                        "'DE' or 'OnePlusOne', or numpy < 2.4"
+                    ) from e
+                raise
+            rows[slot] = np.asarray(cand.value, dtype=flat.dtype).ravel()
+            entry.pending.append((int(slot), cand))
+        population = entry.unravel.unravel_rows(rows)
+        return population, state
+
+    def tell(key, state, population, feedback: Feedback):
+        del key, population
+        entry = _entry(state)
+        fitness = np.asarray(feedback.fitness, dtype=np.float64)
+        opt = entry.optimizer
+        for slot, cand in entry.pending:
+            f = fitness[slot]
+            opt.tell(cand, float(-f) if math.isfinite(f) else FAILED_LOSS)
+        entry.pending = []
+        mine = bool(np.any(np.asarray(feedback.selected)))
+        pf = getattr(feedback, "params_fitness", None)
+        if tell_foreign and entry.foreign and not mine and pf is not None:
+            pf = float(np.asarray(pf))
+            x = entry.unravel.ravel(feedback.params).astype(np.float64)
+            new = entry.last_foreign is None or not np.array_equal(x, entry.last_foreign)
+            if new and math.isfinite(pf) and np.all(np.isfinite(x)):
+                _tell_foreign(entry, x, -pf)
+        return NevergradState(state.handle, state.step + 1)
+
+    return Source(init, ask, tell, population_size, name, host=True)
+
+
+def _tell_foreign(entry: _Entry, x: np.ndarray, loss: float) -> None:
+    from nevergrad.common.errors import TellNotAskedNotSupportedError
+
+    opt = entry.optimizer
+    try:
+        opt.tell(opt.parametrization.spawn_child(new_value=x), loss)
+    except TellNotAskedNotSupportedError:
+        entry.foreign = False
+        return
+    entry.last_foreign = x
+    entry.foreign_told += 1
+
+
+def nevergrad_optimizer(state: NevergradState):
+    """The live nevergrad optimizer behind a :class:`NevergradState` (e.g. to ``recommend``)."""
+    return _entry(state).optimizer
+
+
+def nevergrad_close(state: NevergradState) -> None:
+    """Drops the optimizer (and stops threads of scipy/pycma-backed optimizers)."""
+    _TABLE.pop(int(np.asarray(state.handle)), None)
+    gc.collect()
+
+
+def nevergrad_dump(state: NevergradState, path: str | os.PathLike) -> None:
+    """Pickles the optimizer behind ``state`` to ``path`` (``opt.dump``)."""
+    entry = _entry(state)
+    if entry.pending:
+        raise ValueError("cannot dump a nevergrad optimizer with asked-but-untold candidates")
+    entry.optimizer.dump(path)
+
+
+def nevergrad_load(state: NevergradState, path: str | os.PathLike, params) -> NevergradState:
+    """Loads an optimizer dumped by :func:`nevergrad_dump` and binds it to ``state``'s handle.
+
+    ``params`` (the model, or anything of its shape) gives the pytree to unravel into.
+    Returns ``state`` (its handle now points at the loaded optimizer).
+    """
+    from nevergrad.optimization.base import Optimizer
+
+    opt = Optimizer.load(path)
+    handle = int(np.asarray(state.handle))
+    _TABLE[handle] = _Entry(opt, _Layout.of(params))
+    global _HANDLES
+    top = max(_TABLE) + 1
+    _HANDLES = itertools.count(top)
+    return state
+
+
+def _nevergrad_states(tree) -> list[NevergradState]:
+    leaves = jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, NevergradState))
+    return [x for x in leaves if isinstance(x, NevergradState)]
+
+
+def dump_host_states(tree, directory: str | os.PathLike) -> list[str]:
+    """Dumps every nevergrad optimizer referenced in ``tree`` (e.g. an ``EV3State``).
+
+    Files are ``directory/nevergrad_<i>.pkl`` in pytree order; returns their paths.
+    """
+    os.makedirs(directory, exist_ok=True)
+    paths = []
+    for i, st in enumerate(_nevergrad_states(tree)):
+        path = os.path.join(os.fspath(directory), f"nevergrad_{i}.pkl")
+        nevergrad_dump(st, path)
+        paths.append(path)
+    return paths
+
+
+def load_host_states(tree, directory: str | os.PathLike, params) -> None:
+    """Restores the optimizers written by :func:`dump_host_states` for the states in ``tree``."""
+    for i, st in enumerate(_nevergrad_states(tree)):
+        nevergrad_load(st, os.path.join(os.fspath(directory), f"nevergrad_{i}.pkl"), params)

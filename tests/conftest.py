@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny problems that compile fast (a digits MLP, a linear toy problem).
+
+OpenBLAS threads collapse under CPU contention (see ECOSYSTEM.md), so one thread is forced
+before numpy or jax is imported. The tests are dominated by XLA compilation, not by running
+the programs, so LLVM's backend optimizations are turned off (about 25-45% less compile time
+for an EV3 step, measured on this machine). Set the level in ``XLA_FLAGS`` to override.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
+    ).strip()
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ev3evo.explore.registry import example_problem
+
+
+def mlp_apply(params, x):
+    """A one-hidden-layer tanh MLP."""
+    h = jnp.tanh(x @ params["w1"] + params["b1"])
+    return h @ params["w2"] + params["b2"]
+
+
+def mlp_params(sizes=(64, 4, 10), seed=0):
+    """Initial MLP parameters drawn with numpy (building them compiles nothing)."""
+    rng = np.random.default_rng(seed)
+    d, h, c = sizes
+    return {
+        "w1": jnp.asarray(rng.normal(size=(d, h)) / np.sqrt(d), jnp.float32),
+        "b1": jnp.zeros(h, jnp.float32),
+        "w2": jnp.asarray(rng.normal(size=(h, c)) / np.sqrt(h), jnp.float32),
+        "b2": jnp.zeros(c, jnp.float32),
+    }
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """Digits in [0, 1] split into ``train`` (1000), ``val`` (400) and ``test`` (rest) dicts."""
+    from sklearn.datasets import load_digits
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)
+    perm = np.random.default_rng(0).permutation(len(x))
+    pick = lambda idx: {"x": jnp.asarray(x[idx]), "y": jnp.asarray(y[idx], jnp.int32)}
+    return {"train": pick(perm[:1000]), "val": pick(perm[1000:1400]), "test": pick(perm[1400:])}
+
+
+@pytest.fixture(scope="session")
+def digits_mlp(digits):
+    """``(apply, params, train, val)`` for a 64-4-10 tanh MLP on digits."""
+    return mlp_apply, mlp_params(), digits["train"], digits["val"]
+
+
+@pytest.fixture(scope="session")
+def toy():
+    """The registry's toy linear problem (:func:`ev3evo.explore.registry.example_problem`)."""
+    return example_problem()
+
+
+def finite_tree(tree) -> bool:
+    """True when every inexact leaf of ``tree`` is finite."""
+    return all(
+        bool(np.all(np.isfinite(np.asarray(x))))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    )
+
+
+def no_nan_tree(tree) -> bool:
+    """True when no inexact leaf of ``tree`` holds a NaN (infinities are allowed)."""
+    return not any(
+        bool(np.any(np.isnan(np.asarray(x))))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+    )
+
+
+def same_structure(a, b) -> bool:
+    """Same treedef and the same shape and dtype at every leaf."""
+    if jax.tree.structure(a) != jax.tree.structure(b):
+        return False
+    return all(
+        jnp.shape(x) == jnp.shape(y) and jnp.result_type(x) == jnp.result_type(y)
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+    )

@@ -1,0 +1,79 @@
+"""Allocation of population slots: budget, capacities, floors, and a shift toward credit."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ev3evo.adapt import allocation as alloc
+
+# budget and min_slots are static (Python ints); one compiled program per combination.
+counts_from_credit = jax.jit(alloc.counts_from_credit, static_argnums=(2, 3, 4))
+
+
+@pytest.mark.parametrize(
+    "capacities, budget, min_slots",
+    [([8, 8, 8, 8], 12, 1), ([2, 10, 3, 20], 20, 2), ([1, 16, 4, 4], 9, 1), ([5, 5, 5, 5], 20, 3)],
+)
+def test_counts_sum_to_budget_within_capacity_and_floor(capacities, budget, min_slots):
+    caps = np.asarray(capacities, np.int32)
+    rng = np.random.default_rng(budget)
+    for trial in range(25):
+        credit = rng.exponential(size=4).astype(np.float32) * rng.integers(0, 2, 4)
+        if trial == 0:
+            credit = np.array([50.0, 0, 0, 0], np.float32)  # one source takes all it can
+        counts = np.asarray(counts_from_credit(jnp.asarray(credit), caps, budget, min_slots, 0.25))
+        assert counts.sum() == budget, (credit, counts)
+        assert np.all(counts <= caps), (credit, counts)
+        assert np.all(counts >= np.minimum(caps, min_slots)), (credit, counts)
+
+
+def test_counts_shift_toward_credit():
+    caps = np.full(3, 10, np.int32)
+    even = np.asarray(counts_from_credit(jnp.zeros(3), caps, 12, 1, 0.25))
+    np.testing.assert_array_equal(even, [4, 4, 4])
+    skewed = np.asarray(counts_from_credit(jnp.array([2.0, 0.0, 0.0]), caps, 12, 1, 0.25))
+    assert skewed[0] == skewed.max() and skewed[0] >= 8 and skewed.min() >= 1
+    # Monotone: more credit never means fewer slots.
+    previous = 0
+    for c in [0.0, 0.1, 0.5, 1.0, 3.0]:
+        n = int(counts_from_credit(jnp.array([c, 0.5, 0.5]), caps, 12, 1, 0.25)[0])
+        assert n >= previous
+        previous = n
+
+
+def test_update_credits_the_winner_and_never_starves():
+    caps = np.array([8, 8], np.int32)
+    state = alloc.init(caps, 8, 2, 0.25)
+    np.testing.assert_array_equal(state.counts, [4, 4])
+    update = jax.jit(alloc.update, static_argnums=(4, 5, 6, 7, 8))
+    caps_static = (8, 8)  # hashable capacities for the static argument
+    history = []
+    for _ in range(15):  # source 0 wins and is certified every step
+        state = update(state, jnp.int32(0), jnp.bool_(True), jnp.bool_(True), caps_static,
+                       8, 2, 0.25, 0.8)
+        history.append(np.asarray(state.counts))
+    history = np.stack(history)
+    assert np.all(history.sum(1) == 8) and np.all(history >= 2)
+    assert history[-1, 0] == 6 and history[-1, 1] == 2  # as much as the floor of 1 allows
+    np.testing.assert_array_equal(state.wins, [15, 0])
+    np.testing.assert_array_equal(state.certified, [15, 0])
+    # A rejected winner earns nothing; then source 1 recovers once it wins.
+    for _ in range(15):
+        state = update(state, jnp.int32(1), jnp.bool_(True), jnp.bool_(False), caps_static,
+                       8, 2, 0.25, 0.8)
+    assert int(state.counts[1]) > int(state.counts[0])
+    np.testing.assert_array_equal(state.wins, [15, 15])
+    np.testing.assert_array_equal(state.certified, [15, 0])
+    before = state
+    state = update(state, jnp.int32(0), jnp.bool_(False), jnp.bool_(False), caps_static,
+                   8, 2, 0.25, 0.8)
+    np.testing.assert_array_equal(state.wins, before.wins)
+
+
+def test_active_mask():
+    mask = alloc.active_mask(jnp.array([2, 0, 3]), np.array([0, 0, 0, 1, 1, 2, 2, 2, 2]),
+                             (0, 3, 5, 9))
+    np.testing.assert_array_equal(mask, [1, 1, 0, 0, 0, 1, 1, 1, 0])

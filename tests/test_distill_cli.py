@@ -1,0 +1,139 @@
+"""``ev3evo distill`` as a subprocess: a .csv and a .npz made here, outputs checked, bad input.
+
+The two runs use data of identical shapes and share a persistent JAX compilation cache, so the
+second run reuses the first one's compiled EV3 step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+N, D, C = 150, 6, 3
+PNGS = ("metric_vs_step.png", "metric_vs_time.png", "allocation.png", "comparison.png")
+
+
+def _data(seed):
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=N, n_features=D, n_informative=4, n_redundant=0,
+                               n_classes=C, n_clusters_per_class=1, class_sep=2.0,
+                               random_state=seed)
+    return x.astype(np.float32), y
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("distill_cli")
+    x, y = _data(0)
+    csv = root / "toy.csv"
+    names = [f"f{i}" for i in range(D)]
+    labels = np.array(["ant", "bee", "cat"])[y]  # string labels in the middle column
+    with open(csv, "w") as f:
+        f.write(",".join([*names[:3], "target", *names[3:]]) + "\n")
+        for row, lab in zip(x, labels):
+            f.write(",".join([*map(str, row[:3]), lab, *map(str, row[3:])]) + "\n")
+    x2, y2 = _data(1)
+    npz = root / "toy.npz"
+    np.savez(npz, x=x2, y=y2)
+    return {"root": root, "csv": csv, "npz": npz, "cache": root / "jax-cache"}
+
+
+def _cli(args, cache=None, timeout=300):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    if cache is not None:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
+        env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+    return subprocess.run([sys.executable, "-m", "ev3evo.cli", "distill", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def _png_size(path):
+    with open(path, "rb") as f:
+        head = f.read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert head[12:16] == b"IHDR"
+    return struct.unpack(">II", head[16:24])
+
+
+def _check_outputs(out, methods, primary):
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["methods"]) == set(methods)
+    for name, r in [("teacher", summary["teacher"]), *summary["methods"].items()]:
+        for split in ("test", "validation"):
+            assert set(r[split]) >= {"accuracy", "macro_f1", "agreement", "ece"}, name
+            assert all(0.0 <= v <= 1.0 for v in r[split].values()), (name, r[split])
+        assert r["params"] > 0
+    for r in summary["methods"].values():
+        assert r["seconds"] > 0
+    assert summary["teacher"]["test"]["agreement"] == 1.0  # the teacher agrees with itself
+    assert summary["primary"] == primary
+    for png in PNGS:
+        w, h = _png_size(out / png)
+        assert w > 100 and h > 100
+    lines = [json.loads(s) for s in (out / "history.jsonl").read_text().splitlines()]
+    steps = [r for r in lines if "event" not in r]
+    assert steps and all({"current", "stable", "winner_source", "allocation", "certified"}
+                         <= set(r) for r in steps)
+    return summary, lines
+
+
+def test_csv_run_writes_summary_history_and_plots(files):
+    out = files["root"] / "out_csv"
+    p = _cli(["--data", files["csv"], "--label", "target", "--steps", 3, "--teacher-epochs", 3,
+              "--student-hidden", 4, "--no-baselines", "--out", out], cache=files["cache"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary, _ = _check_outputs(out, {"ev3"}, "accuracy")
+    assert summary["dataset"]["num_classes"] == C
+    assert summary["dataset"]["feature_shape"] == [D]
+    assert "test accuracy" in p.stdout and "ev3" in p.stdout  # the printed table
+    # the teacher was cached under --out
+    assert any(n.endswith(".msgpack") for n in os.listdir(out / "teacher"))
+
+
+def test_npz_run_with_baselines(files):
+    out = files["root"] / "out_npz"
+    # The same EV3 flags as the .csv run: the compiled step comes from the persistent cache.
+    p = _cli(["--data", files["npz"], "--steps", 3, "--teacher-epochs", 3, "--student-hidden", 4,
+              "--baselines", "--baseline-seconds", 1, "--quiet", "--out", out],
+             cache=files["cache"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    methods = {"ev3", "kd_adam_0.003", "kd_adam_0.01", "kd_sgdm_0.05", "es_open_es"}
+    summary, _ = _check_outputs(out, methods, "accuracy")
+    assert p.stdout == ""  # --quiet
+    for name in methods - {"ev3"}:  # baselines keep the initial student's size
+        assert summary["methods"][name]["params"] == summary["methods"]["ev3"]["params"]
+        assert summary["methods"][name]["seconds"] < 30
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--data", "/nonexistent/data.csv"], "no such file"),
+        (["--metric", "accuracyy"], "unknown metric"),
+        (["--constraint", "agreement=0.9"], "cannot read constraint"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, needle):
+    p = _cli([*args, "--no-baselines", "--steps", 1, "--quiet", "--out", "/tmp/unused-ev3"])
+    assert p.returncode == 2
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert needle in lines[0] and "Traceback" not in p.stderr
+    assert lines[0].startswith("ev3evo distill: error:")
+
+
+def test_help_explains_every_flag():
+    p = subprocess.run([sys.executable, "-m", "ev3evo.cli", "distill", "--help"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0
+    for flag in ("--data", "--label", "--metric", "--constraint", "--steps", "--time-budget",
+                 "--student-hidden", "--grow", "--no-grow", "--seed", "--out", "--baselines",
+                 "--no-baselines", "--resume", "--checkpoint-every"):
+        assert flag in p.stdout, flag

@@ -1,0 +1,185 @@
+"""The distillation pipeline in-process: gate invariants on the history, growth, the KD grid
+source, baselines and the report."""
+
+from __future__ import annotations
+
+import itertools
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from ev3evo import losses
+from ev3evo.assess import metrics as M
+from ev3evo.distill import baselines as B
+from ev3evo.distill import models, report
+from ev3evo.distill import pipeline as P
+from ev3evo.distill.sources import kd_grid
+from ev3evo.types import Feedback, Objective
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from sklearn.datasets import make_classification
+
+    root = tmp_path_factory.mktemp("distill_pipeline")
+    x, y = make_classification(n_samples=150, n_features=6, n_informative=4, n_redundant=0,
+                               n_classes=3, n_clusters_per_class=1, random_state=3)
+    np.savez(root / "toy.npz", x=x, y=y)
+    result = P.distill(data=str(root / "toy.npz"), steps=6, student_hidden=(4,),
+                       teacher_epochs=3, teacher_hidden=(16,), grow=True, patience=1,
+                       constraints=["agreement>=0.5"],
+                       max_growths=1, baselines=False, progress=False, out=str(root / "out"))
+    return result
+
+
+def test_stable_metric_never_decreases_and_moves_only_when_certified(run):
+    steps = [r for r in run.history if "event" not in r]
+    assert len(steps) == 6
+    stable = [r["stable"]["accuracy"] for r in steps]
+    # Once the stable model meets the constraint (agreement >= 0.5), its metric never drops
+    # (before that, the gate may trade accuracy for feasibility).
+    feasible = [i for i, r in enumerate(steps) if r["stable"]["agreement"] >= 0.5]
+    assert feasible, "the stable model never met the constraint"
+    kept = stable[feasible[0]:]
+    assert all(b >= a for a, b in itertools.pairwise(kept)), stable
+    assert all(steps[i]["stable"]["agreement"] >= 0.5 for i in range(feasible[0], len(steps)))
+    for prev, r in itertools.pairwise(steps):
+        if not r["certified"]:
+            assert r["stable"] == prev["stable"]
+    # the final certified model is what summary reports as EV3's validation metrics
+    assert run.methods["ev3"]["validation"]["accuracy"] == pytest.approx(stable[-1], abs=1e-6)
+    assert run.summary["teacher"]["params"] > run.methods["ev3"]["params"]
+
+
+def test_growth_events_preserve_the_function(run):
+    for e in run.summary["growth"]:
+        assert e["accepted"] and e["stable_after"] == e["stable_before"]
+        assert e["max_logit_change"] < 1e-5
+    if run.summary["growth"]:
+        assert run.arch["hidden"] != [4]
+        assert any(r.get("hidden") == run.arch["hidden"] for r in run.history)
+
+
+def test_grow_helper_is_exact_and_the_grown_student_saves(run, tmp_path):
+    student = P.Student(run.arch)
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(40, 6)), jnp.float32)
+    val = {"x": x, "y": jnp.zeros(40, jnp.int32), "teacher": student.apply(run.stable, x)}
+    holder = {"student": student}
+    state = types.SimpleNamespace(params=run.stable, stable=run.stable)
+    config = P.DistillConfig(grow_kind="widen", grow_amount=3)
+    names = ["accuracy", "agreement", "ece"]
+    grown = P._grow(jax.random.key(1), holder, state, config, val, names, 3)
+    assert grown["event"]["accepted"]
+    assert grown["event"]["hidden_after"] == [h + 3 for h in run.arch["hidden"]]
+    new = grown["student"]
+    np.testing.assert_allclose(new.apply(grown["stable"], x), student.apply(run.stable, x),
+                               atol=1e-5)
+    path = models.save(tmp_path / "grown.msgpack", (new.arch, grown["stable"]))
+    module, config_ = models.load(path)
+    assert config_["hidden"] == grown["event"]["hidden_after"]
+    np.testing.assert_allclose(module(x), student.apply(run.stable, x), atol=1e-5)
+
+
+def test_outputs_on_disk(run):
+    import os
+
+    for name in ("summary.json", "history.jsonl", "metric_vs_step.png", "metric_vs_time.png",
+                 "allocation.png", "comparison.png"):
+        assert os.path.getsize(os.path.join(run.out, name)) > 0, name
+    assert report.read_history(os.path.join(run.out, "history.jsonl")) == run.history
+
+
+def _toy():
+    apply = lambda p, x: x @ p["w"] + p["b"]
+    x = jax.random.normal(jax.random.key(0), (120, 3))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(jnp.int32)
+    batch = {"x": x, "y": y, "teacher": 3.0 * jax.nn.one_hot(y, 2)}
+    params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
+    return apply, batch, params
+
+
+def test_kd_grid_rows_slots_and_winner_first():
+    apply, batch, params = _toy()
+    src = kd_grid([losses.cross_entropy(apply), losses.kl_to_teacher(apply, 4.0)],
+                  [[1.0, 0.0], [0.5, 0.5]], optax.adam, [0.1, 0.01], steps=5, batch_size=32)
+    assert src.size == 4
+    ask, tell = jax.jit(src.ask), jax.jit(src.tell)
+    state = src.init(jax.random.key(0), params)
+    pop, state = ask(jax.random.key(1), state, params, batch, jnp.ones(4, bool))
+    assert pop["w"].shape == (4, 3, 2)
+    assert sorted(np.asarray(state["order"]).tolist()) == [0, 1, 2, 3]
+    acc = M.accuracy(apply)
+    fitness = jax.vmap(lambda p: M.value(acc, acc.stats(p, batch)))(pop)
+    assert float(fitness.max()) > 0.8  # rollouts learned the toy task
+    selected = jnp.arange(4) == 2
+    row = int(state["order"][2])
+    fb = Feedback(fitness, selected, jax.tree.map(lambda a: a[2], pop), jnp.array(False))
+    state = tell(jax.random.key(2), state, pop, fb)
+    assert int(state["last"]) == row
+    # the winning row committed its optimizer state (adam's count moved), the others did not
+    counts = np.asarray(state["committed"].count)
+    assert counts[row] == 5 and all(counts[i] == 0 for i in range(4) if i != row)
+    _, state = ask(jax.random.key(3), state, fb.params, batch, jnp.ones(4, bool))
+    assert int(state["order"][0]) == row  # slot 0 continues the last winner
+
+
+def test_kd_grid_rejects_bad_tables():
+    apply, _, _ = _toy()
+    with pytest.raises(ValueError, match="weights"):
+        kd_grid([losses.cross_entropy(apply)], [[1.0, 0.0]], optax.adam, [0.1])
+    with pytest.raises(ValueError, match="learning_rates"):
+        kd_grid([losses.cross_entropy(apply)], [[1.0]], optax.adam, [0.0])
+
+
+def test_baselines_select_on_validation():
+    apply, batch, params = _toy()
+    acc = M.accuracy(apply)
+    kd = B.kd_train(jax.random.key(1), apply, params, batch, batch,
+                    losses.kl_to_teacher(apply, 4.0), optax.adam(0.05), acc,
+                    time_budget=60.0, chunk=20, max_steps=100)
+    assert kd.steps == 100 and kd.value > 0.9
+    assert kd.value == pytest.approx(max(v for _, _, v in kd.curve))
+    es = B.es_train(jax.random.key(2), params, batch, batch, acc, time_budget=60.0,
+                    population_size=16, std_init=0.3, chunk=10, max_generations=30)
+    assert es.steps == 30 and es.value > 0.7
+    with pytest.raises(ValueError, match="unknown evosax"):
+        B.es_train(jax.random.key(2), params, batch, batch, acc, time_budget=1.0,
+                   algorithm="NoSuchES")
+
+
+def test_engine_objectives_tie_break():
+    objs = P.engine_objectives([Objective("accuracy")], True, 300)
+    assert objs[0].tolerance == pytest.approx(1.5 / 300) and objs[-1].metric == "fidelity"
+    assert P.engine_objectives([Objective("accuracy", 0.01)], True, 300)[0].tolerance == 0.01
+    assert P.engine_objectives([Objective("ece")], False, 300) == [Objective("ece")]
+
+
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [({"steps": 0}, "steps"), ({"metrics": ["nope"]}, "unknown metric"),
+     ({"constraints": ["agreement>0.9"]}, "constraint"), ({"student_hidden": ()}, "hidden"),
+     ({"grow_kind": "shrink"}, "grow_kind")],
+)
+def test_config_errors_are_clear(overrides, needle):
+    with pytest.raises(ValueError, match=needle):
+        P.distill(progress=False, **overrides)
+
+
+def test_report_table_and_best_method():
+    summary = {
+        "primary": "ece", "metrics": ["accuracy", "ece"],
+        "teacher": {"test": {"accuracy": 0.99, "ece": 0.02}, "validation": {"ece": 0.03},
+                    "params": 1000},
+        "methods": {"ev3": {"test": {"accuracy": 0.95, "ece": 0.01}, "validation": {"ece": 0.02},
+                            "seconds": 3.0, "params": 50},
+                    "kd": {"test": {"accuracy": 0.96, "ece": 0.04}, "validation": {"ece": 0.05},
+                           "seconds": 3.0, "params": 50}},
+    }
+    assert report.best_method(summary, "ece") == "ev3"
+    assert report.best_method(summary, "accuracy") == "kd"
+    text = report.table(summary)
+    assert "teacher" in text and "0.0100" in text and "best student: ev3" in text

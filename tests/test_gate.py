@@ -1,0 +1,233 @@
+"""The gate: error rate and power simulated with arms of known means, and its decision rules.
+
+The simulations feed ``decide`` synthetic per-example scores of ``P`` candidates, the current
+model and the stable model (all scored on the same examples, as in EV3), ``vmap`` ped over
+``TRIALS`` keys. Run ``pytest -s tests/test_gate.py`` to see the measured rates.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import optimize
+
+from ev3evo.adapt.gate import GateConfig, decide, lexicographic_winner
+from ev3evo.assess.metrics import per_example
+from ev3evo.types import Constraint, Objective
+
+P, N, TRIALS, ALPHA = 8, 400, 2000, 0.05
+SLACK = 3 * np.sqrt(ALPHA * (1 - ALPHA) / TRIALS)  # 3 sd of the Monte-Carlo rate at ALPHA
+SCORE = per_example("score", lambda params, batch: batch)
+ACC = per_example("acc", lambda params, batch: batch)
+AGREE = per_example("agree", lambda params, batch: batch)
+
+
+def _simulator(kind: str, correction: str = "holm"):
+    """``(keys, shift) -> (certified, winner)`` over ``TRIALS`` decisions.
+
+    Candidate 0 has true mean ``shift`` above the stable model; the others, and the current
+    model (a copy of stable, as after a certification), have the stable model's mean.
+    """
+    config = GateConfig(alpha=ALPHA, correction=correction)
+
+    def one(key, shift):
+        k_base, k_noise, k_gate = jax.random.split(key, 3)
+        mu = jnp.zeros(P + 2).at[0].set(shift)
+        if kind == "gaussian":
+            # Per-example difficulty shared by every arm, plus independent noise (sd 1).
+            base = 2.0 * jax.random.normal(k_base, (N,))
+            u = base + mu[:, None] + jax.random.normal(k_noise, (P + 2, N))
+        else:
+            # Bernoulli scores: each arm equals the stable model's outcome except on a random
+            # 30% of the examples, where it is an independent Bernoulli(0.7 + mu) draw.
+            stable = jax.random.bernoulli(k_base, 0.7, (N,))
+            k_where, k_draw = jax.random.split(k_noise)
+            redraw = jax.random.bernoulli(k_where, 0.3, (P + 2, N))
+            fresh = jax.random.uniform(k_draw, (P + 2, N)) < 0.7 + mu[:, None]
+            u = jnp.where(redraw, fresh, stable[None]).astype(jnp.float32)
+            u = u.at[P + 1].set(stable.astype(jnp.float32))
+        u = u.at[P].set(u[P + 1])  # current == stable
+        d = decide(k_gate, [SCORE], [u[..., None]], [Objective("score")], [],
+                   jnp.ones(P, bool), config)
+        return d.certified, d.winner
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+
+
+def _shift_of_3_se(kind: str) -> float:
+    """The mean shift of candidate 0 that is 3 standard errors of its paired difference."""
+    if kind == "gaussian":
+        return 3.0 * np.sqrt(2.0) / np.sqrt(N)  # d = e_c - e_s, var 2
+    r, p = 0.3, 0.7  # d = r * (fresh - stable) on redrawn examples; solve E[d] = 3 sd(d)/sqrt(N)
+
+    def gap(q):
+        mean = r * (q - p)
+        second = r * (q * (1 - p) + p * (1 - q))
+        return mean - 3.0 * np.sqrt((second - mean**2) / N)
+
+    return optimize.brentq(gap, p, 1.0) - p
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "bernoulli"])
+def test_gate_error_rate_and_power(kind):
+    simulate = _simulator(kind)
+    keys = jax.random.split(jax.random.key(11), TRIALS)
+    null_certified, _ = simulate(keys, 0.0)
+    null_rate = float(np.mean(null_certified))
+    shift = _shift_of_3_se(kind)
+    alt_certified, alt_winner = simulate(jax.random.split(jax.random.key(12), TRIALS), shift)
+    power = float(np.mean(alt_certified))
+    right = float(np.mean(np.asarray(alt_winner)[np.asarray(alt_certified)] == 0))
+    print(
+        f"\n[{kind}] {TRIALS} decisions, {P} candidates, N={N}, alpha={ALPHA}: "
+        f"certified with no true improvement {null_rate:.4f}; "
+        f"certified a 3-SE improvement {power:.4f} (the true one {right:.3f} of those)"
+    )
+    assert null_rate <= ALPHA + SLACK, (
+        f"{kind}: certified a non-improvement in {null_rate:.4f} of {TRIALS} decisions "
+        f"(alpha {ALPHA}, allowed {ALPHA + SLACK:.4f})"
+    )
+    assert power > 0.5, f"{kind}: certified a 3-SE improvement in only {power:.4f} of decisions"
+    assert right > 0.95, f"{kind}: certified a candidate that was not the better one ({right})"
+
+
+def test_without_correction_the_error_rate_exceeds_alpha():
+    """The simulation is sensitive: testing 8 candidates uncorrected inflates the error."""
+    keys = jax.random.split(jax.random.key(13), TRIALS)
+    certified, _ = _simulator("gaussian", correction="none")(keys, 0.0)
+    rate = float(np.mean(certified))
+    print(f"\n[gaussian, no correction] certified with no true improvement {rate:.4f}")
+    assert rate > ALPHA + SLACK, rate
+
+
+# ---------------------------------------------------------------- deterministic rules
+def arm(accuracy: float, n: int = 1000) -> np.ndarray:
+    """Per-example 0/1 scores with the given mean, correct on a prefix of the examples.
+
+    Arms built this way are nested, so paired differences have the least possible variance.
+    """
+    return (np.arange(n) < round(accuracy * n)).astype(np.float32)
+
+
+def stats_of(*arms) -> jnp.ndarray:
+    return jnp.asarray(np.stack(arms))[..., None]
+
+
+# Compiled once per configuration (eager dispatch would compile every primitive separately).
+_decide_jit = jax.jit(decide, static_argnums=(1, 3, 4, 6))
+
+
+def _decide(metrics, stats, objectives=("acc",), constraints=(), usable=None, **config):
+    objectives = tuple(o if isinstance(o, Objective) else Objective(o) for o in objectives)
+    p = stats[0].shape[0] - 2
+    usable = jnp.ones(p, bool) if usable is None else jnp.asarray(usable)
+    return _decide_jit(jax.random.key(0), tuple(metrics), list(stats), objectives,
+                       tuple(constraints), usable, GateConfig(**config))
+
+
+def test_lexicographic_winner_with_tolerances():
+    u = jnp.asarray([[0.90, 0.89, 0.85, 0.91], [0.1, 0.7, 0.9, 0.2]])
+    everyone = jnp.ones(4, bool)
+    assert int(lexicographic_winner(u, [0.0, 0.0], everyone)) == 3
+    # Within 0.02 of the best primary value (0.91): candidates 0, 1, 3; the best secondary is 1.
+    assert int(lexicographic_winner(u, [0.02, 0.0], everyone)) == 1
+    assert int(lexicographic_winner(u, [0.1, 0.0], everyone)) == 2
+    assert int(lexicographic_winner(u, [0.02, 0.0], jnp.array([1, 0, 1, 1], bool))) == 3
+    assert int(lexicographic_winner(u, [0.02, 0.0], jnp.zeros(4, bool))) == -1
+
+
+def test_lexicographic_selection_through_decide():
+    # primary acc: candidates 0.80, 0.795, 0.70; secondary agree: 0.5, 0.9, 0.95.
+    acc = stats_of(arm(0.80), arm(0.795), arm(0.70), arm(0.6), arm(0.6))
+    agree = stats_of(arm(0.5), arm(0.9), arm(0.95), arm(0.5), arm(0.5))
+    strict = _decide([ACC, AGREE], [acc, agree], objectives=("acc", "agree"))
+    assert int(strict.winner) == 0
+    tolerant = _decide(
+        [ACC, AGREE], [acc, agree], objectives=(Objective("acc", 0.01), Objective("agree"))
+    )
+    assert int(tolerant.winner) == 1
+    assert bool(tolerant.certified)  # 0.795 vs stable 0.6, and agree not worse than 0.5
+
+
+def test_constraints_infeasible_never_certified_least_violation_when_none_feasible():
+    c = [Constraint("agree", ">=", 0.9)]
+    # Candidate 0 is the most accurate but infeasible; candidate 1 is feasible.
+    acc = stats_of(arm(0.9), arm(0.8), arm(0.85), arm(0.6), arm(0.6))
+    agree = stats_of(arm(0.5), arm(0.95), arm(0.85), arm(0.95), arm(0.95))
+    d = _decide([ACC, AGREE], [acc, agree], constraints=c)
+    assert int(d.winner) == 1 and bool(d.certified)
+    np.testing.assert_allclose(d.violation[:3], [0.4, 0.0, 0.05], atol=1e-6)
+    # No feasible candidate: the least violation (candidate 2) wins, nothing is certified,
+    # and the feasible current model is not replaced.
+    agree = stats_of(arm(0.5), arm(0.6), arm(0.85), arm(0.95), arm(0.95))
+    d = _decide([ACC, AGREE], [acc, agree], constraints=c)
+    assert int(d.winner) == 2
+    assert not bool(d.certified) and not bool(d.accepted)
+    # An infeasible current and stable model: less violation is accepted, and a feasible
+    # winner is certified without a significance test.
+    agree = stats_of(arm(0.5), arm(0.6), arm(0.85), arm(0.7), arm(0.7))
+    d = _decide([ACC, AGREE], [acc, agree], constraints=c)
+    assert int(d.winner) == 2 and bool(d.accepted) and not bool(d.certified)
+    agree = stats_of(arm(0.5), arm(0.9), arm(0.85), arm(0.7), arm(0.7))
+    d = _decide([ACC, AGREE], [acc, agree], constraints=c)
+    assert int(d.winner) == 1 and bool(d.certified)
+
+
+def test_rollback_when_current_is_reliably_worse_than_stable():
+    acc = stats_of(arm(0.5), arm(0.55), arm(0.5), arm(0.8))  # candidates, current, stable
+    d = _decide([ACC], [acc])
+    assert bool(d.rolled_back) and not bool(d.certified)
+    # Current merely equal to stable: no rollback.
+    d = _decide([ACC], [stats_of(arm(0.5), arm(0.55), arm(0.8), arm(0.8))])
+    assert not bool(d.rolled_back)
+    # No valid candidate at all, current reliably worse: still rolled back.
+    d = _decide([ACC], [acc], usable=[False, False])
+    assert int(d.winner) == -1 and not bool(d.accepted) and bool(d.rolled_back)
+
+
+def test_accept_not_worse_versus_better():
+    # The winner is 0.2 points below the current model: not reliably worse with n=1000 and
+    # unrelated errors, but not better either.
+    rng = np.random.default_rng(0)
+    current = (rng.uniform(size=1000) < 0.7).astype(np.float32)
+    winner = current.copy()
+    flip = rng.choice(np.flatnonzero(current), 2, replace=False)
+    winner[flip] = 0.0
+    acc = stats_of(winner, arm(0.1), current, current)
+    assert bool(_decide([ACC], [acc], accept="not_worse").accepted)
+    assert not bool(_decide([ACC], [acc], accept="better").accepted)
+    better = acc.at[0, :, 0].set(jnp.maximum(acc[0, :, 0], jnp.asarray(arm(0.01))))
+    assert bool(_decide([ACC], [better], accept="better").accepted)
+
+
+def test_nan_scores_are_invalid_ranked_worst_never_selected():
+    acc = np.stack([arm(0.99), arm(0.9), arm(0.8), arm(0.6), arm(0.6)])
+    acc[0, 5] = np.nan  # the best candidate's metric failed on one example
+    d = _decide([ACC], [jnp.asarray(acc)[..., None]])
+    assert int(d.winner) == 1 and bool(d.certified)
+    assert list(np.asarray(d.valid)) == [False, True, True]
+    assert np.asarray(d.fitness)[0] == -np.inf
+    inf_acc = acc.copy()
+    inf_acc[0, 5] = np.inf
+    assert int(_decide([ACC], [jnp.asarray(inf_acc)[..., None]]).winner) == 1
+
+
+def test_non_decomposable_metric_uses_the_paired_bootstrap():
+    """A ratio metric (bootstrap path) certifies a clear improvement and not a tie."""
+    from ev3evo.types import Metric
+
+    ratio = Metric("ratio", lambda p, b: b, lambda m: m[..., 0] / m[..., 1], decomposable=False)
+    n = 400
+    den = np.ones(n, np.float32)
+
+    def s(acc):
+        return np.stack([arm(acc, n), den], -1)
+
+    clear = jnp.asarray(np.stack([s(0.8), s(0.7), s(0.6), s(0.6)]))
+    d = _decide([ratio], [clear], objectives=("ratio",), bootstrap=300)
+    assert int(d.winner) == 0 and bool(d.certified)
+    tie = jnp.asarray(np.stack([s(0.6), s(0.6), s(0.6), s(0.6)]))
+    d = _decide([ratio], [tie], objectives=("ratio",), bootstrap=300)
+    assert not bool(d.certified) and not bool(d.rolled_back)

@@ -1,0 +1,122 @@
+"""Built-in metrics against numpy and scikit-learn."""
+
+from __future__ import annotations
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+import ev3evo
+from ev3evo.assess.metrics import value
+
+N, C = 300, 5
+
+
+def apply(params, x):
+    return x @ params["w"]
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(N, 8)).astype(np.float32)
+    w = rng.normal(size=(8, C)).astype(np.float32)
+    logits = x @ w
+    # Labels agree with the model 60% of the time, so every metric is far from its extremes.
+    y = np.where(rng.uniform(size=N) < 0.6, logits.argmax(1), rng.integers(0, C, N))
+    teacher = logits + rng.normal(scale=2.0, size=logits.shape).astype(np.float32)
+    batch = {"x": jnp.asarray(x), "y": jnp.asarray(y, jnp.int32), "teacher": jnp.asarray(teacher)}
+    return {"w": jnp.asarray(w)}, batch, logits, y, teacher
+
+
+def _value(metric, params, batch):
+    stats = jax.jit(metric.stats)(params, batch)
+    assert stats.ndim == 2 and stats.shape[0] == N
+    return float(value(metric, stats))
+
+
+def test_accuracy(data):
+    params, batch, logits, y, _ = data
+    acc = ev3evo.metrics.accuracy(apply)
+    assert acc.decomposable and acc.maximize
+    assert _value(acc, params, batch) == pytest.approx(np.mean(logits.argmax(1) == y), abs=1e-6)
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_top_k_accuracy(data, k):
+    params, batch, logits, y, _ = data
+    metric = ev3evo.metrics.top_k_accuracy(apply, k)
+    topk = np.argsort(-logits, axis=1)[:, :k]
+    want = np.mean([y[i] in topk[i] for i in range(N)])
+    assert metric.name == f"top{k}_accuracy"
+    assert _value(metric, params, batch) == pytest.approx(want, abs=1e-6)
+
+
+def test_agreement_with_logits_or_labels(data):
+    params, batch, logits, _, teacher = data
+    want = np.mean(logits.argmax(1) == teacher.argmax(1))
+    metric = ev3evo.metrics.agreement(apply)
+    assert _value(metric, params, batch) == pytest.approx(want, abs=1e-6)
+    labels = dict(batch, teacher=jnp.asarray(teacher.argmax(1), jnp.int32))
+    assert _value(metric, params, labels) == pytest.approx(want, abs=1e-6)
+
+
+def test_neg_loss(data):
+    params, batch, logits, y, _ = data
+    shifted = logits - logits.max(1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(1, keepdims=True))
+    want = np.mean(logp[np.arange(N), y])
+    assert _value(ev3evo.metrics.neg_loss(apply), params, batch) == pytest.approx(want, rel=1e-5)
+
+
+def test_macro_f1_matches_sklearn(data):
+    params, batch, logits, y, _ = data
+    metric = ev3evo.metrics.macro_f1(apply, C)
+    assert not metric.decomposable
+    want = f1_score(y, logits.argmax(1), average="macro")
+    assert _value(metric, params, batch) == pytest.approx(want, abs=1e-5)
+    # A class absent from both labels and predictions does not count (as in scikit-learn).
+    wide = ev3evo.metrics.macro_f1(apply, C + 3)
+    assert _value(wide, params, batch) == pytest.approx(want, abs=1e-5)
+
+
+def ece_numpy(logits, y, bins=15):
+    """Guo et al. (2017), eq. 3, with equal-width bins (lo, hi]."""
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    conf, pred = p.max(1), p.argmax(1)
+    correct = pred == y
+    edges = np.linspace(0, 1, bins + 1)
+    total = 0.0
+    for lo, hi in itertools.pairwise(edges):
+        inside = (conf > lo) & (conf <= hi)
+        if inside.any():
+            total += inside.mean() * abs(correct[inside].mean() - conf[inside].mean())
+    return total
+
+
+@pytest.mark.parametrize("scale", [0.3, 1.0, 3.0])
+def test_ece_matches_direct_numpy(data, scale):
+    params, batch, logits, y, _ = data
+    metric = ev3evo.metrics.expected_calibration_error(apply)
+    assert not metric.maximize and not metric.decomposable
+    scaled = {"w": params["w"] * scale}
+    got = _value(metric, scaled, batch)
+    assert got == pytest.approx(ece_numpy(logits * scale, y), abs=1e-5)
+
+
+def test_registry_builds_every_metric_and_rejects_unknown_names(data):
+    params, batch, *_ = data
+    for name in ev3evo.metrics.REGISTRY:
+        metric = ev3evo.metrics.get(name, apply, num_classes=C)
+        assert metric.name == name
+        stats = jax.eval_shape(metric.stats, params, batch)
+        assert stats.shape[0] == N
+    with pytest.raises(ValueError, match=r"unknown metric 'acuracy'; known metrics: .*accuracy"):
+        ev3evo.metrics.get("acuracy", apply)
+    with pytest.raises(ValueError, match=r"macro_f1.*needs num_classes"):
+        ev3evo.metrics.get("macro_f1", apply)
