@@ -15,9 +15,6 @@ from .callbacks import JSONLHistory as JSONLHistory
 from .callbacks import ProgressBar as ProgressBar
 from .explore import biased as biased
 from .explore.biased import guided_es as guided_es
-from .explore.evosax import EvosaxState as EvosaxState
-from .explore.evosax import evosax_mean as evosax_mean
-from .explore.evosax import evosax_source as evosax_source
 from .explore.gradient import gradient_rollouts as gradient_rollouts
 from .explore.mix import Mixed as Mixed
 from .explore.mix import mix as mix
@@ -30,21 +27,10 @@ from .explore.mutation import per_layer as per_layer
 from .explore.mutation import per_layer_mutation as per_layer_mutation
 from .explore.mutation import sparse as sparse
 from .explore.mutation import sparse_mutation as sparse_mutation
-from .explore.nevergrad import NevergradState as NevergradState
-from .explore.nevergrad import nevergrad_close as nevergrad_close
-from .explore.nevergrad import nevergrad_dump as nevergrad_dump
-from .explore.nevergrad import nevergrad_load as nevergrad_load
-from .explore.nevergrad import nevergrad_optimizer as nevergrad_optimizer
-from .explore.nevergrad import nevergrad_source as nevergrad_source
-from .explore.restart import RestartSchedule as RestartSchedule
-from .explore.restart import bipop as bipop
-from .explore.restart import ipop as ipop
 from .loop import EV3 as EV3
 from .loop import EV3State as EV3State
 from .loop import StepInfo as StepInfo
 from .loop import parse_constraint as parse_constraint
-from .minimize import MinimizeResult as MinimizeResult
-from .minimize import minimize as minimize
 from .run import RunResult as RunResult
 from .run import run as run
 from .types import Constraint as Constraint
@@ -56,10 +42,38 @@ from .types import Source as Source
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):
-    # ``ev3evo.distill_run`` (the distillation pipeline) imports flax; load it on first use.
-    if name == "distill_run":
-        from .distill.pipeline import distill
+# Names whose modules import evosax, nevergrad or flax are loaded on first use: those imports
+# are slow, and evosax creates arrays at import time, which starts the JAX backend and would
+# make ``jax.distributed.initialize`` (multi-host runs) impossible after ``import ev3evo``.
+_LAZY = {
+    "EvosaxState": ".explore.evosax",
+    "evosax_mean": ".explore.evosax",
+    "evosax_source": ".explore.evosax",
+    "NevergradState": ".explore.nevergrad",
+    "nevergrad_close": ".explore.nevergrad",
+    "nevergrad_dump": ".explore.nevergrad",
+    "nevergrad_load": ".explore.nevergrad",
+    "nevergrad_optimizer": ".explore.nevergrad",
+    "nevergrad_source": ".explore.nevergrad",
+    "RestartSchedule": ".explore.restart",
+    "bipop": ".explore.restart",
+    "ipop": ".explore.restart",
+    "MinimizeResult": ".minimize",
+    "minimize": ".minimize",
+    "distill_run": ".distill.pipeline",
+}
 
-        return distill
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module = importlib.import_module(_LAZY[name], __name__)
+        value = getattr(module, "distill" if name == "distill_run" else name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'ev3evo' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -20,6 +20,9 @@ class Callback:
     def on_end(self, result) -> None:
         pass
 
+    def on_resume(self, history: list[dict]) -> None:
+        """Called by ``run(..., resume=True)`` with the history restored from the checkpoint."""
+
 
 class ProgressBar(Callback):
     """A tqdm progress bar showing the stable and current primary metric and the winner."""
@@ -59,6 +62,14 @@ class JSONLHistory(Callback):
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self.file = open(self.path, self.mode, encoding="utf-8")
 
+    def on_resume(self, history):
+        # Steps after the last checkpoint were logged before the crash and will run again:
+        # rewrite the file from the restored history so that no step appears twice.
+        self.file.close()
+        with open(self.path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r, allow_nan=True) + "\n" for r in history)
+        self.file = open(self.path, "a", encoding="utf-8")
+
     def on_step(self, record, state, engine):
         self.file.write(json.dumps(record, allow_nan=True) + "\n")
         self.file.flush()
@@ -90,7 +101,15 @@ class EarlyStopping(Callback):
         m = {x.name: x for x in engine.metrics}[self.metric]
         self.sign = 1.0 if m.maximize else -1.0
 
+    def on_resume(self, history):
+        self.best, self.waited = -math.inf, 0
+        for record in history:
+            self._update(record)
+
     def on_step(self, record, state, engine):
+        return self._update(record)
+
+    def _update(self, record) -> bool:
         value = self.sign * record["stable"][self.metric]
         if value > self.best + self.min_delta:
             self.best, self.waited = value, 0

@@ -113,7 +113,8 @@ class EV3:
         to the sum of the sources' sizes. Smaller values make allocation matter.
       alpha: error level of the gate's confidence bounds (family-wise for certification).
       correction: multiplicity control across the candidates of a step: ``"holm"``,
-        ``"bonferroni"`` or ``"none"``.
+        ``"bonferroni"``, ``"none"``, or ``"split"`` (select the winner on half of the
+        evaluation examples, test it alone on the other half; see :mod:`ev3evo.adapt.gate`).
       accept: ``"not_worse"`` or ``"better"`` (see :mod:`ev3evo.adapt.gate`).
       bootstrap: bootstrap resamples for non-decomposable metrics.
       min_slots: the floor of slots every source keeps.
@@ -168,8 +169,10 @@ class EV3:
                 raise ValueError(f"constraint operator must be '>=' or '<=', got {c.op!r}")
         for o in self.objectives:
             check_nonnegative(o.tolerance, f"tolerance of objective {o.metric!r}")
-        if correction not in ("holm", "bonferroni", "none"):
-            raise ValueError(f"correction must be 'holm', 'bonferroni' or 'none', got {correction!r}")
+        if correction not in ("holm", "bonferroni", "none", "split"):
+            raise ValueError(
+                f"correction must be 'holm', 'bonferroni', 'none' or 'split', got {correction!r}"
+            )
         if accept not in ("not_worse", "better"):
             raise ValueError(f"accept must be 'not_worse' or 'better', got {accept!r}")
         self.gate = GateConfig(

@@ -16,6 +16,14 @@ same examples. One step decides:
    the stable model by more than their tolerance.
 4. **Roll back** (current ← stable) when the resulting current model is reliably worse than
    the stable one.
+
+With ``correction="split"`` the evaluation examples are split once and for all (even / odd
+positions): steps 1, 2 and 4 use only the even half, and the winner — already chosen — is tested
+**alone** against the stable model on the odd half at level ``alpha``. Selection and test use
+disjoint examples, so the one test needs no multiplicity correction however many candidates
+competed (a sample-splitting test; the price is half the examples in the test). Certification
+also requires the winner's point value on *all* examples to be at least the stable model's, so
+the stable model's reported metric never decreases.
 """
 
 from __future__ import annotations
@@ -37,7 +45,8 @@ class GateConfig(NamedTuple):
     Attributes:
       alpha: one-sided error level of every bound, and the family-wise level of certification.
       correction: ``"holm"`` (default), ``"bonferroni"`` or ``"none"`` across the candidates of
-        a step.
+        a step, or ``"split"`` (select on half of the examples, test the winner alone on the
+        other half; see the module docstring).
       accept: ``"not_worse"`` (upper bound of the paired difference to current ``≥ 0``) or
         ``"better"`` (point estimate higher than current).
       bootstrap: resamples for metrics that are not means of per-example scores.
@@ -150,18 +159,23 @@ def decide(
     num_arms = stats[0].shape[0]
     p = num_arms - 2
     cur, stab = p, p + 1
-    values = jnp.stack(
-        [m.aggregate(jnp.mean(s, axis=1)) for m, s in zip(metrics, stats)], axis=1
-    )  # (A, M)
-    finite = jnp.all(jnp.isfinite(values), axis=1)
+    split = config.correction == "split"
+    if split and stats[0].shape[1] < 4:
+        raise ValueError(
+            f'correction="split" needs at least 4 evaluation examples, got {stats[0].shape[1]}'
+        )
+    # Selection (and acceptance, rollback) data; with "split", the held-out half tests alone.
+    select = [s[:, 0::2] for s in stats] if split else list(stats)
+    values = _values(metrics, stats)  # (A, M) on every example: what is reported
+    sel_values = _values(metrics, select) if split else values
+    finite = jnp.all(jnp.isfinite(values), axis=1) & jnp.all(jnp.isfinite(sel_values), axis=1)
     for s in stats:
         finite = finite & jnp.all(jnp.isfinite(s), axis=(1, 2))
     valid = usable & finite[:p]
-    violation = jnp.where(finite, violations(values, index, constraints), jnp.inf)
+    violation = jnp.where(finite, violations(sel_values, index, constraints), jnp.inf)
 
     obj_metrics = [metrics[index[o.metric]] for o in objectives]
-    utils = jnp.stack([utility(m, values[:, index[m.name]]) for m in obj_metrics])  # (O, A)
-    utils = jnp.where(jnp.isfinite(utils), utils, -jnp.inf)
+    utils = _utilities(obj_metrics, sel_values, index)  # (O, A)
 
     least = jnp.min(jnp.where(valid, violation[:p], jnp.inf))
     eligible = valid & (violation[:p] <= least)
@@ -169,12 +183,12 @@ def decide(
     has_winner = winner >= 0
     w = jnp.maximum(winner, 0)
 
-    keys = jax.random.split(key, 2 * len(obj_metrics))
+    keys = jax.random.split(key, 3 * len(obj_metrics))
     vs_current, vs_stable = [], []
     for i, m in enumerate(obj_metrics):
-        s = stats[index[m.name]]
-        vs_current.append(compare(keys[2 * i], m, s, cur, config.alpha, config.bootstrap))
-        vs_stable.append(compare(keys[2 * i + 1], m, s, stab, config.alpha, config.bootstrap))
+        s = select[index[m.name]]
+        vs_current.append(compare(keys[3 * i], m, s, cur, config.alpha, config.bootstrap))
+        vs_stable.append(compare(keys[3 * i + 1], m, s, stab, config.alpha, config.bootstrap))
     primary_cur, primary_stab = vs_current[0], vs_stable[0]
 
     w_feasible = violation[w] <= 0
@@ -189,11 +203,30 @@ def decide(
     )
     accepted = accepted | (has_winner & ~cur_feasible & w_feasible)
 
-    reject = _reject(primary_stab.pvalue[:p], valid & (violation[:p] <= 0), config)
-    significant = reject[w]
-    guards = jnp.asarray(True)
-    for o, cmp_ in zip(objectives[1:], vs_stable[1:]):
-        guards = guards & (cmp_.upper[w] >= -o.tolerance)
+    if split:
+        # The winner alone against stable on the held-out half: [winner, stable] arms.
+        held = [s[:, 1::2][jnp.stack([w, stab])] for s in stats]
+        tests = [compare(keys[3 * i + 2], m, held[index[m.name]], 1, config.alpha,
+                         config.bootstrap) for i, m in enumerate(obj_metrics)]
+        pvalue = tests[0].pvalue[0]
+        significant = pvalue <= config.alpha
+        guards = jnp.asarray(True)
+        for o, cmp_ in zip(objectives[1:], tests[1:]):
+            guards = guards & (cmp_.upper[0] >= -o.tolerance)
+        full_violation = jnp.where(finite, violations(values, index, constraints), jnp.inf)
+        full_utils = _utilities(obj_metrics, values, index)
+        # Never lower the stable model's metric on all the examples, nor certify infeasible.
+        guards = guards & (full_utils[0, w] >= full_utils[0, stab]) & (full_violation[w] <= 0)
+        w_feasible = w_feasible & (full_violation[w] <= 0)
+        stab_feasible = full_violation[stab] <= 0
+        violation = full_violation
+    else:
+        reject = _reject(primary_stab.pvalue[:p], valid & (violation[:p] <= 0), config)
+        significant = reject[w]
+        pvalue = primary_stab.pvalue[w]
+        guards = jnp.asarray(True)
+        for o, cmp_ in zip(objectives[1:], vs_stable[1:]):
+            guards = guards & (cmp_.upper[w] >= -o.tolerance)
     certified = accepted & w_feasible & jnp.where(stab_feasible, significant & guards, True)
 
     # Roll back when the model we would keep is reliably worse than stable (or infeasible while
@@ -212,5 +245,16 @@ def decide(
         violation=violation,
         valid=valid,
         fitness=fitness,
-        pvalue=jnp.where(has_winner, primary_stab.pvalue[w], 1.0),
+        pvalue=jnp.where(has_winner, pvalue, 1.0),
     )
+
+
+def _values(metrics: Sequence[Metric], stats: Sequence[Array]) -> Array:
+    """``(A, M)`` metric values of every arm."""
+    return jnp.stack([m.aggregate(jnp.mean(s, axis=1)) for m, s in zip(metrics, stats)], axis=1)
+
+
+def _utilities(obj_metrics: Sequence[Metric], values: Array, index: dict[str, int]) -> Array:
+    """``(O, A)`` higher-is-better utilities of the objectives, ``-inf`` where not finite."""
+    utils = jnp.stack([utility(m, values[:, index[m.name]]) for m in obj_metrics])
+    return jnp.where(jnp.isfinite(utils), utils, -jnp.inf)

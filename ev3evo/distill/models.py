@@ -29,7 +29,6 @@ import itertools
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -37,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx, serialization
+
+from ..io.atomic import atomic_write
 
 __all__ = [
     "ACTIVATIONS",
@@ -309,21 +310,7 @@ def save(path: str | os.PathLike, model, config: dict | None = None) -> str:
         "params": jax.tree.map(np.asarray, params),
     }
     data = serialization.msgpack_serialize(payload)
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".msgpack", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, data)
 
 
 def load(path: str | os.PathLike) -> tuple[MLP, dict]:

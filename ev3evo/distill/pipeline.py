@@ -78,8 +78,13 @@ class DistillConfig:
       patience: steps without certification that count as a stall.
       population_size: slots evaluated per step (the sources offer more; allocation decides).
       alpha: the gate's error level.
+      correction: the gate's multiplicity control (see :mod:`ev3evo.adapt.gate`): ``"split"``
+        (the default: the winner is selected on half of the validation split and tested alone
+        on the other half) or ``"holm"`` (every candidate tested on all of it, Holm-corrected).
       rollout_steps: optimizer steps per gradient candidate.
-      tie_break: break ties on the primary objective (within one validation example) by
+      tie_examples: with ``tie_break``, primary values within this many selection examples of
+        the best count as tied (see :func:`engine_objectives`).
+      tie_break: break ties on the primary objective (within ``tie_examples``) by
         fidelity to the teacher (see :func:`engine_objectives`).
       batch_size: minibatch size of gradient rollouts and KD baselines.
       seed: seeds the split, the models and the run.
@@ -113,8 +118,10 @@ class DistillConfig:
     patience: int = 30
     population_size: int = 16
     alpha: float = 0.05
-    rollout_steps: int = 25
+    correction: str = "split"
+    rollout_steps: int = 50
     tie_break: bool = True
+    tie_examples: float = 1.5
     batch_size: int = 128
     seed: int = 0
     out: str | None = None
@@ -198,6 +205,8 @@ def _check_config(c: DistillConfig) -> tuple[list[Objective], list]:
         raise ValueError(f"grow_kind must be 'widen' or 'deepen', got {c.grow_kind!r}")
     if not 0 < c.alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {c.alpha}")
+    if c.correction not in ("split", "holm", "bonferroni"):
+        raise ValueError(f"correction must be 'split', 'holm' or 'bonferroni', got {c.correction!r}")
     objectives = _parse_objectives(c.metrics)
     constraints = [parse_constraint(s) for s in c.constraints]
     for k in constraints:
@@ -308,7 +317,8 @@ def fidelity(apply) -> Metric:
     return M.per_example("fidelity", score)
 
 
-def engine_objectives(objectives: Sequence[Objective], tie_break: bool, n_val: int) -> list:
+def engine_objectives(objectives: Sequence[Objective], tie_break: bool, n_val: int,
+                      examples: float = 1.5) -> list:
     """The user's objectives, plus (``tie_break``) the fidelity tie-breaker.
 
     With the tie-breaker, a primary objective given without tolerance gets one example's worth
@@ -320,7 +330,8 @@ def engine_objectives(objectives: Sequence[Objective], tie_break: bool, n_val: i
         return objectives
     first = objectives[0]
     if first.tolerance == 0.0 and first.metric != "neg_loss":
-        objectives[0] = first._replace(tolerance=0.005 if first.metric == "ece" else 1.5 / n_val)
+        objectives[0] = first._replace(tolerance=0.005 * examples / 1.5 if first.metric == "ece"
+                                       else examples / n_val)
     return [*objectives, Objective("fidelity", 1e9)]
 
 
@@ -346,7 +357,10 @@ def build_engine(apply, c: DistillConfig, objectives, constraints, num_classes,
     if es is not None:
         sources.append(es)
     sources.append(gaussian(4, sigma=0.01))
-    objectives = engine_objectives(objectives, c.tie_break, n_val)
+    # With the split gate, selection sees every other validation example.
+    objectives = engine_objectives(objectives, c.tie_break,
+                                   n_val // 2 if c.correction == "split" else n_val,
+                                   c.tie_examples)
     names = list(dict.fromkeys([o.metric for o in objectives if o.metric != "fidelity"]
                                + [k.metric for k in constraints] + list(REPORTED)))
     metrics = _metric_objects(apply, names, num_classes)
@@ -360,6 +374,7 @@ def build_engine(apply, c: DistillConfig, objectives, constraints, num_classes,
         constraints=constraints,
         population_size=min(c.population_size, capacity),
         alpha=c.alpha,
+        correction=c.correction,
         patience=c.patience,
     )
 
@@ -433,7 +448,7 @@ def _checkpoint_settings(c: DistillConfig, out: str):
 def _run_config(c: DistillConfig) -> dict:
     """The settings a resumed run must share with the original (part of the fingerprint)."""
     keys = ("data", "label", "metrics", "constraints", "student_hidden", "grow", "grow_kind",
-            "grow_amount", "max_growths", "patience", "population_size", "alpha",
+            "grow_amount", "max_growths", "patience", "population_size", "alpha", "correction", "tie_examples",
             "rollout_steps", "batch_size", "seed", "teacher_hidden", "teacher_epochs")
     return _jsonable({k: getattr(c, k) for k in keys})
 
@@ -607,12 +622,14 @@ def distill(config: DistillConfig | None = None, /, **overrides) -> DistillResul
             log(f"baseline kd_{name}: up to {budget:.1f}s")
             r = B.kd_train(k_kd, student.apply, params0, train, val, kd_loss(student.apply), opt,
                            metric, time_budget=budget, batch_size=c.batch_size)
-            methods[f"kd_{name}"] = _method(student, r, test, val, names, num_classes)
+            methods[f"kd_{name}"] = {**_method(student, r, test, val, names, num_classes),
+                                     "budget": budget}
         es_name = f"es_{c.es_algorithm.lower()}"
         log(f"baseline {es_name}: {budget:.1f}s")
         r = B.es_train(k_es, params0, train, val, metric, time_budget=budget,
                        algorithm=c.es_algorithm)
-        methods[es_name] = _method(student, r, test, val, names, num_classes)
+        methods[es_name] = {**_method(student, r, test, val, names, num_classes),
+                            "budget": budget}
 
     summary = {
         "dataset": {"name": ds.name, "num_classes": num_classes,
@@ -634,6 +651,13 @@ def distill(config: DistillConfig | None = None, /, **overrides) -> DistillResul
     report.plot_comparison(summary, out, primary)
     if c.progress:
         print(report.table(summary, names))
+        if c.baselines:
+            how = ("EV3's wall time" if c.baseline_seconds is None
+                   else "--baseline-seconds")
+            print(f"(EV3 ran {ev3_seconds:.1f}s, {result.steps} steps, step compiled "
+                  f"{'before' if c.warmup else 'inside'} its clock; each baseline was given "
+                  f"{methods[es_name]['budget']:.1f}s ({how}); KD baselines stop early once "
+                  f"their validation {primary} stops improving, so 'seconds' is what each used)")
         print(f"outputs in {out}")
     return DistillResult(summary, full_history, final.arch, result.stable, out)
 

@@ -168,7 +168,10 @@ def gradient_rollouts(
                 new = _tree.where(won, end_state, state["committed"][i])
             fresh = o.init(feedback.params)
             committed.append(_tree.where(feedback.rolled_back, fresh, new))
-        return {"committed": tuple(committed), "pending": state["pending"]}
+        # The rollout end states are scratch between ask and tell: zero them so that they carry
+        # nothing into checkpoints or the next step (their structure stays for jit and scan).
+        pending = jax.tree.map(jnp.zeros_like, state["pending"])
+        return {"committed": tuple(committed), "pending": pending}
 
     return Source(init, ask, tell, size, name)
 

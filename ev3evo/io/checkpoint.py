@@ -52,7 +52,6 @@ import re
 import struct
 import sys
 import tempfile
-import uuid
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -60,6 +59,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from .atomic import atomic_write
 
 MAGIC = b"EV3CKPT\x00"
 VERSION = 1
@@ -289,16 +290,6 @@ def _decode_leaf(entry: dict, template):
     return jnp.asarray(data)
 
 
-def _fsync_dir(directory: str) -> None:
-    if os.name != "posix":  # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def checkpoint_path(directory: str | os.PathLike, step: int) -> str:
     """The file name of the checkpoint of ``step`` in ``directory``."""
     return os.path.join(os.fspath(directory), f"ckpt-{int(step):09d}.ev3")
@@ -376,19 +367,7 @@ def save_checkpoint(
         }
     )
     blob = _HEADER.pack(MAGIC, VERSION, hashlib.sha256(payload).digest()) + payload
-    final = checkpoint_path(directory, step)
-    tmp = os.path.join(directory, f".{os.path.basename(final)}.tmp-{uuid.uuid4().hex}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_dir(directory)
+    final = atomic_write(checkpoint_path(directory, step), blob)
     for _, old in list_checkpoints(directory)[keep:]:
         try:
             os.remove(old)
