@@ -45,17 +45,20 @@ def _write(rows, path_md, path_json, args):
         "",
         f"Command: `OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/distill_quality.py "
         f"--seeds {args.seeds} --time-budget {args.time_budget:g} --hidden {args.hidden} "
-        f"--rollout-steps {args.rollout_steps} --configs {' '.join(args.configs)}`",
+        f"--rollout-steps {args.rollout_steps} --correction {args.correction} "
+        f"--tie-examples {args.tie_examples:g} --configs {' '.join(args.configs)}`",
         "",
         f"Student: MLP with {args.hidden} hidden units; EV3 runs {args.time_budget:g} s (step "
         "compiled before the clock), each baseline gets EV3's wall time. Test split, mean ± "
         "standard deviation over seeds (each seed also changes the data split and the teacher). "
         "'best baseline' is the best of all baselines *on test* (an oracle choice, the "
-        "strongest comparison); 'best KD' the best KD optimizer on test. ECE: lower is better.",
+        "strongest comparison); 'baseline (val-selected)' the baseline a user would pick, the "
+        "best on *validation*; 'best KD' the best KD optimizer on test. ECE: lower is better.",
         "",
-        "| data | metric | seeds | teacher | EV3 (stable) | best baseline | best KD | OpenES |"
-        " EV3 − best baseline | EV3 wins (seeds) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| data | metric | seeds | teacher | EV3 (stable) | best baseline | baseline "
+        "(val-selected) | best KD | OpenES | EV3 − best baseline | EV3 − val-selected |"
+        " EV3 ≥ best (seeds) | EV3 ≥ val-selected (seeds) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     by = {}
     for r in rows:
@@ -63,22 +66,31 @@ def _write(rows, path_md, path_json, args):
     for (data, metric), rs in by.items():
         sign = -1.0 if metric in LOWER else 1.0
         cols = {k: _stats([r[k] for r in rs]) for k in ("teacher", "ev3", "best_baseline",
-                                                          "best_kd", "es")}
+                                                          "val_baseline", "best_kd", "es")}
         diff = _stats([r["ev3"] - r["best_baseline"] for r in rs])
+        vdiff = _stats([r["ev3"] - r["val_baseline"] for r in rs])
         wins = sum(sign * (r["ev3"] - r["best_baseline"]) >= 0 for r in rs)
+        vwins = sum(sign * (r["ev3"] - r["val_baseline"]) >= 0 for r in rs)
         fmt = lambda ms: f"{ms[0]:.4f} ± {ms[1]:.4f}"
         lines.append(
             f"| {data} | {metric} | {len(rs)} | {fmt(cols['teacher'])} | {fmt(cols['ev3'])} | "
-            f"{fmt(cols['best_baseline'])} | {fmt(cols['best_kd'])} | {fmt(cols['es'])} | "
-            f"{diff[0]:+.4f} ± {diff[1]:.4f} | {wins}/{len(rs)} |"
+            f"{fmt(cols['best_baseline'])} | {fmt(cols['val_baseline'])} | "
+            f"{fmt(cols['best_kd'])} | {fmt(cols['es'])} | "
+            f"{diff[0]:+.4f} ± {diff[1]:.4f} | {vdiff[0]:+.4f} ± {vdiff[1]:.4f} | "
+            f"{wins}/{len(rs)} | {vwins}/{len(rs)} |"
         )
     lines += ["", "Per run (test metric; seconds = EV3's wall time, steps taken):", "",
-              "| data | metric | seed | EV3 | best baseline (name) | EV3 steps | seconds |",
-              "|---|---|---|---|---|---|---|"]
+              "| data | metric | seed | EV3 | EV3 current | best baseline (name) | "
+              "val-selected baseline (name) | EV3 steps | certified | seconds |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['data']} | {r['metric']} | {r['seed']} | {r['ev3']:.4f} | "
-                     f"{r['best_baseline']:.4f} ({r['best_baseline_name']}) | {r['ev3_steps']} | "
-                     f"{r['seconds']:.1f} |")
+                     f"{r['ev3_current']:.4f} | "
+                     f"{r['best_baseline']:.4f} ({r['best_baseline_name']}) | "
+                     f"{r['val_baseline']:.4f} ({r['val_baseline_name']}) | {r['ev3_steps']} | "
+                     f"{r['certified']} | {r['seconds']:.1f} |")
+    if args.notes and os.path.exists(args.notes):
+        lines += ["", open(args.notes).read().rstrip()]
     del np
     with open(path_md, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -90,8 +102,13 @@ def main(argv=None) -> int:
     p.add_argument("--time-budget", type=float, default=30.0, help="EV3 seconds per run")
     p.add_argument("--steps", type=int, default=2000, help="EV3 step cap (the budget binds)")
     p.add_argument("--hidden", type=int, default=8)
-    p.add_argument("--rollout-steps", type=int, default=50, help="optimizer steps per candidate")
+    p.add_argument("--rollout-steps", type=int, default=200, help="optimizer steps per candidate")
+    p.add_argument("--correction", default="split", help="the gate's correction")
+    p.add_argument("--tie-examples", type=float, default=4.0,
+                   help="primary ties within this many selection examples go to fidelity")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="DATA:METRIC pairs")
+    p.add_argument("--notes", default=None,
+                   help="a markdown file appended to the results (what was tried)")
     p.add_argument("--work", default="/tmp/ev3evo-distill-quality")
     p.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "results"))
     args = p.parse_args(argv)
@@ -119,20 +136,26 @@ def main(argv=None) -> int:
                           time_budget=args.time_budget, student_hidden=(args.hidden,),
                           seed=seed, out=os.path.join(args.work, f"{data}_{metric}_s{seed}"),
                           teacher=teachers[(data, seed)], baselines=True, progress=False,
-                          warmup=True, rollout_steps=args.rollout_steps)
+                          warmup=True, rollout_steps=args.rollout_steps,
+                          correction=args.correction, tie_examples=args.tie_examples)
             m = res.methods
             sign = -1.0 if metric in LOWER else 1.0
             base = {k: v["test"][metric] for k, v in m.items() if k != "ev3"}
             best = max(base, key=lambda k: sign * base[k])
             kd = {k: v for k, v in base.items() if k.startswith("kd_")}
             best_kd = max(kd, key=lambda k: sign * kd[k])
+            vals = {k: v["validation"][metric] for k, v in m.items() if k != "ev3"}
+            val_pick = max(vals, key=lambda k: sign * vals[k])
             row = {
                 "data": data, "metric": metric, "seed": seed,
                 "teacher": res.teacher["test"][metric],
                 "ev3": m["ev3"]["test"][metric],
                 "ev3_current": m["ev3"]["current_test"][metric],
                 "best_baseline": base[best], "best_baseline_name": best,
+                "val_baseline": base[val_pick], "val_baseline_name": val_pick,
                 "best_kd": kd[best_kd], "best_kd_name": best_kd,
+                "certified": sum(bool(h.get("certified")) for h in res.history
+                                 if "event" not in h),
                 "es": base.get("es_open_es", float("nan")),
                 "baselines": base,
                 "ev3_steps": m["ev3"]["steps"], "seconds": m["ev3"]["seconds"],

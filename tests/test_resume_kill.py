@@ -99,7 +99,6 @@ def _problem():
 
 def _patch(mode: str, hit, nth: int) -> None:
     """Makes the ``nth`` checkpoint write of this process stop at a chosen point (and wait)."""
-    from ev3evo.io import checkpoint
 
     calls = {"n": 0}
 
@@ -130,7 +129,9 @@ def _patch(mode: str, hit, nth: int) -> None:
 
         os.fsync = fsync
     elif mode == "after_replace":  # renamed, directory not yet fsync'ed, old ones not pruned
-        real_fsync_dir = checkpoint._fsync_dir
+        from ev3evo.io import atomic
+
+        real_fsync_dir = atomic.fsync_dir
 
         def fsync_dir(directory):
             calls["n"] += 1
@@ -138,7 +139,7 @@ def _patch(mode: str, hit, nth: int) -> None:
                 stop_here()
             return real_fsync_dir(directory)
 
-        checkpoint._fsync_dir = fsync_dir
+        atomic.fsync_dir = fsync_dir
 
 
 def _life(directory, cache_dir, steps, ready, hit, mode, nth, out):

@@ -81,6 +81,8 @@ class DistillConfig:
       correction: the gate's multiplicity control (see :mod:`ev3evo.adapt.gate`): ``"split"``
         (the default: the winner is selected on half of the validation split and tested alone
         on the other half) or ``"holm"`` (every candidate tested on all of it, Holm-corrected).
+      final_check: with ``correction="split"``, test the final current model against the
+        stable one on the held-out half at the end of the run (see :func:`final_check`).
       rollout_steps: optimizer steps per gradient candidate.
       tie_examples: with ``tie_break``, primary values within this many selection examples of
         the best count as tied (see :func:`engine_objectives`).
@@ -119,9 +121,10 @@ class DistillConfig:
     population_size: int = 16
     alpha: float = 0.05
     correction: str = "split"
-    rollout_steps: int = 50
+    final_check: bool = True
+    rollout_steps: int = 200
     tie_break: bool = True
-    tie_examples: float = 1.5
+    tie_examples: float = 4.0
     batch_size: int = 128
     seed: int = 0
     out: str | None = None
@@ -600,14 +603,25 @@ def distill(config: DistillConfig | None = None, /, **overrides) -> DistillResul
                  time_budget=c.time_budget, on_stall=on_stall, checkpoint_dir=ckpt_dir,
                  checkpoint_every=ckpt_every, resume=resuming,
                  checkpoint_metadata=checkpoint_metadata)
-    ev3_seconds = time.perf_counter() - start
     final = holder["student"]
+    stable_params, checked = result.stable, None
+    if c.final_check and c.correction == "split" and result.engine is not None:
+        event = final_check(k_run, result.engine, result.params, result.stable, val)
+        event["step"] = int(result.state.step)
+        checked = event
+        with open(os.path.join(out, "history.jsonl"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(event) + "\n")
+        if event["certified"]:
+            stable_params = result.params
+        log(f"final check: current vs stable on the held-out half, p={event['pvalue']:.3g} "
+            f"({'certified' if event['certified'] else 'not certified'})")
+    ev3_seconds = time.perf_counter() - start
     methods = {
         "ev3": {
-            "test": _evaluate(final.apply, result.stable, test, names, num_classes),
-            "validation": _evaluate(final.apply, result.stable, val, names, num_classes),
+            "test": _evaluate(final.apply, stable_params, test, names, num_classes),
+            "validation": _evaluate(final.apply, stable_params, val, names, num_classes),
             "seconds": ev3_seconds,
-            "params": final.count(result.stable),
+            "params": final.count(stable_params),
             "steps": result.steps,
             "status": result.status,
             "hidden": list(final.arch["hidden"]),
@@ -643,6 +657,7 @@ def distill(config: DistillConfig | None = None, /, **overrides) -> DistillResul
         "teacher": teacher_report,
         "methods": methods,
         "growth": events,
+        "final_check": checked,
         "status": result.status,
     }
     report.write_summary(os.path.join(out, "summary.json"), summary)
@@ -659,7 +674,38 @@ def distill(config: DistillConfig | None = None, /, **overrides) -> DistillResul
                   f"{methods[es_name]['budget']:.1f}s ({how}); KD baselines stop early once "
                   f"their validation {primary} stops improving, so 'seconds' is what each used)")
         print(f"outputs in {out}")
-    return DistillResult(summary, full_history, final.arch, result.stable, out)
+    return DistillResult(summary, full_history, final.arch, stable_params, out)
+
+
+def final_check(key, engine: EV3, current: Params, stable: Params, val) -> dict:
+    """The end-of-run test of the current model against the stable one (split gate only).
+
+    With ``correction="split"`` the current model was selected on the even validation examples
+    only; the odd ones served only the certification tests. So the final current model can be
+    tested once, alone, against the stable model on the odd half at level ``alpha``, with the
+    engine's own gate (the current model as the only candidate; certification also needs its
+    metric on all of the validation split to be at least the stable model's, and feasibility).
+    Returns a ``{"event": "final_check", ...}`` record; ``certified`` says if stable ← current.
+    """
+    from ..adapt.gate import decide
+    from ..assess.evaluate import evaluate_population
+
+    @jax.jit  # one compiled program: eager dispatch would compile every primitive separately
+    def check(key, current, stable, val):
+        arms = jax.tree.map(lambda a, b: jnp.stack([a, a, b]), current, stable)
+        stats = evaluate_population(engine.metrics, arms, val)
+        return decide(key, engine.metrics, stats, engine.objectives, engine.constraints,
+                      jnp.ones(1, bool), engine.gate)
+
+    d = check(key, current, stable, val)
+    names = engine.metric_names
+    return {
+        "event": "final_check",
+        "certified": bool(d.certified),
+        "pvalue": float(d.pvalue),
+        "current": {n: float(v) for n, v in zip(names, d.values[0])},
+        "stable": {n: float(v) for n, v in zip(names, d.values[2])},
+    }
 
 
 def _method(student, r: B.BaselineResult, test, val, names, num_classes) -> dict:
