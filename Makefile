@@ -22,7 +22,7 @@ setup: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -x -n 2 --durations=30
+	$(PY) -m pytest -q -x -n 2 --dist loadfile --durations=30
 
 # Distill a teacher into an 8-unit student on digits; EV3 (45 s) vs KD and OpenES, each given
 # EV3's wall time (KD stops early once converged). About 3 minutes on 2 cores, teacher included.

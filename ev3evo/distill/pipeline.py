@@ -101,7 +101,7 @@ class DistillConfig:
       progress: show a progress bar and print the table.
       checkpoint_every: save a checkpoint every N steps (needs :mod:`ev3evo.io.checkpoint`).
       resume: continue the EV3 run saved in this folder (needs :mod:`ev3evo.io.checkpoint`).
-      warmup: compile EV3's step before its clock starts (benchmarks: EV3's time, which the
+      warmup: compile EV3's step before its clock starts (the default; EV3's time, which the
         baselines also get, then excludes the one-off compilation; a recompilation after
         growth is still counted).
     """
@@ -137,7 +137,7 @@ class DistillConfig:
     progress: bool = True
     checkpoint_every: int | None = None
     resume: str | None = None
-    warmup: bool = False
+    warmup: bool = True
 
 
 @dataclass
@@ -463,6 +463,10 @@ class _Replay(Callback):
         self.jsonl, self.events = jsonl, events
 
     def on_resume(self, history):
+        # JSONLHistory.on_resume wrote the step records alone; write them again interleaved
+        # with the growth events, in place of that.
+        self.jsonl.file.seek(0)
+        self.jsonl.file.truncate()
         at = {}
         for event in self.events:
             at.setdefault(event["step"], []).append(event)
