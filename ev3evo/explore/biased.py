@@ -40,9 +40,23 @@ class MaskState(NamedTuple):
     key: jax.Array
 
 
-def _key_data(seed: int) -> jax.Array:
-    # Raw uint32 key data keeps the optimizer state a plain array pytree (checkpointable).
-    return jax.random.key_data(jax.random.key(seed))
+def _random_transform(mask_fn, seed: int) -> optax.GradientTransformation:
+    """A stateless-looking transform ``mask_fn(key, updates) -> updates`` with its own key.
+
+    The key lives in the state as raw uint32 key data, so the optimizer state stays a plain
+    array pytree (checkpointable, like ``optax.add_noise``'s).
+    """
+
+    def init_fn(params):
+        del params
+        return MaskState(jax.random.key_data(jax.random.key(seed)))
+
+    def update_fn(updates, state, params=None):
+        del params
+        key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
+        return mask_fn(sub, updates), MaskState(jax.random.key_data(key))
+
+    return optax.GradientTransformation(init_fn, update_fn)
 
 
 def sparse_gradient_mask(keep: float = 0.5, seed: int = 0) -> optax.GradientTransformation:
@@ -54,37 +68,24 @@ def sparse_gradient_mask(keep: float = 0.5, seed: int = 0) -> optax.GradientTran
     if keep == 0.0:
         raise ValueError("keep must be > 0")
 
-    def init_fn(params):
-        del params
-        return MaskState(_key_data(seed))
-
-    def update_fn(updates, state, params=None):
-        del params
-        key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
+    def sparsify(key, updates):
         flat, unravel = ravel_pytree(updates)
-        mask = jax.random.bernoulli(sub, keep, flat.shape)
-        new = unravel(jnp.where(mask, flat / keep, 0.0).astype(flat.dtype))
-        return new, MaskState(jax.random.key_data(key))
+        mask = jax.random.bernoulli(key, keep, flat.shape)
+        return unravel(jnp.where(mask, flat / keep, 0.0).astype(flat.dtype))
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return _random_transform(sparsify, seed)
 
 
 def layer_gradient_mask(seed: int = 0) -> optax.GradientTransformation:
     """Lets the gradient through for one parameter array (chosen uniformly each step) only."""
 
-    def init_fn(params):
-        del params
-        return MaskState(_key_data(seed))
-
-    def update_fn(updates, state, params=None):
-        del params
-        key, sub = jax.random.split(jax.random.wrap_key_data(state.key))
+    def one_layer(key, updates):
         leaves, treedef = jax.tree.flatten(updates)
-        chosen = jax.random.randint(sub, (), 0, len(leaves))
+        chosen = jax.random.randint(key, (), 0, len(leaves))
         new = [jnp.where(i == chosen, g, jnp.zeros_like(g)) for i, g in enumerate(leaves)]
-        return jax.tree.unflatten(treedef, new), MaskState(jax.random.key_data(key))
+        return jax.tree.unflatten(treedef, new)
 
-    return optax.GradientTransformation(init_fn, update_fn)
+    return _random_transform(one_layer, seed)
 
 
 def masked(optimizer: optax.GradientTransformation, keep: float = 0.5, seed: int = 0):
