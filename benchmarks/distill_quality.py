@@ -46,6 +46,7 @@ def _write(rows, path_md, path_json, args):
         f"Command: `OPENBLAS_NUM_THREADS=1 .venv/bin/python benchmarks/distill_quality.py "
         f"--seeds {args.seeds} --time-budget {args.time_budget:g} --hidden {args.hidden} "
         f"--rollout-steps {args.rollout_steps} --correction {args.correction} "
+        f"--accept {args.accept} " + (f"--certify {args.certify} " if args.certify else "") +
         f"--tie-examples {args.tie_examples:g} --configs {' '.join(args.configs)}`",
         "",
         f"Student: MLP with {args.hidden} hidden units; EV3 runs {args.time_budget:g} s (step "
@@ -104,6 +105,8 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, default=8)
     p.add_argument("--rollout-steps", type=int, default=200, help="optimizer steps per candidate")
     p.add_argument("--correction", default="split", help="the gate's correction")
+    p.add_argument("--accept", default="lexicographic", help="the gate's acceptance rule")
+    p.add_argument("--certify", default=None, help="the gate's certification rule")
     p.add_argument("--tie-examples", type=float, default=4.0,
                    help="primary ties within this many selection examples go to fidelity")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="DATA:METRIC pairs")
@@ -137,7 +140,8 @@ def main(argv=None) -> int:
                           seed=seed, out=os.path.join(args.work, f"{data}_{metric}_s{seed}"),
                           teacher=teachers[(data, seed)], baselines=True, progress=False,
                           warmup=True, rollout_steps=args.rollout_steps,
-                          correction=args.correction, tie_examples=args.tie_examples)
+                          correction=args.correction, tie_examples=args.tie_examples,
+                          accept=args.accept, certify=args.certify)
             m = res.methods
             sign = -1.0 if metric in LOWER else 1.0
             base = {k: v["test"][metric] for k, v in m.items() if k != "ev3"}

@@ -7,10 +7,16 @@ Four measurements, each printed as a ratio measured side by side in this one run
 1. **Explore**: K gradient-rollout candidates (10 inner steps each, a 64-32-10 MLP on
    digits, minibatches of 128) from ``ev3evo.gradient_rollouts`` (one compiled call, ``vmap``
    over candidates, ``lax.scan`` over steps) against the reference style: a Python loop over
-   candidates and steps calling a jitted single optimizer step.
+   candidates and steps calling a jitted single optimizer step. Next to it, two upper bounds on
+   the speed-up of *any* XLA:CPU rollout, measured in the same run: the reference time over
+   the time of the step's matrix products alone, and over a minimal rollout (window, forward,
+   backward of a trivial loss, SGD: strictly less work than the real step).
 2. **Assess**: ``evaluate_population`` (accuracy of P students on B examples, one call) as
    achieved FLOP/s against this machine's dense matmul FLOP/s (a large ``jnp.dot`` measured in
-   the same run). FLOPs counted: ``2·P·B·Σ(in·out)`` over the layers' matmuls only.
+   the same run). FLOPs counted: ``2·P·B·Σ(in·out)`` over the layers' matmuls only. Measured
+   twice: on one CPU device (XLA runs the small per-member products largely on one thread),
+   and with the population split over one CPU device per core (``shard_map``, what
+   ``EV3(mesh=population_mesh())`` does on such a machine), in a subprocess.
 3. **Wrapper overhead**: an evosax algorithm driven through ``ev3evo.evosax_source`` against
    the raw evosax ask/tell loop, for the same generations and fitness function.
 4. **Scaling**: time per full EV3 step against population size and student width, and peak
@@ -44,6 +50,7 @@ import optax
 import ev3evo
 from ev3evo.assess.evaluate import evaluate_population
 from ev3evo.demo import digits_splits, mlp_apply, mlp_init
+from ev3evo.explore import sampling
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -140,27 +147,83 @@ def bench_explore(ks, repeats, steps=10, hidden=32, batch_size=128) -> dict:
     params = mlp_init(jax.random.key(0), (64, hidden, 10))
     loss = ev3evo.losses.cross_entropy(mlp_apply)
     opt = optax.adam(1e-2)
-    n = train["x"].shape[0]
     grad = jax.grad(loss)
+    # matmul FLOPs of one candidate-step: forward (2 layers), dW2, dh, dW1
+    step_flops = 2 * batch_size * (2 * 64 * hidden + 3 * hidden * 10)
 
     @jax.jit
-    def ref_step(key, i, params, opt_state, batch):
-        # the same work as one step of ev3evo's rollout: a minibatch, a gradient, an update
-        # the same sampler as ev3evo's rollout (with replacement)
-        idx = jax.random.randint(jax.random.fold_in(key, i), (batch_size,), 0, n)
-        mb = jax.tree.map(lambda x: x[idx], batch)
+    def ref_step(key, i, params, opt_state, data):
+        # the same work as one step of ev3evo's rollout: a minibatch (the same sampler: a window
+        # of one shared shuffle), a gradient, an update
+        mb = sampling.draw(jax.random.fold_in(key, i), data, batch_size)
         updates, opt_state = opt.update(grad(params, mb), opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
+    prepare = jax.jit(lambda key, batch: sampling.prepare(key, batch, batch_size))
+
     def reference(key, params, batch, k):
         s0 = opt.init(params)
+        data = prepare(key, batch)  # once for all candidates, as ev3evo does
         out = []
         for c in range(k):  # the reference EV3 style: candidates one after another
             p, s = params, s0
             for t in range(steps):
-                p, s = ref_step(key, c * steps + t, p, s, batch)
+                p, s = ref_step(key, c * steps + t, p, s, data)
             out.append(p)
         return jax.tree.map(lambda *xs: jnp.stack(xs), *out)
+
+    def matmul_floor(k):
+        # Only the matrix products every rollout step must compute (forward through both
+        # layers, the two weight gradients and the hidden-layer gradient), for k candidates
+        # with their own minibatches, scanned over the steps like the real rollout: no
+        # activation, loss, optimizer, sampling or checks. Its time is a lower bound on any
+        # XLA:CPU implementation of the K rollouts, so t_reference / t_floor bounds the
+        # speed-up any such implementation can reach on this machine.
+        x = jax.random.normal(jax.random.key(0), (k, batch_size, 64))
+        w = (jax.random.normal(jax.random.key(1), (k, 64, hidden)),
+             jax.random.normal(jax.random.key(2), (k, hidden, 10)))
+
+        @jax.jit
+        def run(x, w):
+            def body(w, _):
+                w1, w2 = w
+                h = jnp.einsum("kbi,kih->kbh", x, w1)
+                o = jnp.einsum("kbh,kho->kbo", h, w2)
+                dw2 = jnp.einsum("kbh,kbo->kho", h, o)
+                dh = jnp.einsum("kbo,kho->kbh", o, w2)
+                dw1 = jnp.einsum("kbi,kbh->kih", x, dh)
+                return (w1 - 1e-9 * dw1, w2 - 1e-9 * dw2), None
+
+            return jax.lax.scan(body, w, None, length=steps)[0]
+
+        return lambda: run(x, w)
+
+    def minimal_rollout(k):
+        # The least work a rollout step can do with this student: a minibatch window, the
+        # forward pass through both layers, the backward pass of a trivial loss (the mean
+        # logit) and a plain SGD update, vmapped over k candidates and scanned over the steps.
+        # The real step does all of this plus a cross-entropy and Adam, so t_reference /
+        # t_minimal bounds the speed-up of any XLA:CPU implementation from above.
+        data = sampling.prepare(jax.random.key(5), train, batch_size)
+
+        def loss_min(p, mb):
+            return jnp.mean(mlp_apply(p, mb["x"]))
+
+        g_min = jax.grad(loss_min)
+
+        @jax.jit
+        def run(keys):
+            def one(key):
+                def body(p, k):
+                    g = g_min(p, sampling.draw(k, data, batch_size))
+                    return jax.tree.map(lambda a, b: a - 1e-3 * b, p, g), None
+
+                return jax.lax.scan(body, params, jax.random.split(key, steps))[0]
+
+            return jax.vmap(one)(keys)
+
+        keys = jax.random.split(jax.random.key(6), k)
+        return lambda: run(keys)
 
     rows = []
     key = jax.random.key(2)
@@ -174,12 +237,23 @@ def bench_explore(ks, repeats, steps=10, hidden=32, batch_size=128) -> dict:
             lambda k=k: reference(key, params, train, k),
             repeats=repeats,
         )
+        t_floor, _, bound = compare(matmul_floor(k), lambda k=k: reference(key, params, train, k),
+                                    repeats=repeats)
+        t_min, _, min_bound = compare(minimal_rollout(k),
+                                      lambda k=k: reference(key, params, train, k), repeats=repeats)
         rows.append({"K": k, "ev3evo_s": t_ev3, "reference_s": t_ref, "speedup": speedup,
                      "per_candidate_step_us": 1e6 * t_ev3 / (k * steps),
-                     "reference_per_step_us": 1e6 * t_ref / (k * steps)})
+                     "reference_per_step_us": 1e6 * t_ref / (k * steps),
+                     "matmul_floor_s": t_floor, "speedup_bound": bound,
+                     "matmul_floor_gflops": k * steps * step_flops / t_floor / 1e9,
+                     "fraction_of_bound": speedup / bound,
+                     "minimal_rollout_s": t_min, "speedup_bound_minimal": min_bound})
         print(f"  explore K={k:3d}: ev3evo {t_ev3 * 1e3:8.2f} ms   reference loop "
-              f"{t_ref * 1e3:8.2f} ms   speed-up {speedup:6.1f}x", flush=True)
-    return {"rows": rows, "steps": steps, "hidden": hidden, "batch_size": batch_size}
+              f"{t_ref * 1e3:8.2f} ms   speed-up {speedup:6.1f}x   (matmuls alone "
+              f"{t_floor * 1e3:.2f} ms, bound {bound:.1f}x; minimal rollout {t_min * 1e3:.2f} "
+              f"ms, bound {min_bound:.1f}x)", flush=True)
+    return {"rows": rows, "steps": steps, "hidden": hidden, "batch_size": batch_size,
+            "step_flops": step_flops}
 
 
 # ----------------------------------------------------------------------------- 2. assess
@@ -223,6 +297,56 @@ def bench_assess(ps, bs, repeats, hidden=32, n=2048) -> dict:
     return {"rows": rows, "hidden": hidden, "flops_per_example": per_example}
 
 
+def bench_assess_devices(ps, bs, repeats, hidden=32, n=2048) -> dict:
+    """Assess with the population split over one CPU device per core (``shard_map``).
+
+    Runs in a subprocess started with ``--xla_force_host_platform_device_count=<cores>``:
+    this is how ``EV3(mesh=ev3evo.parallel.population_mesh())`` evaluates on such a machine
+    (:func:`ev3evo.parallel.sharded_evaluate`). The peak is the same large ``jnp.dot``.
+    """
+    from ev3evo import parallel
+
+    _, val, _ = digits_splits(0)
+    params = mlp_init(jax.random.key(0), (64, hidden, 10))
+    acc = ev3evo.metrics.accuracy(mlp_apply)
+    mesh = parallel.population_mesh()
+    evaluate = jax.jit(lambda pop, batch: parallel.sharded_evaluate([acc], pop, batch, mesh)[0])
+    rng = np.random.default_rng(0)
+    per_example = mlp_flops((64, hidden, 10))
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    rows = []
+    for b in bs:
+        idx = rng.integers(0, val["x"].shape[0], b)
+        batch = parallel.replicate({"x": val["x"][idx], "y": val["y"][idx]}, mesh)
+        for p in ps:
+            pop = jax.device_put(population(jax.random.key(p), params, p),
+                                 parallel.population_sharding(mesh))
+            t_dot, t, ratio = compare(lambda: dot(a, a), lambda p=pop, b=batch: evaluate(p, b),
+                                      repeats=repeats)
+            fraction = (p * b * per_example) / (2 * n**3) / ratio
+            rows.append({"P": p, "B": b, "seconds": t, "flops_per_s": p * b * per_example / t,
+                         "peak_flops_per_s": 2 * n**3 / t_dot, "roofline_fraction": fraction})
+    return {"rows": rows, "devices": len(jax.devices()), "hidden": hidden}
+
+
+def run_assess_devices(ps, bs, repeats) -> dict:
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
+                        f"{os.cpu_count()}").strip()
+    cmd = [sys.executable, __file__, "--_assess_devices", json.dumps([ps, bs, repeats])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"assess across devices failed:\n{proc.stderr[-2000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for r in out["rows"]:
+        print(f"  assess P={r['P']:4d} B={r['B']:5d} on {out['devices']} CPU devices: "
+              f"{r['seconds'] * 1e3:8.2f} ms  {r['flops_per_s'] / 1e9:6.1f} GFLOP/s  (peak "
+              f"alongside {r['peak_flops_per_s'] / 1e9:5.1f})  {100 * r['roofline_fraction']:5.1f}% "
+              "of peak", flush=True)
+    return out
+
+
 # ----------------------------------------------------------------------------- 3. evosax
 def bench_evosax(repeats, generations=20) -> dict:
     from evosax.algorithms import algorithms
@@ -254,15 +378,19 @@ def bench_evosax(repeats, generations=20) -> dict:
         ask, tell = jax.jit(src.ask), jax.jit(src.tell)
         active = jnp.ones(src.size, bool)
         no = jnp.zeros(src.size, bool)
+        false = jnp.array(False)
+        # EV3 fitness is higher-is-better: the negation is compiled with the fitness function,
+        # as it is inside an EV3 step (an eager negation would time one more dispatch, which is
+        # this loop's cost, not the wrapper's)
+        neg_f = jax.jit(lambda pop, f=f: -f(pop))
 
-        def wrapped(key, src=src, ask=ask, tell=tell, f=f, solution=solution, active=active,
-                    no=no, generations=generations):
+        def wrapped(key, src=src, ask=ask, tell=tell, neg_f=neg_f, solution=solution,
+                    active=active, no=no, false=false, generations=generations):
             state = src.init(jax.random.fold_in(key, 0), solution)
             for g in range(generations):
                 k_ask, k_tell = jax.random.split(jax.random.fold_in(key, g + 1))
                 pop, state = ask(k_ask, state, solution, None, active)
-                fb = ev3evo.Feedback(-f(pop), no, solution, jnp.array(False))
-                state = tell(k_tell, state, pop, fb)
+                state = tell(k_tell, state, pop, ev3evo.Feedback(neg_f(pop), no, solution, false))
             return state.es[0].mean
 
         key = jax.random.key(3)
@@ -350,9 +478,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
     parser.add_argument("--only", nargs="*", choices=["explore", "assess", "evosax", "scaling"])
     parser.add_argument("--_config", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--_assess_devices", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._config:
         print(json.dumps(scaling_config(*args._config)))
+        return 0
+    if args._assess_devices:
+        print(json.dumps(bench_assess_devices(*json.loads(args._assess_devices))))
         return 0
     only = set(args.only or ["explore", "assess", "evosax", "scaling"])
     repeats = 3 if args.quick else 5
@@ -365,6 +497,8 @@ def main(argv=None) -> int:
         result["explore"] = ex
         for r in ex["rows"]:
             result[f"explore_speedup_k{r['K']}"] = r["speedup"]
+            result[f"explore_speedup_bound_k{r['K']}"] = r["speedup_bound"]
+            result[f"explore_speedup_bound_minimal_k{r['K']}"] = r["speedup_bound_minimal"]
     if "assess" in only:
         print("2. assess: population evaluation against the measured matmul peak", flush=True)
         peak = bench_matmul_peak(repeats)
@@ -377,6 +511,14 @@ def main(argv=None) -> int:
         result["assess"] = ev
         for r in ev["rows"]:
             result[f"assess_roofline_fraction_p{r['P']}_b{r['B']}"] = r["roofline_fraction"]
+        if (os.cpu_count() or 1) > 1:
+            print(f"   ... the population split over {os.cpu_count()} CPU devices (one per core, "
+                  "shard_map), as EV3(mesh=population_mesh()) runs there", flush=True)
+            dv = run_assess_devices(ps, bs, repeats)
+            result["assess_devices"] = dv
+            for r in dv["rows"]:
+                result[f"assess_devices_roofline_fraction_p{r['P']}_b{r['B']}"] = (
+                    r["roofline_fraction"])
     if "evosax" in only:
         print("3. wrapper overhead: evosax through ev3evo.evosax_source vs raw", flush=True)
         es = bench_evosax(repeats)

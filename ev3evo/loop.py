@@ -36,7 +36,7 @@ from .adapt.gate import GateConfig, decide
 from .assess.evaluate import check_metrics, evaluate_population
 from .assess.metrics import utility
 from .explore.mix import Mixed, mix
-from .parallel import constrain_population, sharded_step
+from .parallel import constrain_population, sharded_evaluate, sharded_step
 from .types import Array, Batch, Constraint, Feedback, Metric, Objective, Params, PRNGKey, Source
 
 
@@ -115,7 +115,11 @@ class EV3:
       correction: multiplicity control across the candidates of a step: ``"holm"``,
         ``"bonferroni"``, ``"none"``, or ``"split"`` (select the winner on half of the
         evaluation examples, test it alone on the other half; see :mod:`ev3evo.adapt.gate`).
-      accept: ``"not_worse"`` or ``"better"`` (see :mod:`ev3evo.adapt.gate`).
+      accept: ``"not_worse"``, ``"better"`` or ``"lexicographic"`` (see
+        :mod:`ev3evo.adapt.gate`).
+      certify: ``"primary"`` or ``"lexicographic"`` (with ``correction="split"``: a winner
+        tied on the primary objective and significantly better on a later one is certified
+        too; see :mod:`ev3evo.adapt.gate`).
       bootstrap: bootstrap resamples for non-decomposable metrics.
       min_slots: the floor of slots every source keeps.
       credit_decay: EMA factor of source credit, in ``[0, 1)``.
@@ -136,6 +140,7 @@ class EV3:
         correction: str = "holm",
         accept: str = "not_worse",
         bootstrap: int = 500,
+        certify: str = "primary",
         min_slots: int = 1,
         credit_decay: float = 0.8,
         credit_prior: float = 0.25,
@@ -173,13 +178,20 @@ class EV3:
             raise ValueError(
                 f"correction must be 'holm', 'bonferroni', 'none' or 'split', got {correction!r}"
             )
-        if accept not in ("not_worse", "better"):
-            raise ValueError(f"accept must be 'not_worse' or 'better', got {accept!r}")
+        if accept not in ("not_worse", "better", "lexicographic"):
+            raise ValueError(
+                f"accept must be 'not_worse', 'better' or 'lexicographic', got {accept!r}")
+        if certify not in ("primary", "lexicographic"):
+            raise ValueError(f"certify must be 'primary' or 'lexicographic', got {certify!r}")
+        if certify == "lexicographic" and correction != "split":
+            raise ValueError('certify="lexicographic" needs correction="split" (the winner is '
+                             "then tested alone, so the paths need no correction over candidates)")
         self.gate = GateConfig(
             alpha=check_probability(alpha, "alpha"),
             correction=correction,
             accept=accept,
             bootstrap=check_positive_int(bootstrap, "bootstrap"),
+            certify=certify,
         )
         capacity = self.mixed.source.size
         self.population_size = (
@@ -335,7 +347,10 @@ class EV3:
             [evaluated, _tree.broadcast(state.params, 1), _tree.broadcast(state.stable, 1)]
         )
         arms = constrain_population(arms, self.mesh)
-        stats = evaluate_population(self.metrics, arms, eval_batch)
+        if self.mesh is not None:  # every device evaluates its own block of members
+            stats = sharded_evaluate(self.metrics, arms, eval_batch, self.mesh)
+        else:
+            stats = evaluate_population(self.metrics, arms, eval_batch)
 
         # ADAPT
         d = decide(key_gate, self.metrics, stats, self.objectives, self.constraints, usable, self.gate)

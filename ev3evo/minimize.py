@@ -6,8 +6,8 @@ budget, so ``minimize`` does not go through :class:`ev3evo.EV3`'s statistical ga
 the library's own components directly, in a host loop, one *generation* at a time:
 
 * **explore**: a portfolio of :class:`~ev3evo.Source` objects combined with :func:`ev3evo.mix`,
-  all asked around the incumbent (the best point so far). The default portfolio is
-  ``("cma", "gaussian", "cauchy")``:
+  all asked around the incumbent (the best point so far), plus a quadratic surrogate. The
+  default portfolio is ``("cma", "model", "gaussian", "cauchy")``:
 
   - ``cma``: evosax ``CMA_ES`` through :func:`ev3evo.evosax_source` with BIPOP restarts
     (:func:`ev3evo.bipop`; Hansen 2009): large-population runs solve multimodal functions with
@@ -15,6 +15,13 @@ the library's own components directly, in a host loop, one *generation* at a tim
     ones. It is not re-centred on the incumbent (CMA-ES needs its own mean), and restarts return
     to ``x0`` with ``sigma0`` as pycma's restarts do. Its population size is
     ``4 + floor(3 ln D)`` on the first rung of the restart ladder.
+  - ``model``: :class:`ev3evo.minimize_sources.QuadraticModel`, a full (or diagonal) quadratic
+    fitted to the best evaluated points, whose minimizer is one extra candidate per generation
+    (lq-CMA-ES's regression, Hansen 2019, used as a proposer). It runs on the host because it
+    learns from every evaluation. While it wins it is asked every generation, otherwise every
+    fifth; when its candidate becomes the incumbent, CMA-ES's mean is moved there (CMA-ES keeps
+    its step size and covariance). It solves convex quadratics at any conditioning in a few
+    generations, which is where plain CMA-ES spends most of a small budget.
   - ``gaussian`` and ``cauchy``: mutations of the incumbent with a 1/5th-success-rule step size
     (:func:`ev3evo.minimize_sources.local_search`): cheap local refinement and long jumps.
 
@@ -27,15 +34,25 @@ the library's own components directly, in a host loop, one *generation* at a tim
   every source is told its candidates' fitness (``-f``, higher is better) and whether one of
   them was selected. The local sources share a pool of slots through
   :mod:`ev3evo.adapt.allocation`: the pool's size follows how often the pool produced the
-  incumbent recently (one probe slot every other generation when it does not win, up to
-  ``pool`` slots when it wins at least 20 % of generations), and the slots are split between
+  incumbent recently (it starts with none, then one probe slot every fourth generation when it
+  does not win, up to ``pool`` slots when it wins at least 20 % of generations, so the early
+  budget goes to CMA-ES and the model), and the slots are split between
   ``gaussian`` and ``cauchy`` by their credit. CMA-ES always gets its full population, because
   a distribution-based ES told a partial generation would mis-rank it.
 
 A plain Python ``fun`` is evaluated on the host (one candidate at a time, or a whole
 generation with ``vectorized=True``); a JAX ``fun`` (``jax_fun=True``, or detected by tracing it
-once with an abstract value) is evaluated ``jit(vmap(fun))`` on the device. The sources' ``ask``
-and ``tell`` are jitted once per (dimension, dtype, configuration) and cached across calls.
+once with an abstract value) is evaluated ``jit(vmap(fun))`` on the device. The sources' ``tell``
+and ``ask`` are fused into one step, jitted once per (dimension, dtype, configuration) and
+cached across calls (the first generation "tells" nothing); it is compiled without LLVM's
+optimization passes, which roughly halved its compilation here (D = 5, four rungs: 15 s to 8 s)
+and did not measurably slow the runs of this dispatch-bound step. Other first-call costs are
+kept small: CMA-ES's default hyperparameters for every rung come from one compiled program
+(``evosax_source(..., compile_params=True)``; evosax's eager ``jnp`` computes them op by op,
+one compilation per op and rung), the generation keys from another, and the pool's slot split
+and credit run in numpy on the host (no device call, and no compilation per pool size). Here
+(BBOB, D = 5, 1000·D evaluations) that brought the first call from ~16 s to ~10 s, most of the
+rest being the step's compilation; later calls with the same configuration reuse it.
 
 Example::
 
@@ -49,6 +66,7 @@ References: Ding et al., "EV3: Ever Evolving Evaluator", arXiv 2310.18893 (2023)
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Callable, Sequence
@@ -58,17 +76,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .adapt import allocation
 from .explore.evosax import evosax_source
 from .explore.mix import mix
 from .explore.restart import bipop, ipop
-from .minimize_sources import local_search
+from .minimize_sources import QuadraticModel, local_search
 from .types import Feedback, Source
 
 #: Source names accepted by ``sources=`` (besides :class:`~ev3evo.Source` objects).
-SOURCE_NAMES = ("cma", "cma_ipop", "gaussian", "cauchy", "de")
+SOURCE_NAMES = ("cma", "cma_ipop", "model", "gaussian", "cauchy", "de")
 _POOL = ("gaussian", "cauchy")  # sources that share the allocated local pool
-DEFAULT_SOURCES = ("cma", "gaussian", "cauchy")
+DEFAULT_SOURCES = ("cma", "model", "gaussian", "cauchy")
+_MODEL = "model"  # the host-side quadratic surrogate (not a Source: it sees every evaluation)
 
 
 class MinimizeResult(NamedTuple):
@@ -172,6 +190,7 @@ class _Portfolio(NamedTuple):
 
 
 _CACHE: dict = {}
+_FAST_COMPILE = {"xla_backend_optimization_level": 0}
 
 
 def _levels(budget: int, lam: int) -> int:
@@ -191,24 +210,38 @@ def _build(names: tuple, user: tuple, d: int, dtype, sigma0: float, budget: int)
         if n == "cma" or n == "cma_ipop":
             schedule = (bipop if n == "cma" else ipop)(levels=levels, min_num_gens=20)
             parts.append(evosax_source("CMA_ES", lam, init_std=sigma0, recenter=False,
-                                       restart=schedule, name=n))  # fmt: skip
+                                       restart=schedule, name=n, compile_params=True))  # fmt: skip
         elif n in _POOL:
             parts.append(local_search(pool, 0.3 * sigma0, n, name=n))
         elif n == "de":
             parts.append(evosax_source("DifferentialEvolution", max(8, 2 * lam),
-                                       init_std=sigma0, recenter=False, name="de"))  # fmt: skip
+                                       init_std=sigma0, recenter=False, name="de",
+                                       compile_params=True))  # fmt: skip
     parts.extend(user)
     mixed = mix(*parts)
-    # Host sources (nevergrad) cannot be jitted; JAX ones are compiled once and cached.
-    wrap = (lambda f: f) if mixed.source.host else jax.jit
+    # Host sources (nevergrad) cannot be jitted; JAX ones are compiled once and cached. The
+    # step is a few small matrix operations per rung of the restart ladder, bound by dispatch,
+    # not arithmetic: LLVM's optimization passes roughly double its compilation for no speed.
+    fast_jit = functools.partial(jax.jit, compiler_options=_FAST_COMPILE)
+    wrap = (lambda f: f) if mixed.source.host else fast_jit
     ids = np.array([i for i, p in enumerate(names) if p in _POOL], dtype=int)
     pool_caps = np.array([mixed.parts[i].size for i in ids], dtype=np.int32)
     others = np.array([i for i in range(len(mixed.parts)) if i not in set(ids)], dtype=int)
     # init runs eagerly: evosax_source builds its algorithm objects (concrete default params)
     # on first use, and building them under jit would leak tracers into its cache.
-    def tell_ask(k_tell, k_ask, state, population, feedback, params, active):
+    cma_ids = tuple(i for i, n in enumerate(names) if n in ("cma", "cma_ipop"))
+
+    def tell_ask(k_tell, k_ask, state, population, feedback, params, active, move):
         wrap_key = jax.random.wrap_key_data
         state = mixed.source.tell(wrap_key(k_tell), state, population, feedback)
+        if cma_ids:  # the model's point became the incumbent: CMA-ES continues from there
+            state = list(state)
+            for i in cma_ids:
+                st = state[i]
+                rungs = tuple(r.replace(mean=jnp.where(move, params, r.mean).astype(r.mean.dtype))
+                              for r in st.es)  # fmt: skip
+                state[i] = st._replace(es=rungs)
+            state = tuple(state)
         return mixed.source.ask(wrap_key(k_ask), state, params, None, active)
 
     def ask(k_ask, state, params, active):
@@ -220,9 +253,10 @@ def _build(names: tuple, user: tuple, d: int, dtype, sigma0: float, budget: int)
     return out
 
 
-def _resolve_sources(sources) -> tuple[tuple, tuple]:
+def _resolve_sources(sources) -> tuple[tuple, tuple, bool]:
+    """``(names of mixed sources, user sources, whether the quadratic model runs)``."""
     if sources is None:
-        return DEFAULT_SOURCES, ()
+        return tuple(n for n in DEFAULT_SOURCES if n != _MODEL), (), _MODEL in DEFAULT_SOURCES
     if isinstance(sources, (str, Source)):
         sources = [sources]
     names, user = [], []
@@ -238,23 +272,45 @@ def _resolve_sources(sources) -> tuple[tuple, tuple]:
             raise TypeError(f"sources must be names or ev3evo.Source objects, got {s!r}")
     if not names and not user:
         raise ValueError("sources is empty")
-    return tuple(names), tuple(user)
-
-
-@jax.jit
-def _pool_update(state, winner, accepted, caps, n_slots):
-    # counts are recomputed from the credit on the host for the pool size of each generation
-    return allocation.update(state, winner, accepted, jnp.asarray(False), caps, 1, 0, 0.1, 0.8)
+    use_model = _MODEL in names
+    names = [n for n in names if n != _MODEL]
+    if not names and not user:
+        raise ValueError("the 'model' source needs at least one other source to learn from")
+    return tuple(names), tuple(user), use_model
 
 
 def _pool_counts(credit: np.ndarray, caps: np.ndarray, n: int) -> np.ndarray:
+    """Slots of each pool source for ``n`` pool slots: ``allocation.counts_from_credit`` (no
+    minimum, prior 0.1) in numpy. The pool has two sources: a device call per generation (and
+    a compilation per distinct ``n``) would cost more than the arithmetic."""
     if n <= 0 or credit.size == 0:
         return np.zeros(caps.shape, np.int32)
-    return np.asarray(_counts(jnp.asarray(credit), jnp.asarray(caps), int(min(n, caps.sum()))))
+    n = int(min(n, caps.sum()))
+    capsf = caps.astype(np.float32)
+    weight = credit.astype(np.float32) + np.float32(0.1)
+    alloc = np.zeros_like(capsf)
+    for _ in range(caps.size):  # water-filling, as in allocation.counts_from_credit
+        room = capsf - alloc
+        open_ = room > 0
+        remaining = np.float32(n - alloc.sum())
+        w = np.where(open_, weight, np.float32(0.0))
+        w = w if w.sum() > 0 else open_.astype(np.float32)
+        add = np.minimum(room, remaining * w / np.maximum(w.sum(), np.float32(1e-12)))
+        alloc = alloc + (add if remaining > 1e-6 else np.float32(0.0))
+    base = np.floor(alloc)
+    rest = n - base.sum()
+    order = np.argsort(-(alloc - base), kind="stable")
+    bonus = np.zeros_like(base)
+    bonus[order] = (np.arange(caps.size) < rest).astype(base.dtype)
+    return np.minimum((base + bonus).astype(np.int32), caps.astype(np.int32))
 
 
-_counts = jax.jit(lambda credit, caps, n: allocation.counts_from_credit(credit, caps, n, 0, 0.1),
-                  static_argnums=2)  # fmt: skip
+@functools.partial(jax.jit, static_argnums=1)
+def _keys(seed_key, n_keys: int):
+    """The init key and ``n_keys`` generation keys (raw key data) of a run, in one program
+    (eager splits would compile one program each on the first call)."""
+    key, k_init = jax.random.split(jax.random.wrap_key_data(seed_key))
+    return jax.random.key_data(k_init), jax.random.key_data(jax.random.split(key, n_keys))
 
 
 # ------------------------------------------------------------------------------ front door
@@ -287,7 +343,8 @@ def minimize(
       bounds: ``(lower, upper)`` floats or ``(D,)`` vectors; candidates are clipped into the box
         before evaluation and the sources are told the clipped points.
       sources: names from :data:`SOURCE_NAMES` and/or :class:`~ev3evo.Source` objects (asked
-        around the incumbent every generation). ``None``: :data:`DEFAULT_SOURCES`.
+        around the incumbent every generation). ``None``: :data:`DEFAULT_SOURCES`. ``"model"``
+        (the quadratic surrogate) needs at least one other source.
       sigma0: initial step size (default: 0.3 × the box width with bounds, else
         ``max(1, 0.3 · max|x0|)``).
       vectorized: a host ``fun`` accepts a whole generation as a 2-D array.
@@ -319,7 +376,7 @@ def minimize(
             sigma0 = 1.0
     elif not (isinstance(sigma0, numbers.Real) and math.isfinite(sigma0) and sigma0 > 0):
         raise ValueError(f"sigma0 must be a positive finite number, got {sigma0!r}")
-    names, user = _resolve_sources(sources)
+    names, user, use_model = _resolve_sources(sources)
     dtype = jnp.zeros(()).dtype  # float64 under jax_enable_x64, else float32
     if box is not None:
         x0 = np.clip(x0, *box)
@@ -348,8 +405,8 @@ def minimize(
     size = mixed.source.size
     source_ids = np.asarray(mixed.source_ids)
     part_names = mixed.names
-    key = jax.random.key(seed)
-    key, k_init = jax.random.split(key)
+    n_keys = 2 * min(budget + 2, 100_000)
+    k_init, keys = _keys(jax.random.key_data(jax.random.key(seed)), n_keys)
 
     best_f = _scalar(evaluate(x0[None])[0], "at x0") if not jax_fun else float(evaluate(x0[None])[0])
     best_x = x0.copy()
@@ -357,20 +414,36 @@ def minimize(
         best_f = math.inf
     nfev = 1
     history = [(1, best_f)] if math.isfinite(best_f) else []
-    evals = dict.fromkeys(part_names, 0)
-    wins = dict.fromkeys(part_names, 0)
+    all_names = part_names + ((_MODEL,) if use_model else ())
+    evals = dict.fromkeys(all_names, 0)
+    wins = dict.fromkeys(all_names, 0)
     seen_finite = math.isfinite(best_f)
+    model = QuadraticModel(d, capacity=min(budget, 20_000)) if use_model else None
+    if model is not None:
+        model.add(x0[None], np.array([best_f]))
+    model_rate = 0.5  # EMA of the model's wins over the generations it was asked
+    model_idle = 0  # generations since the model was last asked
+    move_cma = False  # the model won the last generation: move CMA-ES's mean to its point
 
-    state = port.init(k_init, jnp.asarray(best_x, dtype))
-    pool_alloc = allocation.init(port.pool_caps, int(port.pool_caps.sum()), 0, 0.1) if len(
-        port.pool_ids
-    ) else None
-    pool_rate = 0.2  # EMA of generations in which the pool produced the incumbent
+    state = port.init(jax.random.wrap_key_data(k_init), jnp.asarray(best_x, dtype))
+    # Credit of each pool source (allocation.update's: decay 0.8, reward 1 for a win).
+    pool_credit = np.zeros(len(port.pool_ids), np.float32) if len(port.pool_ids) else None
+    # EMA of generations in which the pool produced the incumbent. It starts at 0: the pool
+    # gets one probe slot every fourth generation until it earns more (CMA-ES keeps the early
+    # budget, where local mutations of the incumbent mostly duplicate its work).
+    pool_rate = 0.0
     pool_max = int(port.pool_caps.sum()) // max(len(port.pool_ids), 1)
+    is_pool = np.isin(np.arange(len(mixed.parts)), port.pool_ids)
+    pool_slots = is_pool[source_ids]
     nit = idle = 0
     pending = None  # (key, population, feedback) still to be told
-    n_keys = 2 * min(budget + 2, 100_000)
-    keys = np.asarray(jax.random.key_data(jax.random.split(key, n_keys)))
+    if not user:
+        # A first "tell" of nothing (every fitness -inf is a no-op for the built-in sources)
+        # lets every generation go through the one compiled tell-then-ask step.
+        pending = (None, np.zeros((size, d), dtype),
+                   Feedback(np.full(size, -np.inf, dtype), np.zeros(size, bool),
+                            x0.astype(dtype), np.False_))  # fmt: skip
+    keys = np.asarray(keys)
     status = "budget_exhausted"
     converged = ftarget is not None and best_f <= ftarget
     while nfev < budget and not converged:
@@ -378,30 +451,58 @@ def minimize(
         k_ask, k_tell = keys[(2 * nit) % n_keys], keys[(2 * nit + 1) % n_keys]
         # How many slots the local pool gets this generation, and for which source.
         active = np.ones(size, bool)
-        if pool_alloc is not None:
+        n_pool = 0
+        if pool_credit is not None:
             n_pool = round(pool_max * min(1.0, pool_rate / 0.2))
-            n_pool = max(n_pool, 1 if nit % 2 == 0 else 0)
-            counts = _pool_counts(np.asarray(pool_alloc.credit), port.pool_caps, n_pool)
-            for c, i in zip(counts, port.pool_ids):
-                lo = mixed.offsets[i]
-                active[lo : mixed.offsets[i + 1]] = np.arange(mixed.parts[i].size) < c
+            n_pool = max(n_pool, 1 if nit % 4 == 3 else 0)
+            active[pool_slots] = False
+            if n_pool:  # (no device call at all in the generations without pool slots)
+                counts = _pool_counts(pool_credit, port.pool_caps, n_pool)
+                for c, i in zip(counts, port.pool_ids):
+                    lo = mixed.offsets[i]
+                    active[lo : mixed.offsets[i + 1]] = np.arange(mixed.parts[i].size) < c
         x_inc = best_x.astype(dtype)
         if pending is None:
             pop, state = port.ask(k_ask, state, x_inc, active)
         else:  # the previous generation's tell, fused with this generation's ask
-            k_tell, told, feedback = pending
-            pop, state = port.tell_ask(k_tell, k_ask, state, told, feedback, x_inc, active)
+            k_tell_prev, told, feedback = pending
+            if k_tell_prev is None:
+                k_tell_prev = k_tell
+            pop, state = port.tell_ask(k_tell_prev, k_ask, state, told, feedback, x_inc, active,
+                                       np.bool_(move_cma))  # fmt: skip
         pop = np.asarray(pop, dtype=np.float64)
         if box is not None:
             pop = np.clip(pop, *box)
         todo = np.flatnonzero(active & np.all(np.isfinite(pop), axis=1))
-        todo = todo[: budget - nfev]  # never exceed the budget
+        # The model's Newton candidate: every generation while it wins, else now and then.
+        extra = None
+        if model is not None and (model_rate >= 0.1 or model_idle >= 4) and model.ready():
+            extra = model.propose(best_x)
+            if extra is not None:
+                if box is not None:
+                    extra = np.clip(extra, *box)
+                if not np.all(np.isfinite(extra)):
+                    extra = None
+        n_room = budget - nfev
+        if extra is not None and n_room > 0:
+            todo = todo[: n_room - 1]  # the model's candidate is evaluated first
+        else:
+            extra = None
+            todo = todo[:n_room]  # never exceed the budget
         fitness = np.full(size, -np.inf)
-        if todo.size:
-            values = evaluate(pop[todo])
-            nfev += todo.size
+        model_f = -math.inf
+        if todo.size or extra is not None:
+            batch = pop[todo] if extra is None else np.concatenate([extra[None], pop[todo]])
+            values = evaluate(batch)
+            nfev += batch.shape[0]
             finite = ~np.isnan(values)
             seen_finite |= bool(finite.any())
+            if model is not None:
+                model.add(batch, values)
+            if extra is not None:
+                model_f = -values[0] if finite[0] else -math.inf
+                values, finite = values[1:], finite[1:]
+                evals[_MODEL] += 1
             fitness[todo] = np.where(finite, -values, -np.inf)  # NaN ranks worst
             for i in source_ids[todo]:
                 evals[part_names[i]] += 1
@@ -412,17 +513,33 @@ def minimize(
         winner = int(np.argmax(fitness))
         improved = fitness[winner] > -best_f
         selected = np.zeros(size, bool)
-        if improved:
+        model_won = extra is not None and model_f > max(-best_f, fitness[winner])
+        if model_won:
+            best_f, best_x = -float(model_f), extra.copy()
+            history.append((nfev, best_f))
+            wins[_MODEL] += 1
+            converged = ftarget is not None and best_f <= ftarget
+            improved = False
+        elif improved:
             selected[winner] = True
             best_f, best_x = -float(fitness[winner]), pop[winner].copy()
             history.append((nfev, best_f))
             wins[part_names[source_ids[winner]]] += 1
             converged = ftarget is not None and best_f <= ftarget
-        if pool_alloc is not None:
-            in_pool = improved and source_ids[winner] in set(port.pool_ids.tolist())
+        move_cma = bool(model_won)
+        if extra is not None:
+            model_rate = 0.7 * model_rate + 0.3 * float(model_won)
+            model_idle = 0
+        else:
+            model_idle += 1
+        if pool_credit is not None:
+            in_pool = improved and bool(is_pool[source_ids[winner]])
             pool_rate = 0.9 * pool_rate + 0.1 * float(in_pool)
-            j = int(np.flatnonzero(port.pool_ids == source_ids[winner])[0]) if in_pool else 0
-            pool_alloc = _pool_update(pool_alloc, j, in_pool, jnp.asarray(port.pool_caps), 1)
+            if n_pool:  # credit moves only in generations where the pool had slots
+                hit = np.zeros(pool_credit.shape, np.float32)
+                if in_pool:
+                    hit[int(np.flatnonzero(port.pool_ids == source_ids[winner])[0])] = 1.0
+                pool_credit = np.float32(0.8) * pool_credit + np.float32(0.2) * hit
         feedback = Feedback(fitness.astype(dtype), selected, best_x.astype(dtype), np.False_)
         pending = (k_tell, pop.astype(dtype), feedback)
         if idle >= 50:

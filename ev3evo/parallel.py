@@ -41,6 +41,7 @@ import os
 from collections.abc import Callable, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -93,6 +94,32 @@ def constrain_population(population, mesh: Mesh | None):
         return population
     sharding = population_sharding(mesh)
     return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, sharding), population)
+
+
+def sharded_evaluate(metrics, population, batch, mesh: Mesh) -> tuple[jax.Array, ...]:
+    """:func:`ev3evo.assess.evaluate.evaluate_population` with the population split over ``mesh``.
+
+    Each device evaluates its own block of members (``shard_map``; cache-sized chunks inside,
+    as on one device) and the statistics come back sharded the same way. A sharding
+    constraint on a ``vmap`` leaves XLA free to run the small per-member matrix products on one
+    thread; ``shard_map`` gives every device its own program, so on a CPU forced to expose one
+    device per core (``XLA_FLAGS=--xla_force_host_platform_device_count=N``) every core works
+    (``benchmarks/throughput.py``, assess across devices). A population that does not divide
+    the device count is padded with copies of its last member, whose statistics are dropped.
+    """
+    from .assess.evaluate import evaluate_population
+
+    axis = _axis(mesh)
+    size = jax.tree.leaves(population)[0].shape[0]
+    devices = mesh.shape[axis]
+    pad = (-size) % devices
+    if pad:
+        population = jax.tree.map(
+            lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]), population)
+    evaluate = jax.shard_map(lambda pop, b: evaluate_population(metrics, pop, b), mesh=mesh,
+                             in_specs=(P(axis), P()), out_specs=P(axis))
+    stats = evaluate(population, batch)
+    return tuple(s[:size] for s in stats) if pad else stats
 
 
 def sharded_step(step: Callable, mesh: Mesh) -> Callable:

@@ -220,6 +220,8 @@ CONFIG_CASES = [
     (dict(bootstrap=0), ValueError, "bootstrap must be a positive integer"),
     (dict(correction="fdr"), ValueError, "correction must be"),
     (dict(accept="maybe"), ValueError, "accept must be"),
+    (dict(certify="both"), ValueError, "certify must be 'primary' or 'lexicographic'"),
+    (dict(certify="lexicographic"), ValueError, 'certify="lexicographic" needs correction="split"'),
     (dict(credit_decay=1.0), ValueError, "credit_decay must be in \\[0, 1\\)"),
     (dict(credit_prior=0.0), ValueError, "credit_prior must be > 0"),
     (dict(patience=0), ValueError, "patience must be a positive integer"),

@@ -208,3 +208,29 @@ def test_cli_rejects_bad_input(capsys):
     assert "must be in 1..24" in capsys.readouterr().err
     assert cli.main(["bench"]) == 2
     assert "choose a benchmark" in capsys.readouterr().err
+
+
+def test_nevergrad_cma_by_generation_proposes_the_same_points():
+    """The harness asks nevergrad's CMA a whole generation at a time: same points, same trace."""
+
+    def run(generation):
+        ev = bbob.Evaluator(8, 2, 1, budget=60)
+        x0 = np.array([1.0, -2.0])
+        with pytest.raises(bbob.BudgetExhausted):
+            bbob._nevergrad_loop(
+                ev, x0, 3,
+                lambda ng, p, b: ng.families.ParametrizedCMA(scale=1.0)(parametrization=p, budget=b),
+                generation=generation,
+            )  # fmt: skip
+        return ev.nfev, ev.trace_n, ev.trace_f
+
+    assert run(True) == run(False)
+
+
+def test_evaluator_single_row_and_batch_agree():
+    ev = bbob.Evaluator(10, 3, 1, budget=100)
+    x = np.random.default_rng(0).uniform(-4, 4, (9, 3))
+    batch = ev(x)
+    singles = [ev(row) for row in x]
+    np.testing.assert_allclose(batch, singles, rtol=1e-12)
+    assert ev.nfev == 18

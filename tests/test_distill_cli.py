@@ -118,6 +118,10 @@ def test_npz_run_with_baselines(files):
         (["--data", "/nonexistent/data.csv"], "no such file"),
         (["--metric", "accuracyy"], "unknown metric"),
         (["--constraint", "agreement=0.9"], "cannot read constraint"),
+        # argparse's own errors are one line too
+        (["--accept", "maybe"], "invalid choice: 'maybe'"),
+        (["--tie-examples", "-1"], "expected a positive number"),
+        (["--steps", "many"], "expected a positive integer"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, needle):
@@ -135,5 +139,6 @@ def test_help_explains_every_flag():
     assert p.returncode == 0
     for flag in ("--data", "--label", "--metric", "--constraint", "--steps", "--time-budget",
                  "--student-hidden", "--grow", "--no-grow", "--seed", "--out", "--baselines",
-                 "--no-baselines", "--resume", "--checkpoint-every"):
+                 "--no-baselines", "--resume", "--checkpoint-every", "--correction", "--accept",
+                 "--certify", "--tie-examples", "--rollout-steps"):
         assert flag in p.stdout, flag

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import evosax.algorithms
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -203,6 +204,28 @@ def test_stalled_cma_es_restarts(kind):
         assert int(jnp.sum(jnp.isfinite(pop["w"][:, 0]))) == 16
     # a restart resets std to std_init (BIPOP small runs: std_init·10^(-2U) ≤ std_init)
     assert all(0.3e-2 - 1e-6 <= s <= 0.3 + 1e-6 for s in stds)
+
+
+def test_compile_params_match_evosax_defaults_up_to_rounding():
+    """compile_params=True computes every rung's default hyperparameters in one program:
+    the same values as evosax's eager ones up to float rounding, overrides still applied."""
+    params = {"w": jnp.zeros(3)}
+    kw = {"params": {"c_mean": 0.9}, "restart": ev3evo.bipop(levels=3), "recenter": False}
+    fast = evosax_source("CMA_ES", 6, compile_params=True, init_std=0.4, **kw)
+    plain = evosax_source("CMA_ES", 6, init_std=0.4, **kw)
+    key = jax.random.key(0)
+    s_fast, s_plain = fast.init(key, params), plain.init(key, params)
+    for a, b in zip(jax.tree.leaves(s_fast), jax.tree.leaves(s_plain)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
+    pop, _ = fast.ask(jax.random.key(1), s_fast, params, None, jnp.ones(fast.size, bool))
+    assert int(jnp.sum(jnp.isfinite(pop["w"][:, 0]))) == 6
+    from ev3evo.explore.evosax import _default_params
+
+    es = [evosax.algorithms.CMA_ES(population_size=n, solution=jnp.zeros(3)) for n in (6, 12)]
+    for got, want in zip(_default_params(es), [e.default_params for e in es]):
+        assert got.weights.shape == want.weights.shape
+        np.testing.assert_allclose(got.weights, want.weights, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(got.c_mu, want.c_mu, rtol=1e-5)
 
 
 def test_bad_input_names_the_problem():

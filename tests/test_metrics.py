@@ -120,3 +120,23 @@ def test_registry_builds_every_metric_and_rejects_unknown_names(data):
         ev3evo.metrics.get("acuracy", apply)
     with pytest.raises(ValueError, match=r"macro_f1.*needs num_classes"):
         ev3evo.metrics.get("macro_f1", apply)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, None, "auto"])
+def test_chunked_population_evaluation_equals_one_vmap(data, chunk):
+    from ev3evo.assess.evaluate import auto_chunk_size, evaluate_population
+
+    params, batch, *_ = data
+    w = params["w"]
+    pop = {"w": w[None] + 0.3 * jax.random.normal(jax.random.key(0), (7, *w.shape))}
+    metrics = [ev3evo.metrics.accuracy(apply), ev3evo.metrics.expected_calibration_error(apply)]
+    whole = evaluate_population(metrics, pop, batch, chunk_size=None)
+    chunked = evaluate_population(metrics, pop, batch, chunk_size=chunk)
+    for a, b in zip(whole, chunked):
+        assert a.shape == b.shape and a.shape[:2] == (7, N)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
+    # members differ, so a chunk that evaluated the wrong member would show
+    assert len({float(s.mean()) for s in whole[0]}) > 1
+    assert auto_chunk_size(512, 1024) == 8 and auto_chunk_size(8, 256) is None
+    with pytest.raises(ValueError, match="chunk_size"):
+        evaluate_population(metrics, pop, batch, chunk_size=0)

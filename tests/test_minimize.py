@@ -147,3 +147,78 @@ def test_bad_input():
         minimize("sphere", x0, budget=10)
     with pytest.raises(ValueError, match=r"map \(1, 2\) to \(1,\)"):
         minimize(lambda x: np.ones((2, 2)), x0, budget=10, vectorized=True)
+
+
+def test_quadratic_model_is_exact_on_quadratics_and_waits_for_points():
+    from ev3evo.minimize_sources import QuadraticModel
+
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
+    h = q @ np.diag(10.0 ** np.arange(0, 8, 2)) @ q.T  # rotated, condition 1e6
+    x_opt = rng.uniform(-3, 3, 4)
+
+    def f(x):
+        d = np.atleast_2d(x) - x_opt
+        return np.einsum("ni,ij,nj->n", d, h, d) + 7.0
+
+    model = QuadraticModel(4, capacity=64)
+    x = rng.normal(size=(8, 4))
+    model.add(x, f(x))
+    assert not model.ready() and model.propose(x[0]) is None  # 8 < 2 (2D + 1) points
+    x = np.concatenate([x, rng.normal(size=(30, 4))])
+    model = QuadraticModel(4, capacity=64)
+    model.add(x, f(x))
+    np.testing.assert_allclose(model.propose(x[0]), x_opt, rtol=1e-6)  # the full model
+    # non-finite values are skipped; over capacity the best half is kept
+    model.add(np.full((3, 4), np.nan), np.ones(3))
+    model.add(rng.normal(size=(40, 4)), np.full(40, np.inf))
+    assert model.n == 38
+    model.add(rng.normal(size=(40, 4)) + 50.0, f(rng.normal(size=(40, 4)) + 50.0))
+    assert model.n <= 64 and np.min(model.f[: model.n]) == np.min(f(x))
+
+
+def test_model_source_solves_an_ill_conditioned_quadratic():
+    rng = np.random.default_rng(1)
+    q, _ = np.linalg.qr(rng.normal(size=(2, 2)))
+    h = q @ np.diag([1.0, 1e6]) @ q.T
+
+    def ellipsoid(x):
+        d = x - 0.5
+        return float(d @ h @ d)
+
+    res = minimize(ellipsoid, np.array([2.0, -1.5]), budget=150, seed=0, sigma0=SIGMA0)
+    assert res.fun < 1e-10 and res.source_wins["model"] > 0
+    assert sum(res.source_evals.values()) == res.nfev - 1
+    plain = minimize(ellipsoid, np.array([2.0, -1.5]), budget=150, seed=0, sigma0=SIGMA0,
+                     sources=["cma", "gaussian", "cauchy"])  # fmt: skip
+    assert "model" not in plain.source_evals and plain.fun > res.fun
+
+
+def test_model_needs_another_source():
+    with pytest.raises(ValueError, match="'model' source needs"):
+        minimize(sphere, np.zeros(2), budget=10, sources=["model"])
+
+
+def test_model_respects_bounds_and_budget():
+    lo, hi = np.array([1.0, -2.0]), np.array([3.0, 0.0])
+    f = Counter(sphere, vectorized=True)
+    res = minimize(f, np.array([2.0, -1.5]), budget=97, bounds=(lo, hi), sigma0=SIGMA0,
+                   vectorized=True)  # fmt: skip
+    pts = np.array(f.points)
+    assert f.rows == res.nfev == 97 and np.all(pts >= lo) and np.all(pts <= hi)
+    assert res.source_evals["model"] > 0
+
+
+def test_pool_counts_match_allocation_rules():
+    """The host-side pool split is allocation.counts_from_credit (min 0, prior 0.1)."""
+    from ev3evo.adapt import allocation
+    from ev3evo.minimize import _pool_counts
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        caps = rng.integers(1, 6, size=int(rng.integers(1, 4))).astype(np.int32)
+        credit = (rng.random(caps.size) * rng.integers(0, 2, caps.size)).astype(np.float32)
+        n = int(rng.integers(1, caps.sum() + 1))
+        expected = allocation.counts_from_credit(jnp.asarray(credit), jnp.asarray(caps), n, 0, 0.1)
+        np.testing.assert_array_equal(_pool_counts(credit, caps, n), np.asarray(expected))
+    assert not _pool_counts(np.zeros(2, np.float32), np.array([3, 3], np.int32), 0).any()

@@ -62,8 +62,22 @@ def check_metrics(metrics: Sequence[Metric], params: Params, batch: Batch) -> No
             )
 
 
+# Members evaluated together in one vectorized chunk: about this many (member, example) pairs.
+# A whole population at once materializes (P, N, width) activations that fall out of cache for
+# large P·N, and XLA:CPU's achieved FLOP/s then drops by 2-4x; chunks of ~8192 member-examples
+# keep them cache-sized (benchmarks/throughput.py, assess: P=512, B=4096 went from 13-23% of
+# the matmul peak to 40-90%). Small populations are one chunk, i.e. a plain vmap.
+CHUNK_MEMBER_EXAMPLES = 8192
+
+
+def auto_chunk_size(population_size: int, num_examples: int) -> int | None:
+    """The members per chunk :func:`evaluate_population` uses; ``None`` means all at once."""
+    chunk = max(1, CHUNK_MEMBER_EXAMPLES // max(1, num_examples))
+    return None if chunk >= population_size else chunk
+
+
 def evaluate_population(
-    metrics: Sequence[Metric], population: Population, batch: Batch
+    metrics: Sequence[Metric], population: Population, batch: Batch, chunk_size="auto"
 ) -> tuple[jax.Array, ...]:
     """Per-example statistics of every member, for every metric.
 
@@ -71,9 +85,23 @@ def evaluate_population(
       metrics: the metrics.
       population: parameters with a leading population axis ``A``.
       batch: the shared evaluation examples (``N`` of them).
+      chunk_size: members evaluated together (``jax.lax.map`` over chunks, ``vmap`` inside
+        each); ``"auto"`` picks cache-sized chunks (:func:`auto_chunk_size`), ``None``
+        evaluates the whole population in one ``vmap`` (what a population sharded over
+        devices needs).
 
     Returns:
       One ``(A, N, k)`` float32 array per metric.
+
+    Example::
+
+        import jax, jax.numpy as jnp, ev3evo
+        from ev3evo.assess.evaluate import evaluate_population
+        acc = ev3evo.metrics.accuracy(lambda p, x: x @ p["w"])
+        pop = {"w": jnp.zeros((5, 3, 2))}
+        batch = {"x": jnp.ones((4, 3)), "y": jnp.zeros(4, jnp.int32)}
+        (stats,) = evaluate_population([acc], pop, batch, chunk_size=2)
+        assert stats.shape == (5, 4, 1)
     """
 
     def one(params):
@@ -83,4 +111,13 @@ def evaluate_population(
             outs.append(s[:, None] if s.ndim == 1 else s)
         return tuple(outs)
 
-    return jax.vmap(one)(population)
+    size = jax.tree.leaves(population)[0].shape[0]
+    if chunk_size == "auto":
+        chunk_size = auto_chunk_size(size, batch_size(batch))
+    elif chunk_size is not None:
+        chunk_size = int(chunk_size)
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, 'auto' or None; got {chunk_size}")
+    if chunk_size is None or chunk_size >= size:
+        return jax.vmap(one)(population)
+    return jax.lax.map(one, population, batch_size=chunk_size)

@@ -33,9 +33,9 @@ def _positive_float(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not v > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {v}")
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {v}")
     return v
 
 
@@ -83,6 +83,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                      "among the sources)")
     g.add_argument("--alpha", type=float, default=_DEFAULTS.alpha,
                    help="error level of the gate's confidence bounds")
+    g.add_argument("--correction", choices=("split", "holm", "bonferroni"),
+                   default=_DEFAULTS.correction,
+                   help="how the gate controls errors over the candidates of a step: 'split' "
+                        "selects the winner on half of the validation split and tests it alone "
+                        "on the other half; 'holm'/'bonferroni' test every candidate on all of "
+                        "it with that correction")
+    g.add_argument("--accept", choices=("lexicographic", "not_worse", "better"),
+                   default=_DEFAULTS.accept,
+                   help="when a step's winner replaces the current model: 'lexicographic' "
+                        "(better beyond the tie tolerance, or tied and significantly closer to "
+                        "the teacher), 'not_worse' (not reliably worse), 'better' (higher)")
+    g.add_argument("--certify", choices=("primary", "lexicographic"), default=None,
+                   help="certify a new stable model on a significant gain in the first metric "
+                        "only ('primary'), or also when it ties on it and is significantly "
+                        "closer to the teacher ('lexicographic'; the default with "
+                        "--correction split)")
+    g.add_argument("--tie-examples", type=_positive_float, default=_DEFAULTS.tie_examples,
+                   metavar="N", help="candidates within N validation examples of the best on "
+                                     "the first metric count as tied; the one closest to the "
+                                     "teacher wins")
+    g.add_argument("--rollout-steps", type=_positive_int, default=_DEFAULTS.rollout_steps,
+                   metavar="N", help="optimizer steps per gradient candidate")
     g.add_argument("--patience", type=_positive_int, default=_DEFAULTS.patience,
                    help="steps without certified improvement that count as a stall (growth)")
     g.add_argument("--grow", action=argparse.BooleanOptionalAction, default=_DEFAULTS.grow,
@@ -128,6 +150,11 @@ def main(args: argparse.Namespace) -> int:
         patience=args.patience,
         population_size=args.population,
         alpha=args.alpha,
+        correction=args.correction,
+        accept=args.accept,
+        certify=args.certify,
+        tie_examples=args.tie_examples,
+        rollout_steps=args.rollout_steps,
         seed=args.seed,
         out=args.out,
         baselines=args.baselines,

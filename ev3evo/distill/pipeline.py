@@ -53,7 +53,7 @@ from ..run import run
 from ..types import Metric, Objective, Params
 from . import baselines as B
 from . import report
-from .sources import kd_grid
+from .sources import head_bias, kd_grid, temperature
 
 #: metrics every run reports (the objectives may add others from ``ev3evo.metrics.REGISTRY``)
 REPORTED = report.METRICS
@@ -81,6 +81,15 @@ class DistillConfig:
       correction: the gate's multiplicity control (see :mod:`ev3evo.adapt.gate`): ``"split"``
         (the default: the winner is selected on half of the validation split and tested alone
         on the other half) or ``"holm"`` (every candidate tested on all of it, Holm-corrected).
+      accept: when the step's winner replaces the current model (see
+        :mod:`ev3evo.adapt.gate`): ``"lexicographic"`` (the default: better than the current
+        model beyond the tie tolerance on the metric, or tied and significantly closer to the
+        teacher; a copy that is luckier by an example or two is not accepted), ``"not_worse"``
+        or ``"better"``.
+      certify: ``"primary"`` or ``"lexicographic"`` (see :mod:`ev3evo.adapt.gate`); ``None``
+        (default) is lexicographic with the split gate and the fidelity tie-breaker — the
+        stable model then also follows a winner that ties it on the metric and is
+        significantly closer to the teacher — and primary otherwise.
       final_check: with ``correction="split"``, test the final current model against the
         stable one on the held-out half at the end of the run (see :func:`final_check`).
       rollout_steps: optimizer steps per gradient candidate.
@@ -121,6 +130,8 @@ class DistillConfig:
     population_size: int = 16
     alpha: float = 0.05
     correction: str = "split"
+    accept: str = "lexicographic"
+    certify: str | None = None
     final_check: bool = True
     rollout_steps: int = 200
     tie_break: bool = True
@@ -210,6 +221,13 @@ def _check_config(c: DistillConfig) -> tuple[list[Objective], list]:
         raise ValueError(f"alpha must be in (0, 1), got {c.alpha}")
     if c.correction not in ("split", "holm", "bonferroni"):
         raise ValueError(f"correction must be 'split', 'holm' or 'bonferroni', got {c.correction!r}")
+    if c.accept not in ("lexicographic", "not_worse", "better"):
+        raise ValueError(
+            f"accept must be 'lexicographic', 'not_worse' or 'better', got {c.accept!r}")
+    if c.certify not in (None, "primary", "lexicographic"):
+        raise ValueError(f"certify must be 'primary' or 'lexicographic', got {c.certify!r}")
+    if c.certify == "lexicographic" and c.correction != "split":
+        raise ValueError("certify='lexicographic' needs correction='split'")
     objectives = _parse_objectives(c.metrics)
     constraints = [parse_constraint(s) for s in c.constraints]
     for k in constraints:
@@ -338,6 +356,13 @@ def engine_objectives(objectives: Sequence[Objective], tie_break: bool, n_val: i
     return [*objectives, Objective("fidelity", 1e9)]
 
 
+def certify_mode(c: DistillConfig) -> str:
+    """The gate's certification rule for a configuration (see ``DistillConfig.certify``)."""
+    if c.certify is not None:
+        return c.certify
+    return "lexicographic" if c.correction == "split" and c.tie_break else "primary"
+
+
 def build_engine(apply, c: DistillConfig, objectives, constraints, num_classes,
                  n_val: int) -> EV3:
     """The EV3 engine for one student architecture (sources close over ``apply``)."""
@@ -360,6 +385,9 @@ def build_engine(apply, c: DistillConfig, objectives, constraints, num_classes,
     if es is not None:
         sources.append(es)
     sources.append(gaussian(4, sigma=0.01))
+    # Output-layer moves: the softmax temperature (calibration) and per-class thresholds.
+    sources.append(temperature(2))
+    sources.append(head_bias(2))
     # With the split gate, selection sees every other validation example.
     objectives = engine_objectives(objectives, c.tie_break,
                                    n_val // 2 if c.correction == "split" else n_val,
@@ -378,6 +406,8 @@ def build_engine(apply, c: DistillConfig, objectives, constraints, num_classes,
         population_size=min(c.population_size, capacity),
         alpha=c.alpha,
         correction=c.correction,
+        accept=c.accept,
+        certify=certify_mode(c),
         patience=c.patience,
     )
 
@@ -451,7 +481,7 @@ def _checkpoint_settings(c: DistillConfig, out: str):
 def _run_config(c: DistillConfig) -> dict:
     """The settings a resumed run must share with the original (part of the fingerprint)."""
     keys = ("data", "label", "metrics", "constraints", "student_hidden", "grow", "grow_kind",
-            "grow_amount", "max_growths", "patience", "population_size", "alpha", "correction", "tie_examples",
+            "grow_amount", "max_growths", "patience", "population_size", "alpha", "correction", "accept", "certify", "tie_examples",
             "rollout_steps", "batch_size", "seed", "teacher_hidden", "teacher_epochs")
     return _jsonable({k: getattr(c, k) for k in keys})
 

@@ -40,6 +40,7 @@ import optax
 
 from .. import _tree
 from .._checks import check_positive_int
+from ..explore import sampling
 from ..explore.gradient import _finite
 from ..types import Feedback, LossFn, Source
 
@@ -63,8 +64,8 @@ def kd_grid(
         ``optax.sgd``, ``functools.partial(optax.sgd, momentum=0.9)``).
       learning_rates: the learning rates crossed with the mixtures.
       steps: optimizer steps per rollout.
-      batch_size: minibatch size drawn (with replacement) from the train batch at every
-        step (``None``: the whole batch).
+      batch_size: minibatch size drawn from the train batch at every step (random windows of
+        one shared shuffle, :mod:`ev3evo.explore.sampling`; ``None``: the whole batch).
       name: the source's name.
     """
     losses = list(losses)
@@ -85,15 +86,6 @@ def kd_grid(
     size = int(rows_w.shape[0])
     tx = optax.inject_hyperparams(optimizer)(learning_rate=float(lrs[0]))
 
-    def minibatch(key, batch):
-        # Sampled with replacement: ``jax.random.choice(replace=False)`` is a full sort, and
-        # inside the rollout scan it added seconds of compile time per step program on our CPUs.
-        if batch_size is None:
-            return batch
-        n = jax.tree.leaves(batch)[0].shape[0]
-        idx = jax.random.randint(key, (batch_size,), 0, n)
-        return jax.tree.map(lambda x: x[idx], batch)
-
     def mixed_loss(params, batch, row_w):
         return sum(row_w[i] * f(params, batch) for i, f in enumerate(losses))
 
@@ -109,7 +101,7 @@ def kd_grid(
     def rollout(key, params, opt_state, row_w, batch):
         def one_step(carry, k):
             p, s = carry
-            value, g = value_and_grad(p, minibatch(k, batch), row_w)
+            value, g = value_and_grad(p, sampling.draw(k, batch, batch_size), row_w)
             updates, new_s = tx.update(g, s, p)
             new_p = optax.apply_updates(p, updates)
             ok = jnp.isfinite(value) & _finite(g) & _finite(new_p)
@@ -126,7 +118,8 @@ def kd_grid(
                 "order": jnp.arange(size, dtype=jnp.int32), "last": jnp.zeros((), jnp.int32)}
 
     def ask(key, state, params, batch, active):
-        k_order, k_roll = jax.random.split(key)
+        k_order, k_roll, k_data = jax.random.split(key, 3)
+        batch = sampling.prepare(k_data, batch, batch_size)  # one shuffle shared by every row
         rank = jnp.where(jnp.arange(size) == state["last"], -1.0,
                          jax.random.uniform(k_order, (size,)))
         order = jnp.argsort(rank).astype(jnp.int32)  # slot -> row
@@ -154,3 +147,59 @@ def kd_grid(
         return {**state, "committed": committed, "last": last}
 
     return Source(init, ask, tell, size, name)
+
+
+# --------------------------------------------------------------------------- output-layer mutations
+
+
+def _with_head(params, fn):
+    """``params`` with the student's output layer (the last of ``params["layers"]``) mapped by
+    ``fn(layer) -> layer``; :mod:`ev3evo.distill.models` students (flax nnx pure dicts)."""
+    layers = params["layers"]
+    last = max(layers)
+    return {**params, "layers": {**layers, last: fn(layers[last])}}
+
+
+def temperature(size: int, sigma: float = 0.2, name: str = "temperature") -> Source:
+    """``size`` candidates whose logits are rescaled by ``exp(sigma · z)``, ``z ~ N(0, 1)``.
+
+    The output layer's kernel and bias are multiplied by one random factor, i.e. the student's
+    softmax temperature changes and its argmax does not: accuracy stays, calibration (ECE) and
+    the fit to the teacher move. Temperature scaling is the standard post-hoc calibration
+    (Guo et al., 2017); as a mutation, EV3 finds the temperature that its gate can certify on
+    the validation split while it trains, which gradient KD cannot do for a non-differentiable
+    metric.
+
+    Example::
+
+        import jax, jax.numpy as jnp
+        from ev3evo.distill.sources import temperature
+        p = {"layers": {0: {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}}}
+        src = temperature(4)
+        pop, _ = src.ask(jax.random.key(0), src.init(jax.random.key(1), p), p, None,
+                         jnp.ones(4, bool))
+        ratio = pop["layers"][0]["kernel"] / p["layers"][0]["kernel"]
+        assert jnp.allclose(ratio, ratio[:, :1, :1])   # one factor per candidate
+    """
+    from ..explore.mutation import mutation
+
+    def scale(key, params):
+        s = jnp.exp(sigma * jax.random.normal(key, ()))
+        return _with_head(params, lambda layer: jax.tree.map(lambda x: x * s, layer))
+
+    return mutation(scale, size, name)
+
+
+def head_bias(size: int, sigma: float = 0.05, name: str = "head_bias") -> Source:
+    """``size`` candidates with gaussian noise on the output bias only: shifted per-class
+    decision thresholds, a low-dimensional move for per-class metrics (macro-F1)."""
+    from ..explore.mutation import mutation
+
+    def shift(key, params):
+        def f(layer):
+            b = layer["bias"]
+            return {**layer, "bias": b + sigma * jax.random.normal(key, b.shape, b.dtype)}
+
+        return _with_head(params, f)
+
+    return mutation(shift, size, name)

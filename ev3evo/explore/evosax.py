@@ -168,6 +168,7 @@ def evosax_source(
     name: str | None = None,
     restart=None,
     init_std: float | None = None,
+    compile_params: bool = False,
     **algo_kwargs,
 ) -> Source:
     """An evosax algorithm as a :class:`~ev3evo.Source` (a JAX source: compiled in the step).
@@ -187,6 +188,12 @@ def evosax_source(
         (distribution-based, single-mean algorithms only).
       init_std: the initial spread: ``std_init`` of distribution-based algorithms (when they
         have one), the noise of the initial population of population-based ones (default 0.1).
+      compile_params: compute the algorithms' default hyperparameters (CMA-ES's weights and
+        learning rates, ...) in one compiled program rather than with evosax's eager ``jnp``
+        operations, each of which compiles on first use for its shapes (about 1 s per rung of
+        a restart ladder on CPU, once per process). The values agree with evosax's up to float
+        rounding, so the source is then not bit-for-bit identical to raw evosax (near-isotropic
+        covariances amplify such rounding in the eigenvectors). :func:`ev3evo.minimize` uses it.
       **algo_kwargs: passed to the algorithm's constructor (``optimizer=``, ``std_schedule=``,
         ``num_populations=``, ``sampling_fn=``, ...).
 
@@ -241,7 +248,7 @@ def evosax_source(
         if sig in cache:
             return cache[sig]
         template = _template(like)
-        objects, es_params = [], []
+        objects = []
         for lam in rungs:
             if instance is not None:
                 es = instance
@@ -267,7 +274,13 @@ def evosax_source(
                     ) from None
                 except TypeError as e:
                     raise TypeError(f"evosax {cls.__name__}: {e}") from None
-            esp = es.default_params
+            objects.append(es)
+        if compile_params:
+            defaults = _default_params(objects)
+        else:
+            defaults = tuple(o.default_params for o in objects)
+        es_params = []
+        for esp in defaults:
             if isinstance(params, dict):
                 fields = getattr(type(esp), "__dataclass_fields__", {})
                 unknown = sorted(set(params) - set(fields))
@@ -282,7 +295,6 @@ def evosax_source(
                 esp = params
             elif init_std is not None and hasattr(esp, "std_init"):
                 esp = esp.replace(std_init=init_std)
-            objects.append(es)
             es_params.append(esp)
         cache[sig] = (tuple(objects), tuple(es_params))
         return cache[sig]
@@ -463,6 +475,30 @@ def evosax_source(
         return state._replace(es=states, restart=rstate)
 
     return Source(init, ask, tell, size, name)
+
+
+def _default_params(objects) -> tuple:
+    """``default_params`` of every algorithm object, computed in one compiled program.
+
+    evosax computes them with eager ``jnp`` operations, each compiled on first use for its
+    shapes (one set per rung of a restart ladder: ~1 s per CMA-ES rung on CPU, paid once per
+    process); one jitted call costs a fraction of that. Falls back to eager evaluation when an
+    algorithm's parameters do not go through ``jit``.
+    """
+
+    def eager():
+        with jax.ensure_compile_time_eval():  # concrete even when first built under a trace
+            return tuple(o.default_params for o in objects)
+
+    try:
+        fn = jax.jit(lambda: tuple(o.default_params for o in objects),
+                     compiler_options={"xla_backend_optimization_level": 0})  # fmt: skip
+        out = tuple(fn())
+    except Exception:  # parameters that are not JAX types
+        return eager()
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(out)):
+        return eager()  # built inside a trace: the jitted call was staged, not run
+    return out
 
 
 def _seed_best(st, flat):

@@ -32,34 +32,35 @@ import optax
 from .. import _tree
 from .._checks import check_positive_int
 from ..types import Feedback, LossFn, Source
-
-
-def _minibatch(key, batch, batch_size):
-    if batch_size is None:
-        return batch
-    n = jax.tree.leaves(batch)[0].shape[0]
-    if batch_size >= n:
-        return batch
-    # Sampled with replacement: every without-replacement sampler (choice(replace=False),
-    # permutation, top_k of uniforms) is a sort, and vmapped over candidates XLA:CPU runs it
-    # 10-50x slower than randint (16-64 rollouts of 10 steps: 20-50 ms against 0.7-4 ms);
-    # it dominated the whole rollout (benchmarks/throughput.py).
-    idx = jax.random.randint(key, (batch_size,), 0, n)
-    return jax.tree.map(lambda x: x[idx], batch)
+from . import sampling
 
 
 def _finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def rollout(loss: LossFn, optimizer: optax.GradientTransformation, steps: int, batch_size=None):
-    """``(key, params, opt_state, batch) -> (params, opt_state, losses)`` after ``steps`` steps."""
+def rollout(
+    loss: LossFn,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+    batch_size=None,
+    prepared: bool = False,
+):
+    """``(key, params, opt_state, batch) -> (params, opt_state, losses)`` after ``steps`` steps.
+
+    Every step trains on a minibatch of ``batch_size`` examples (``None``: the whole batch)
+    drawn as in :mod:`ev3evo.explore.sampling`. With ``prepared=True`` the batch is already
+    :func:`sampling.prepare` d (shared by many vmapped rollouts, shuffled once).
+    """
     value_and_grad = jax.value_and_grad(loss)
 
     def run(key, params, opt_state, batch):
+        if not prepared:
+            batch = sampling.prepare(jax.random.fold_in(key, steps), batch, batch_size)
+
         def one_step(carry, step_key):
             params, opt_state = carry
-            value, grads = value_and_grad(params, _minibatch(step_key, batch, batch_size))
+            value, grads = value_and_grad(params, sampling.draw(step_key, batch, batch_size))
             updates, new_state = optimizer.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
             ok = jnp.isfinite(value) & _finite(grads) & _finite(new_params)
@@ -89,8 +90,9 @@ def gradient_rollouts(
       losses: differentiable ``(params, batch) -> scalar`` functions.
       optimizers: any ``optax.GradientTransformation`` s.
       steps: optimizer steps per rollout.
-      batch_size: minibatch size sampled (with replacement) from the train batch at every
-        step; ``None`` uses the whole train batch.
+      batch_size: minibatch size drawn from the train batch at every step (random windows of
+        one shuffle per step of the engine, shared by all candidates, see
+        :mod:`ev3evo.explore.sampling`); ``None`` uses the whole train batch.
       repeats: independent minibatch streams per pair (vmapped).
       sync: ``"winner"`` (default) or ``"all"``, see the module docstring.
       name: the source's name.
@@ -123,7 +125,7 @@ def gradient_rollouts(
     if sync not in ("winner", "all"):
         raise ValueError(f"sync must be 'winner' or 'all', got {sync!r}")
     pairs = [(f, o) for f in losses for o in optimizers]
-    runs = [rollout(f, o, steps, batch_size) for f, o in pairs]
+    runs = [rollout(f, o, steps, batch_size, prepared=True) for f, o in pairs]
     size = len(pairs) * repeats
 
     def init(key, params):
@@ -133,6 +135,8 @@ def gradient_rollouts(
         return {"committed": committed, "pending": pending}
 
     def ask(key, state, params, batch, active):
+        key, data_key = jax.random.split(key)
+        batch = sampling.prepare(data_key, batch, batch_size)  # once, shared by every rollout
         keys = jax.random.split(key, len(pairs))
         pops, pendings = [], []
         for i, (run, k) in enumerate(zip(runs, keys)):
