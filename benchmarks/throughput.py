@@ -267,11 +267,27 @@ def bench_matmul_peak(repeats, n=2048) -> dict:
     return {"n": n, "seconds": t, "flops_per_s": flops}
 
 
-def bench_assess(ps, bs, repeats, hidden=32, n=2048) -> dict:
+def bench_assess(ps, bs, repeats, hidden=32, n=2048, sharded=False) -> dict:
+    """Population evaluation against the matmul peak; ``sharded``: the population split over
+    every device (``shard_map``), what ``EV3(mesh=ev3evo.parallel.population_mesh())`` does
+    (:func:`ev3evo.parallel.sharded_evaluate`); run in a subprocess with one CPU device per
+    core (``--xla_force_host_platform_device_count``). The peak is the same large ``jnp.dot``.
+    """
+    from ev3evo import parallel
+
     _, val, _ = digits_splits(0)
     params = mlp_init(jax.random.key(0), (64, hidden, 10))
     acc = ev3evo.metrics.accuracy(mlp_apply)
-    evaluate = jax.jit(lambda pop, batch: evaluate_population([acc], pop, batch)[0])
+    if sharded:
+        mesh = parallel.population_mesh()
+        evaluate = jax.jit(lambda pop, batch: parallel.sharded_evaluate([acc], pop, batch, mesh)[0])
+        place_batch = lambda b: parallel.replicate(b, mesh)
+        place_pop = lambda p: jax.device_put(p, parallel.population_sharding(mesh))
+        where = f" on {len(jax.devices())} CPU devices"
+    else:
+        evaluate = jax.jit(lambda pop, batch: evaluate_population([acc], pop, batch)[0])
+        place_batch = place_pop = lambda x: x
+        where = ""
     rng = np.random.default_rng(0)
     per_example = mlp_flops((64, hidden, 10))
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
@@ -280,9 +296,9 @@ def bench_assess(ps, bs, repeats, hidden=32, n=2048) -> dict:
     for b in bs:
         # digits has 1797 examples: larger batches resample them (the cost is the same)
         idx = rng.integers(0, val["x"].shape[0], b)
-        batch = {"x": val["x"][idx], "y": val["y"][idx]}
+        batch = place_batch({"x": val["x"][idx], "y": val["y"][idx]})
         for p in ps:
-            pop = population(jax.random.key(p), params, p)
+            pop = place_pop(population(jax.random.key(p), params, p))
             # the peak is re-measured next to every configuration (alternating), so that
             # both see the same load; fraction = (flops/t_eval) / (2n³/t_dot) = ratio · f/2n³
             t_dot, t, ratio = compare(lambda: dot(a, a), lambda p=pop, b=batch: evaluate(p, b),
@@ -291,43 +307,11 @@ def bench_assess(ps, bs, repeats, hidden=32, n=2048) -> dict:
             fraction = (p * b * per_example) / (2 * n**3) / ratio
             rows.append({"P": p, "B": b, "seconds": t, "flops_per_s": flops,
                          "peak_flops_per_s": 2 * n**3 / t_dot, "roofline_fraction": fraction})
-            print(f"  assess P={p:4d} B={b:5d}: {t * 1e3:8.2f} ms  {flops / 1e9:6.1f} GFLOP/s  "
-                  f"(peak alongside {2 * n**3 / t_dot / 1e9:5.1f})  {100 * fraction:5.1f}% of peak",
-                  flush=True)
-    return {"rows": rows, "hidden": hidden, "flops_per_example": per_example}
-
-
-def bench_assess_devices(ps, bs, repeats, hidden=32, n=2048) -> dict:
-    """Assess with the population split over one CPU device per core (``shard_map``).
-
-    Runs in a subprocess started with ``--xla_force_host_platform_device_count=<cores>``:
-    this is how ``EV3(mesh=ev3evo.parallel.population_mesh())`` evaluates on such a machine
-    (:func:`ev3evo.parallel.sharded_evaluate`). The peak is the same large ``jnp.dot``.
-    """
-    from ev3evo import parallel
-
-    _, val, _ = digits_splits(0)
-    params = mlp_init(jax.random.key(0), (64, hidden, 10))
-    acc = ev3evo.metrics.accuracy(mlp_apply)
-    mesh = parallel.population_mesh()
-    evaluate = jax.jit(lambda pop, batch: parallel.sharded_evaluate([acc], pop, batch, mesh)[0])
-    rng = np.random.default_rng(0)
-    per_example = mlp_flops((64, hidden, 10))
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-    dot = jax.jit(jnp.dot)
-    rows = []
-    for b in bs:
-        idx = rng.integers(0, val["x"].shape[0], b)
-        batch = parallel.replicate({"x": val["x"][idx], "y": val["y"][idx]}, mesh)
-        for p in ps:
-            pop = jax.device_put(population(jax.random.key(p), params, p),
-                                 parallel.population_sharding(mesh))
-            t_dot, t, ratio = compare(lambda: dot(a, a), lambda p=pop, b=batch: evaluate(p, b),
-                                      repeats=repeats)
-            fraction = (p * b * per_example) / (2 * n**3) / ratio
-            rows.append({"P": p, "B": b, "seconds": t, "flops_per_s": p * b * per_example / t,
-                         "peak_flops_per_s": 2 * n**3 / t_dot, "roofline_fraction": fraction})
-    return {"rows": rows, "devices": len(jax.devices()), "hidden": hidden}
+            print(f"  assess P={p:4d} B={b:5d}{where}: {t * 1e3:8.2f} ms  {flops / 1e9:6.1f} "
+                  f"GFLOP/s  (peak alongside {2 * n**3 / t_dot / 1e9:5.1f})  "
+                  f"{100 * fraction:5.1f}% of peak", flush=True)
+    return {"rows": rows, "hidden": hidden, "flops_per_example": per_example,
+            "devices": len(jax.devices())}
 
 
 def run_assess_devices(ps, bs, repeats) -> dict:
@@ -338,12 +322,9 @@ def run_assess_devices(ps, bs, repeats) -> dict:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"assess across devices failed:\n{proc.stderr[-2000:]}")
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    for r in out["rows"]:
-        print(f"  assess P={r['P']:4d} B={r['B']:5d} on {out['devices']} CPU devices: "
-              f"{r['seconds'] * 1e3:8.2f} ms  {r['flops_per_s'] / 1e9:6.1f} GFLOP/s  (peak "
-              f"alongside {r['peak_flops_per_s'] / 1e9:5.1f})  {100 * r['roofline_fraction']:5.1f}% "
-              "of peak", flush=True)
+    *lines, last = proc.stdout.rstrip().splitlines()
+    print("\n".join(lines), flush=True)
+    out = json.loads(last)
     return out
 
 
@@ -484,7 +465,8 @@ def main(argv=None) -> int:
         print(json.dumps(scaling_config(*args._config)))
         return 0
     if args._assess_devices:
-        print(json.dumps(bench_assess_devices(*json.loads(args._assess_devices))))
+        ps, bs, repeats = json.loads(args._assess_devices)
+        print(json.dumps(bench_assess(ps, bs, repeats, sharded=True)))
         return 0
     only = set(args.only or ["explore", "assess", "evosax", "scaling"])
     repeats = 3 if args.quick else 5
