@@ -218,16 +218,11 @@ def test_nevergrad_optimizers_are_saved_through_their_own_dump(tmp_path):
 # ----------------------------------------------------------------------------- with a run
 @pytest.fixture(scope="module")
 def problem():
+    from _problems import linear_two_class
+
     from ev3evo.explore.evosax import evosax_source
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(48, 3)).astype(np.float32)
-    y = (x @ np.array([1.0, -2.0, 0.5], np.float32) > 0).astype(np.int32)
-    batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
-
-    def apply(p, x):
-        z = x @ p["w"]
-        return jnp.stack([z, -z], axis=-1) + p["b"]
+    batch, apply = linear_two_class()
 
     engine = ev3evo.EV3(
         [

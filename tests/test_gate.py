@@ -70,16 +70,18 @@ def _shift_of_3_se(kind: str) -> float:
     return optimize.brentq(gap, p, 1.0) - p
 
 
+def _rates(simulate, kind: str, seeds: tuple[int, int]) -> tuple[float, float, float]:
+    """``(false-certification rate, power for a 3-SE gain, share certifying the true one)``."""
+    null_certified, _ = simulate(jax.random.split(jax.random.key(seeds[0]), TRIALS), 0.0)
+    shift = _shift_of_3_se(kind)
+    certified, winner = simulate(jax.random.split(jax.random.key(seeds[1]), TRIALS), shift)
+    right = float(np.mean(np.asarray(winner)[np.asarray(certified)] == 0))
+    return float(np.mean(null_certified)), float(np.mean(certified)), right
+
+
 @pytest.mark.parametrize("kind", ["gaussian", "bernoulli"])
 def test_gate_error_rate_and_power(kind):
-    simulate = _simulator(kind)
-    keys = jax.random.split(jax.random.key(11), TRIALS)
-    null_certified, _ = simulate(keys, 0.0)
-    null_rate = float(np.mean(null_certified))
-    shift = _shift_of_3_se(kind)
-    alt_certified, alt_winner = simulate(jax.random.split(jax.random.key(12), TRIALS), shift)
-    power = float(np.mean(alt_certified))
-    right = float(np.mean(np.asarray(alt_winner)[np.asarray(alt_certified)] == 0))
+    null_rate, power, right = _rates(_simulator(kind), kind, seeds=(11, 12))
     print(
         f"\n[{kind}] {TRIALS} decisions, {P} candidates, N={N}, alpha={ALPHA}: "
         f"certified with no true improvement {null_rate:.4f}; "
@@ -100,13 +102,7 @@ def test_split_gate_error_rate_and_power(kind):
     Selection and test use disjoint examples, so the false-certification rate stays below alpha
     without a multiplicity correction; the power is reported next to Holm's on all examples.
     """
-    simulate = _simulator(kind, correction="split")
-    null_certified, _ = simulate(jax.random.split(jax.random.key(21), TRIALS), 0.0)
-    null_rate = float(np.mean(null_certified))
-    shift = _shift_of_3_se(kind)
-    alt_certified, alt_winner = simulate(jax.random.split(jax.random.key(22), TRIALS), shift)
-    power = float(np.mean(alt_certified))
-    right = float(np.mean(np.asarray(alt_winner)[np.asarray(alt_certified)] == 0))
+    null_rate, power, right = _rates(_simulator(kind, correction="split"), kind, seeds=(21, 22))
     print(
         f"\n[{kind}, split] {TRIALS} decisions, {P} candidates, N={N} (N/2 to select, N/2 to "
         f"test), alpha={ALPHA}: certified with no true improvement {null_rate:.4f}; certified a "

@@ -76,17 +76,11 @@ def _problem():
     """A tiny problem: 3 weights; a stateful source and gaussian mutations."""
     import jax
     import jax.numpy as jnp
+    from _problems import linear_two_class
 
     import ev3evo
 
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(48, 3)).astype(np.float32)
-    y = (x @ np.array([1.0, -2.0, 0.5], np.float32) > 0).astype(np.int32)
-    batch = {"x": jnp.asarray(x), "y": jnp.asarray(y)}
-
-    def apply(p, x):
-        z = x @ p["w"]
-        return jnp.stack([z, -z], axis=-1) + p["b"]
+    batch, apply = linear_two_class()
 
     engine = ev3evo.EV3(
         [_drift_source(3), ev3evo.gaussian(3, sigma=0.1)],
