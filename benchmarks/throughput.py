@@ -117,6 +117,7 @@ def machine() -> dict:
         "jax": jax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
+        "device_kind": jax.devices()[0].device_kind,
         "load_average_start": list(os.getloadavg()),
         "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
     }
@@ -257,7 +258,14 @@ def bench_explore(ks, repeats, steps=10, hidden=32, batch_size=128) -> dict:
 
 
 # ----------------------------------------------------------------------------- 2. assess
-def bench_matmul_peak(repeats, n=2048) -> dict:
+def peak_size() -> int:
+    """Side of the square matmul that measures the peak: 2048 saturates a CPU; an accelerator
+    needs a larger one, or kernel launch time would count against the peak."""
+    return 2048 if jax.default_backend() == "cpu" else 8192
+
+
+def bench_matmul_peak(repeats, n=None) -> dict:
+    n = n or peak_size()
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
     dot = jax.jit(jnp.dot)
@@ -267,7 +275,7 @@ def bench_matmul_peak(repeats, n=2048) -> dict:
     return {"n": n, "seconds": t, "flops_per_s": flops}
 
 
-def bench_assess(ps, bs, repeats, hidden=32, n=2048, sharded=False) -> dict:
+def bench_assess(ps, bs, repeats, hidden=32, n=None, sharded=False) -> dict:
     """Population evaluation against the matmul peak; ``sharded``: the population split over
     every device (``shard_map``), what ``EV3(mesh=ev3evo.parallel.population_mesh())`` does
     (:func:`ev3evo.parallel.sharded_evaluate`); run in a subprocess with one CPU device per
@@ -275,6 +283,7 @@ def bench_assess(ps, bs, repeats, hidden=32, n=2048, sharded=False) -> dict:
     """
     from ev3evo import parallel
 
+    n = n or peak_size()
     _, val, _ = digits_splits(0)
     params = mlp_init(jax.random.key(0), (64, hidden, 10))
     acc = ev3evo.metrics.accuracy(mlp_apply)
@@ -314,11 +323,11 @@ def bench_assess(ps, bs, repeats, hidden=32, n=2048, sharded=False) -> dict:
             "devices": len(jax.devices())}
 
 
-def run_assess_devices(ps, bs, repeats) -> dict:
+def run_assess_devices(ps, bs, repeats, hidden=32) -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
                         f"{os.cpu_count()}").strip()
-    cmd = [sys.executable, __file__, "--_assess_devices", json.dumps([ps, bs, repeats])]
+    cmd = [sys.executable, __file__, "--_assess_devices", json.dumps([ps, bs, repeats, hidden])]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"assess across devices failed:\n{proc.stderr[-2000:]}")
@@ -414,9 +423,13 @@ def scaling_config(pop: int, hidden: int, steps: int) -> dict:
         jax.block_until_ready(state)
         times.append(time.perf_counter() - t0)
     n_params = sum(x.size for x in jax.tree.leaves(params))
+    # accelerator memory, where the runtime reports it (GPU/TPU; the CPU client reports none)
+    stats = jax.devices()[0].memory_stats() or {}
+    device_peak = stats.get("peak_bytes_in_use")
     return {"P": pop, "hidden": hidden, "params": int(n_params), "step_s": statistics.median(times),
             "first_step_s": compile_s,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_device_mb": None if device_peak is None else device_peak / 2**20}
 
 
 def run_config(pop, hidden, steps) -> dict:
@@ -427,18 +440,23 @@ def run_config(pop, hidden, steps) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _device_mb(r) -> str:
+    return "" if r["peak_device_mb"] is None else f"  device peak {r['peak_device_mb']:7.1f} MB"
+
+
 def bench_scaling(pops, hiddens, steps, base_pop=32, base_hidden=32) -> dict:
     by_pop, by_hidden = [], []
     for p in pops:
         r = run_config(p, base_hidden, steps)
         by_pop.append(r)
         print(f"  step P={p:4d} hidden={base_hidden}: {r['step_s'] * 1e3:8.2f} ms/step  "
-              f"peak RSS {r['peak_rss_mb']:7.1f} MB", flush=True)
+              f"peak RSS {r['peak_rss_mb']:7.1f} MB{_device_mb(r)}", flush=True)
     for h in hiddens:
         r = run_config(base_pop, h, steps)
         by_hidden.append(r)
         print(f"  step P={base_pop} hidden={h:4d} ({r['params']} params): "
-              f"{r['step_s'] * 1e3:8.2f} ms/step  peak RSS {r['peak_rss_mb']:7.1f} MB", flush=True)
+              f"{r['step_s'] * 1e3:8.2f} ms/step  peak RSS {r['peak_rss_mb']:7.1f} MB{_device_mb(r)}",
+              flush=True)
     out = {"by_population": by_pop, "by_hidden": by_hidden,
            "exponent_population": slope(pops, [r["step_s"] for r in by_pop]),
            "exponent_params": slope([r["params"] for r in by_hidden],
@@ -458,6 +476,9 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
     parser.add_argument("--only", nargs="*", choices=["explore", "assess", "evosax", "scaling"])
+    parser.add_argument("--assess-hidden", type=int, default=32, metavar="H",
+                        help="hidden width of the assessed students (default 32, the digits "
+                        "student; a wider one shows the fraction at higher arithmetic intensity)")
     parser.add_argument("--_config", nargs=3, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--_assess_devices", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -465,8 +486,8 @@ def main(argv=None) -> int:
         print(json.dumps(scaling_config(*args._config)))
         return 0
     if args._assess_devices:
-        ps, bs, repeats = json.loads(args._assess_devices)
-        print(json.dumps(bench_assess(ps, bs, repeats, sharded=True)))
+        ps, bs, repeats, hidden = json.loads(args._assess_devices)
+        print(json.dumps(bench_assess(ps, bs, repeats, hidden=hidden, sharded=True)))
         return 0
     only = set(args.only or ["explore", "assess", "evosax", "scaling"])
     repeats = 3 if args.quick else 5
@@ -488,15 +509,16 @@ def main(argv=None) -> int:
         bs = [256, 1024, 4096]
         if args.quick:
             ps, bs = [8, 64], [256, 1024]
-        ev = bench_assess(ps, bs, repeats)
+        ev = bench_assess(ps, bs, repeats, hidden=args.assess_hidden)
         result["matmul_peak"] = peak
         result["assess"] = ev
         for r in ev["rows"]:
             result[f"assess_roofline_fraction_p{r['P']}_b{r['B']}"] = r["roofline_fraction"]
-        if (os.cpu_count() or 1) > 1:
+        # one CPU device per core; on an accelerator the population already runs on its device
+        if jax.default_backend() == "cpu" and (os.cpu_count() or 1) > 1:
             print(f"   ... the population split over {os.cpu_count()} CPU devices (one per core, "
                   "shard_map), as EV3(mesh=population_mesh()) runs there", flush=True)
-            dv = run_assess_devices(ps, bs, repeats)
+            dv = run_assess_devices(ps, bs, repeats, args.assess_hidden)
             result["assess_devices"] = dv
             for r in dv["rows"]:
                 result[f"assess_devices_roofline_fraction_p{r['P']}_b{r['B']}"] = (

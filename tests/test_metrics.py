@@ -137,6 +137,9 @@ def test_chunked_population_evaluation_equals_one_vmap(data, chunk):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-6)
     # members differ, so a chunk that evaluated the wrong member would show
     assert len({float(s.mean()) for s in whole[0]}) > 1
-    assert auto_chunk_size(512, 1024) == 8 and auto_chunk_size(8, 256) is None
+    assert auto_chunk_size(512, 1024, "cpu") == 8 and auto_chunk_size(8, 256, "cpu") is None
+    # an accelerator evaluates whole populations at once, chunking only to bound memory
+    assert auto_chunk_size(512, 4096, "gpu") is None
+    assert auto_chunk_size(1 << 14, 1 << 12, "gpu") == 1024
     with pytest.raises(ValueError, match="chunk_size"):
         evaluate_population(metrics, pop, batch, chunk_size=0)

@@ -67,12 +67,24 @@ def check_metrics(metrics: Sequence[Metric], params: Params, batch: Batch) -> No
 # large P·N, and XLA:CPU's achieved FLOP/s then drops by 2-4x; chunks of ~8192 member-examples
 # keep them cache-sized (benchmarks/throughput.py, assess: P=512, B=4096 went from 13-23% of
 # the matmul peak to 40-90%). Small populations are one chunk, i.e. a plain vmap.
-CHUNK_MEMBER_EXAMPLES = 8192
+# An accelerator wants the opposite: chunks run one after another, each far too small to fill
+# the chip (H200, P=512, B=4096: 3.1 ms in 256 chunks); there the budget only bounds memory
+# (2^22 member-examples of a 1024-wide layer are 16 GiB of float32 activations).
+CHUNK_MEMBER_EXAMPLES = {"cpu": 8192}
+CHUNK_MEMBER_EXAMPLES_ACCELERATOR = 1 << 22
 
 
-def auto_chunk_size(population_size: int, num_examples: int) -> int | None:
-    """The members per chunk :func:`evaluate_population` uses; ``None`` means all at once."""
-    chunk = max(1, CHUNK_MEMBER_EXAMPLES // max(1, num_examples))
+def auto_chunk_size(
+    population_size: int, num_examples: int, backend: str | None = None
+) -> int | None:
+    """The members per chunk :func:`evaluate_population` uses; ``None`` means all at once.
+
+    ``backend`` defaults to ``jax.default_backend()``: cache-sized chunks on CPU, memory-sized
+    ones on an accelerator.
+    """
+    backend = backend or jax.default_backend()
+    budget = CHUNK_MEMBER_EXAMPLES.get(backend, CHUNK_MEMBER_EXAMPLES_ACCELERATOR)
+    chunk = max(1, budget // max(1, num_examples))
     return None if chunk >= population_size else chunk
 
 
