@@ -3,6 +3,7 @@
     OPENBLAS_NUM_THREADS=1 python benchmarks/bbob.py --quick --json benchmarks/results/bbob_quick.json \
         --out benchmarks/results
     ev3evo bench bbob --quick   # the same from the command line
+    OPENBLAS_NUM_THREADS=1 python benchmarks/bbob.py --quick --solvers ev3evo,pycma-ipop  # 2 solvers
 """
 
 import argparse

@@ -2,57 +2,63 @@
 
 Design. A black-box objective ``f: R^D -> R`` has no per-example scores, and for a
 deterministic ``f`` re-evaluating the current or stable model every step would only waste
-budget, so ``minimize`` does not go through :class:`ev3evo.EV3`'s statistical gate. It drives
-the library's own components directly, in a host loop, one *generation* at a time:
+budget, so ``minimize`` does not go through :class:`ev3evo.EV3`'s statistical gate. It runs a
+portfolio in a host loop, one *generation* at a time:
 
-* **explore**: a portfolio of :class:`~ev3evo.Source` objects combined with :func:`ev3evo.mix`,
-  all asked around the incumbent (the best point so far), plus a quadratic surrogate. The
-  default portfolio is ``("cma", "model", "gaussian", "cauchy")``:
+* **explore**: every member proposes candidates, most of them around the incumbent (the best
+  point so far). The default portfolio is ``("cma", "model", "gaussian", "cauchy")``, all on the
+  host (:mod:`ev3evo.minimize_sources`), so that the default ``minimize`` compiles nothing:
 
-  - ``cma``: evosax ``CMA_ES`` through :func:`ev3evo.evosax_source` with BIPOP restarts
-    (:func:`ev3evo.bipop`; Hansen 2009): large-population runs solve multimodal functions with
-    global structure, small-population, small-step runs solve unimodal and weakly structured
-    ones. It is not re-centred on the incumbent (CMA-ES needs its own mean), and restarts return
-    to ``x0`` with ``sigma0`` as pycma's restarts do. Its population size is
-    ``4 + floor(3 ln D)`` on the first rung of the restart ladder.
-  - ``model``: :class:`ev3evo.minimize_sources.QuadraticModel`, a full (or diagonal) quadratic
-    fitted to the best evaluated points, whose minimizer is one extra candidate per generation
-    (lq-CMA-ES's regression, Hansen 2019, used as a proposer). It runs on the host because it
-    learns from every evaluation. While it wins it is asked every generation, otherwise every
-    fifth; when its candidate becomes the incumbent, CMA-ES's mean is moved there (CMA-ES keeps
-    its step size and covariance). It solves convex quadratics at any conditioning in a few
-    generations, which is where plain CMA-ES spends most of a small budget.
+  - ``cma``: pycma's CMA-ES with IPOP restarts (:class:`~ev3evo.minimize_sources.HostCMA`;
+    Auger & Hansen 2005): a run ends when pycma's own termination criteria fire, and the next
+    one starts again from ``x0`` with ``sigma0`` and twice the population. The first run uses
+    ``2 (4 + floor(3 ln D))``, twice pycma's default: with the model solving the near-quadratic
+    problems, the larger population finds the global basin of multimodal ones more often and
+    needs ~40 % fewer generations (so less host time) for the same budget (BBOB, D = 2 and 5,
+    1000·D: 8,300 instead of 14,100 generations over the 48 quick runs).
+    ``"cma_bipop"`` is BIPOP instead (Hansen 2009), ``"cma_evosax"`` evosax's ``CMA_ES`` with
+    BIPOP restarts through :func:`ev3evo.evosax_source` (compiled, on the device).
+  - ``model``: :class:`~ev3evo.minimize_sources.QuadraticModel`, a full (or diagonal)
+    quadratic fitted to the best evaluated points, whose minimizer is one extra candidate per
+    generation (lq-CMA-ES's regression, Hansen 2019, used as a proposer). When its candidate
+    becomes the incumbent, CMA-ES's mean is moved there (CMA-ES keeps its step size and
+    covariance). It solves convex quadratics at any conditioning in a few generations, which is
+    where plain CMA-ES spends most of a small budget.
   - ``gaussian`` and ``cauchy``: mutations of the incumbent with a 1/5th-success-rule step size
-    (:func:`ev3evo.minimize_sources.local_search`): cheap local refinement and long jumps.
+    (:class:`~ev3evo.minimize_sources.LocalSearch`): cheap local refinement and long jumps.
+  - any :class:`~ev3evo.Source` (and ``"cma_evosax"``, ``"de"``): mixed with
+    :func:`ev3evo.mix` into one compiled tell-then-ask step, asked around the incumbent.
 
-* **assess**: only the candidates a generation really needs are evaluated: the CMA rows of the
-  active rung (the ladder pads the rest with NaN) and the *active* local slots. Every call of
+* **assess**: the model's candidate, CMA-ES's generation, the pool's active slots and the
+  sources' candidates are evaluated in one batch, clipped into ``bounds``. Every call of
   ``fun`` is counted, and a generation is truncated so that ``nfev`` never exceeds ``budget``.
-  NaN values are ranked worst (``-inf`` fitness), never best.
+  NaN values are ranked worst, never best.
 
 * **adapt**: the best candidate of a generation becomes the incumbent when it improves on it;
-  every source is told its candidates' fitness (``-f``, higher is better) and whether one of
-  them was selected. The local sources share a pool of slots through
-  :mod:`ev3evo.adapt.allocation`: the pool's size follows how often the pool produced the
-  incumbent recently (it starts with none, then one probe slot every fourth generation when it
-  does not win, up to ``pool`` slots when it wins at least 20 % of generations, so the early
-  budget goes to CMA-ES and the model), and the slots are split between
-  ``gaussian`` and ``cauchy`` by their credit. CMA-ES always gets its full population, because
-  a distribution-based ES told a partial generation would mis-rank it.
+  every member is told its candidates' values and whether one of them won (pycma only whole
+  generations: a truncated one ends the run anyway). The local members share a pool of slots
+  as :mod:`ev3evo.adapt.allocation` would split them: the pool's size follows how often it
+  produced the incumbent recently (none at first, one probe slot every eighth generation while
+  it does not win, which with CMA-ES's doubled population is the share of evaluations one slot
+  every fourth generation had before; up to ``max(2, λ0 / 2)`` slots per member, ``λ0`` pycma's
+  default population, when it wins at least 20 % of generations), and the slots go to
+  ``gaussian`` and ``cauchy`` by their credit. CMA-ES always
+  gets its full population, because a distribution-based ES told a partial generation would
+  mis-rank it.
 
 A plain Python ``fun`` is evaluated on the host (one candidate at a time, or a whole
 generation with ``vectorized=True``); a JAX ``fun`` (``jax_fun=True``, or detected by tracing it
-once with an abstract value) is evaluated ``jit(vmap(fun))`` on the device. The sources' ``tell``
-and ``ask`` are fused into one step, jitted once per (dimension, dtype, configuration) and
-cached across calls (the first generation "tells" nothing); it is compiled without LLVM's
-optimization passes, which roughly halved its compilation here (D = 5, four rungs: 15 s to 8 s)
-and did not measurably slow the runs of this dispatch-bound step. Other first-call costs are
-kept small: CMA-ES's default hyperparameters for every rung come from one compiled program
-(``evosax_source(..., compile_params=True)``; evosax's eager ``jnp`` computes them op by op,
-one compilation per op and rung), the generation keys from another, and the pool's slot split
-and credit run in numpy on the host (no device call, and no compilation per pool size). Here
-(BBOB, D = 5, 1000·D evaluations) that brought the first call from ~16 s to ~10 s, most of the
-rest being the step's compilation; later calls with the same configuration reuse it.
+once with an abstract value) is evaluated ``jit(vmap(fun))`` on the device.
+
+Why the host. An earlier version ran the whole portfolio (evosax's ``CMA_ES`` on a ladder of
+restart populations, the local pool) as one compiled step. On BBOB (D = 2 and 5, 1000·D
+evaluations, 2 CPU cores) it reached more targets than pycma, but cost ~21 s of XLA
+compilation per dimension and ~1.2 ms per generation, where a pycma generation costs ~0.7 ms:
+119 s in all against pycma's 54 s. Small dense problems are dispatch- and compile-bound on
+XLA:CPU; numpy on the host is not. With the host portfolio the same benchmark
+(``benchmarks/bbob.py --quick --solvers ev3evo,pycma-ipop``) compiles nothing and took 27.4 s
+and 28.4 s in two runs, against pycma's 29.1 s and 27.9 s in the same runs. The compiled path
+remains for what needs it: JAX sources, and a JAX ``fun`` (evaluated on the device).
 
 Example::
 
@@ -60,8 +66,10 @@ Example::
     res = ev3evo.minimize(lambda x: float(np.sum((x - 1.0) ** 2)), np.zeros(3), budget=600)
     assert res.fun < 1e-6 and res.nfev <= 600
 
-References: Ding et al., "EV3: Ever Evolving Evaluator", arXiv 2310.18893 (2023); Hansen,
-"Benchmarking a BI-population CMA-ES on the BBOB-2009 function testbed", GECCO 2009.
+References: Ding et al., "EV3: Ever Evolving Evaluator", arXiv 2310.18893 (2023); Auger &
+Hansen, "A restart CMA evolution strategy with increasing population size", CEC 2005; Hansen,
+"Benchmarking a BI-population CMA-ES on the BBOB-2009 function testbed", GECCO 2009; Hansen,
+"A global surrogate assisted CMA-ES", GECCO 2019.
 """
 
 from __future__ import annotations
@@ -78,15 +86,17 @@ import numpy as np
 
 from .explore.evosax import evosax_source
 from .explore.mix import mix
-from .explore.restart import bipop, ipop
-from .minimize_sources import QuadraticModel, local_search
+from .explore.restart import bipop
+from .minimize_sources import HostCMA, LocalSearch, QuadraticModel
 from .types import Feedback, Source
 
 #: Source names accepted by ``sources=`` (besides :class:`~ev3evo.Source` objects).
-SOURCE_NAMES = ("cma", "cma_ipop", "model", "gaussian", "cauchy", "de")
+SOURCE_NAMES = ("cma", "cma_bipop", "cma_evosax", "model", "gaussian", "cauchy", "de")
 _POOL = ("gaussian", "cauchy")  # sources that share the allocated local pool
+_HOST_CMA = {"cma": "ipop", "cma_bipop": "bipop"}  # pycma on the host (HostCMA), by regime
 DEFAULT_SOURCES = ("cma", "model", "gaussian", "cauchy")
 _MODEL = "model"  # the host-side quadratic surrogate (not a Source: it sees every evaluation)
+_POOL_PROBE = 8  # a losing pool still gets one slot every 8th generation
 
 
 class MinimizeResult(NamedTuple):
@@ -178,19 +188,18 @@ def _is_jax_fun(fun: Callable, x0: np.ndarray, dtype) -> bool:
 # ------------------------------------------------------------------------------ portfolio
 
 
-class _Portfolio(NamedTuple):
+class _Device(NamedTuple):
+    """The JAX members (user sources, ``cma_evosax``, ``de``) mixed into one compiled step."""
+
     mixed: Any
     init: Callable
     ask: Callable
-    tell: Callable
     tell_ask: Callable  # tell then ask, fused: one dispatch per generation
-    pool_ids: np.ndarray  # indices (into parts) of the pool sources
-    pool_caps: np.ndarray
-    cma_parts: np.ndarray  # indices of always-active sources
 
 
 _CACHE: dict = {}
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}
+_DEVICE_NAMES = ("cma_evosax", "de")
 
 
 def _levels(budget: int, lam: int) -> int:
@@ -198,42 +207,36 @@ def _levels(budget: int, lam: int) -> int:
     return int(np.clip(1 + math.floor(math.log2(max(budget / (lam * 50), 1.0))), 1, 6))
 
 
-def _build(names: tuple, user: tuple, d: int, dtype, sigma0: float, budget: int) -> _Portfolio:
+def _build(names: tuple, user: tuple, d: int, dtype, sigma0: float, budget: int) -> _Device:
     lam = 4 + int(3 * math.log(d))
-    pool = max(2, lam // 2)
-    levels = _levels(budget, lam)
+    levels = _levels(budget, lam) if "cma_evosax" in names else 1
     cache_key = (names, user, d, jnp.dtype(dtype).name, float(sigma0), levels)
     if cache_key in _CACHE:
         return _CACHE[cache_key]
     parts: list[Source] = []
     for n in names:
-        if n == "cma" or n == "cma_ipop":
-            schedule = (bipop if n == "cma" else ipop)(levels=levels, min_num_gens=20)
+        if n == "cma_evosax":
             parts.append(evosax_source("CMA_ES", lam, init_std=sigma0, recenter=False,
-                                       restart=schedule, name=n, compile_params=True))  # fmt: skip
-        elif n in _POOL:
-            parts.append(local_search(pool, 0.3 * sigma0, n, name=n))
+                                       restart=bipop(levels=levels, min_num_gens=20), name=n,
+                                       compile_params=True))  # fmt: skip
         elif n == "de":
             parts.append(evosax_source("DifferentialEvolution", max(8, 2 * lam),
                                        init_std=sigma0, recenter=False, name="de",
                                        compile_params=True))  # fmt: skip
-    parts.extend(user)
-    mixed = mix(*parts)
+    mixed = mix(*parts, *user)
     # Host sources (nevergrad) cannot be jitted; JAX ones are compiled once and cached. The
     # step is a few small matrix operations per rung of the restart ladder, bound by dispatch,
     # not arithmetic: LLVM's optimization passes roughly double its compilation for no speed.
-    fast_jit = functools.partial(jax.jit, compiler_options=_FAST_COMPILE)
-    wrap = (lambda f: f) if mixed.source.host else fast_jit
-    ids = np.array([i for i, p in enumerate(names) if p in _POOL], dtype=int)
-    pool_caps = np.array([mixed.parts[i].size for i in ids], dtype=np.int32)
-    others = np.array([i for i in range(len(mixed.parts)) if i not in set(ids)], dtype=int)
-    # init runs eagerly: evosax_source builds its algorithm objects (concrete default params)
-    # on first use, and building them under jit would leak tracers into its cache.
-    cma_ids = tuple(i for i, n in enumerate(names) if n in ("cma", "cma_ipop"))
+    wrap = (lambda f: f) if mixed.source.host else functools.partial(
+        jax.jit, compiler_options=_FAST_COMPILE)  # fmt: skip
+    cma_ids = tuple(i for i, n in enumerate(names) if n == "cma_evosax")
 
-    def tell_ask(k_tell, k_ask, state, population, feedback, params, active, move):
-        wrap_key = jax.random.wrap_key_data
-        state = mixed.source.tell(wrap_key(k_tell), state, population, feedback)
+    def keys(seed_key, gen):  # the generation's keys, folded in on the device
+        return jax.random.split(jax.random.fold_in(jax.random.wrap_key_data(seed_key), gen))
+
+    def tell_ask(seed_key, gen, state, population, feedback, params, move):
+        k_tell, k_ask = keys(seed_key, gen)
+        state = mixed.source.tell(k_tell, state, population, feedback)
         if cma_ids:  # the model's point became the incumbent: CMA-ES continues from there
             state = list(state)
             for i in cma_ids:
@@ -242,21 +245,24 @@ def _build(names: tuple, user: tuple, d: int, dtype, sigma0: float, budget: int)
                               for r in st.es)  # fmt: skip
                 state[i] = st._replace(es=rungs)
             state = tuple(state)
-        return mixed.source.ask(wrap_key(k_ask), state, params, None, active)
+        return mixed.source.ask(k_ask, state, params, None, jnp.ones(mixed.source.size, bool))
 
-    def ask(k_ask, state, params, active):
-        return mixed.source.ask(jax.random.wrap_key_data(k_ask), state, params, None, active)
+    def ask(seed_key, gen, state, params):
+        active = jnp.ones(mixed.source.size, bool)
+        return mixed.source.ask(keys(seed_key, gen)[1], state, params, None, active)
 
-    out = _Portfolio(mixed, mixed.source.init, wrap(ask), wrap(mixed.source.tell),
-                     wrap(tell_ask), ids, pool_caps, others)  # fmt: skip
+    # init runs eagerly: evosax_source builds its algorithm objects (concrete default params)
+    # on first use, and building them under jit would leak tracers into its cache.
+    out = _Device(mixed, mixed.source.init, wrap(ask), wrap(tell_ask))
     _CACHE[cache_key] = out
     return out
 
 
-def _resolve_sources(sources) -> tuple[tuple, tuple, bool]:
-    """``(names of mixed sources, user sources, whether the quadratic model runs)``."""
+def _resolve_sources(sources) -> tuple[tuple, tuple, bool, str | None]:
+    """``(names of mixed JAX sources, user sources, whether the quadratic model runs, the
+    host CMA's name or None)``."""
     if sources is None:
-        return tuple(n for n in DEFAULT_SOURCES if n != _MODEL), (), _MODEL in DEFAULT_SOURCES
+        sources = DEFAULT_SOURCES
     if isinstance(sources, (str, Source)):
         sources = [sources]
     names, user = [], []
@@ -273,10 +279,13 @@ def _resolve_sources(sources) -> tuple[tuple, tuple, bool]:
     if not names and not user:
         raise ValueError("sources is empty")
     use_model = _MODEL in names
-    names = [n for n in names if n != _MODEL]
-    if not names and not user:
+    host = [n for n in names if n in _HOST_CMA]
+    if len(host) > 1:
+        raise ValueError(f"choose one of 'cma' (IPOP) and 'cma_bipop', got {host}")
+    names = [n for n in names if n != _MODEL and n not in _HOST_CMA]
+    if not names and not user and not host:
         raise ValueError("the 'model' source needs at least one other source to learn from")
-    return tuple(names), tuple(user), use_model
+    return tuple(names), tuple(user), use_model, (host[0] if host else None)
 
 
 def _pool_counts(credit: np.ndarray, caps: np.ndarray, n: int) -> np.ndarray:
@@ -303,14 +312,6 @@ def _pool_counts(credit: np.ndarray, caps: np.ndarray, n: int) -> np.ndarray:
     bonus = np.zeros_like(base)
     bonus[order] = (np.arange(caps.size) < rest).astype(base.dtype)
     return np.minimum((base + bonus).astype(np.int32), caps.astype(np.int32))
-
-
-@functools.partial(jax.jit, static_argnums=1)
-def _keys(seed_key, n_keys: int):
-    """The init key and ``n_keys`` generation keys (raw key data) of a run, in one program
-    (eager splits would compile one program each on the first call)."""
-    key, k_init = jax.random.split(jax.random.wrap_key_data(seed_key))
-    return jax.random.key_data(k_init), jax.random.key_data(jax.random.split(key, n_keys))
 
 
 # ------------------------------------------------------------------------------ front door
@@ -343,8 +344,9 @@ def minimize(
       bounds: ``(lower, upper)`` floats or ``(D,)`` vectors; candidates are clipped into the box
         before evaluation and the sources are told the clipped points.
       sources: names from :data:`SOURCE_NAMES` and/or :class:`~ev3evo.Source` objects (asked
-        around the incumbent every generation). ``None``: :data:`DEFAULT_SOURCES`. ``"model"``
-        (the quadratic surrogate) needs at least one other source.
+        around the incumbent every generation). ``None``: :data:`DEFAULT_SOURCES`. ``"cma"``
+        (pycma, IPOP) and ``"cma_bipop"`` (pycma, BIPOP) exclude each other; ``"model"`` (the
+        quadratic surrogate) needs at least one other source.
       sigma0: initial step size (default: 0.3 × the box width with bounds, else
         ``max(1, 0.3 · max|x0|)``).
       vectorized: a host ``fun`` accepts a whole generation as a 2-D array.
@@ -376,8 +378,8 @@ def minimize(
             sigma0 = 1.0
     elif not (isinstance(sigma0, numbers.Real) and math.isfinite(sigma0) and sigma0 > 0):
         raise ValueError(f"sigma0 must be a positive finite number, got {sigma0!r}")
-    names, user, use_model = _resolve_sources(sources)
-    dtype = jnp.zeros(()).dtype  # float64 under jax_enable_x64, else float32
+    names, user, use_model, host_name = _resolve_sources(sources)
+    dtype = jax.dtypes.canonicalize_dtype(jnp.float64)  # float32 unless jax_enable_x64
     if box is not None:
         x0 = np.clip(x0, *box)
     if jax_fun is None:  # a vectorized fun is a host function by definition
@@ -400,148 +402,166 @@ def minimize(
             return values.reshape(-1)
         return np.array([_scalar(fun(np.array(row)), "for a (D,) input") for row in x])
 
-    port = _build(names, user, d, dtype, float(sigma0), budget)
-    mixed = port.mixed
-    size = mixed.source.size
-    source_ids = np.asarray(mixed.source_ids)
-    part_names = mixed.names
-    n_keys = 2 * min(budget + 2, 100_000)
-    k_init, keys = _keys(jax.random.key_data(jax.random.key(seed)), n_keys)
-
     best_f = _scalar(evaluate(x0[None])[0], "at x0") if not jax_fun else float(evaluate(x0[None])[0])
     best_x = x0.copy()
     if math.isnan(best_f):
         best_f = math.inf
     nfev = 1
     history = [(1, best_f)] if math.isfinite(best_f) else []
-    all_names = part_names + ((_MODEL,) if use_model else ())
+    seen_finite = math.isfinite(best_f)
+    converged = ftarget is not None and best_f <= ftarget
+
+    # The portfolio: pycma's CMA-ES, the local pool and the quadratic model on the host, and
+    # the JAX members (user sources, evosax ones) in one compiled step.
+    lam = 4 + int(3 * math.log(d))  # pycma's default population size
+    cma = None
+    if host_name:  # IPOP starts at twice the default population (see the module doc)
+        regime = _HOST_CMA[host_name]
+        cma = HostCMA(x0, sigma0, seed, regime, popsize=2 * lam if regime == "ipop" else lam)
+    pool_names = tuple(dict.fromkeys(n for n in names if n in _POOL))
+    pool = [LocalSearch(0.3 * sigma0, n, seed) for n in pool_names]
+    dev_names = tuple(dict.fromkeys(n for n in names if n in _DEVICE_NAMES))
+    dev = _build(dev_names, user, d, dtype, float(sigma0), budget) if dev_names or user else None
+    dev_parts = dev.mixed.names if dev is not None else ()
+    all_names = ((host_name,) if cma else ()) + pool_names + dev_parts
+    all_names += (_MODEL,) if use_model else ()
     evals = dict.fromkeys(all_names, 0)
     wins = dict.fromkeys(all_names, 0)
-    seen_finite = math.isfinite(best_f)
     model = QuadraticModel(d, capacity=min(budget, 20_000)) if use_model else None
     if model is not None:
         model.add(x0[None], np.array([best_f]))
-    model_rate = 0.5  # EMA of the model's wins over the generations it was asked
-    model_idle = 0  # generations since the model was last asked
-    move_cma = False  # the model won the last generation: move CMA-ES's mean to its point
-
-    state = port.init(jax.random.wrap_key_data(k_init), jnp.asarray(best_x, dtype))
-    # Credit of each pool source (allocation.update's: decay 0.8, reward 1 for a win).
-    pool_credit = np.zeros(len(port.pool_ids), np.float32) if len(port.pool_ids) else None
-    # EMA of generations in which the pool produced the incumbent. It starts at 0: the pool
-    # gets one probe slot every fourth generation until it earns more (CMA-ES keeps the early
-    # budget, where local mutations of the incumbent mostly duplicate its work).
+    # The pool's slots follow how often it produced the incumbent (EMA ``pool_rate``); it
+    # starts at 0: one probe slot every _POOL_PROBE-th generation until the pool earns more
+    # (CMA-ES keeps the early budget, where mutations of the incumbent duplicate its work).
+    # Alone (no CMA-ES, no JAX member), the pool always gets all its slots.
+    pool_caps = np.full(len(pool), max(2, lam // 2), np.int32)
+    pool_credit = np.zeros(len(pool), np.float32)  # allocation.update's (decay 0.8, reward 1)
     pool_rate = 0.0
-    pool_max = int(port.pool_caps.sum()) // max(len(port.pool_ids), 1)
-    is_pool = np.isin(np.arange(len(mixed.parts)), port.pool_ids)
-    pool_slots = is_pool[source_ids]
+    pool_alone = cma is None and dev is None
+    move = False  # the model won: evosax's CMA-ES continues from its point at the next tell
+    if dev is not None:
+        dev_size = dev.mixed.source.size
+        dev_ids = np.asarray(dev.mixed.source_ids)
+        seed_key = np.asarray(jax.random.key_data(jax.random.key(seed)))
+        state = dev.init(jax.random.fold_in(jax.random.key(seed), 2**31 - 1),
+                         jnp.asarray(best_x, dtype))  # fmt: skip
+        pending = None  # (generation, population, feedback) still to be told
+        if not user:
+            # A first "tell" of nothing (every fitness -inf is a no-op for the built-in
+            # sources) lets every generation go through the one compiled tell-then-ask step.
+            pending = (0, np.zeros((dev_size, d), dtype),
+                       Feedback(np.full(dev_size, -np.inf, dtype), np.zeros(dev_size, bool),
+                                x0.astype(dtype), np.False_))  # fmt: skip
     nit = idle = 0
-    pending = None  # (key, population, feedback) still to be told
-    if not user:
-        # A first "tell" of nothing (every fitness -inf is a no-op for the built-in sources)
-        # lets every generation go through the one compiled tell-then-ask step.
-        pending = (None, np.zeros((size, d), dtype),
-                   Feedback(np.full(size, -np.inf, dtype), np.zeros(size, bool),
-                            x0.astype(dtype), np.False_))  # fmt: skip
-    keys = np.asarray(keys)
     status = "budget_exhausted"
-    converged = ftarget is not None and best_f <= ftarget
     while nfev < budget and not converged:
-        # Raw key data (numpy) for this generation: no device round trip per split.
-        k_ask, k_tell = keys[(2 * nit) % n_keys], keys[(2 * nit + 1) % n_keys]
-        # How many slots the local pool gets this generation, and for which source.
-        active = np.ones(size, bool)
-        n_pool = 0
-        if pool_credit is not None:
-            n_pool = round(pool_max * min(1.0, pool_rate / 0.2))
-            n_pool = max(n_pool, 1 if nit % 4 == 3 else 0)
-            active[pool_slots] = False
-            if n_pool:  # (no device call at all in the generations without pool slots)
-                counts = _pool_counts(pool_credit, port.pool_caps, n_pool)
-                for c, i in zip(counts, port.pool_ids):
-                    lo = mixed.offsets[i]
-                    active[lo : mixed.offsets[i + 1]] = np.arange(mixed.parts[i].size) < c
-        x_inc = best_x.astype(dtype)
-        if pending is None:
-            pop, state = port.ask(k_ask, state, x_inc, active)
-        else:  # the previous generation's tell, fused with this generation's ask
-            k_tell_prev, told, feedback = pending
-            if k_tell_prev is None:
-                k_tell_prev = k_tell
-            pop, state = port.tell_ask(k_tell_prev, k_ask, state, told, feedback, x_inc, active,
-                                       np.bool_(move_cma))  # fmt: skip
-        pop = np.asarray(pop, dtype=np.float64)
-        if box is not None:
-            pop = np.clip(pop, *box)
-        todo = np.flatnonzero(active & np.all(np.isfinite(pop), axis=1))
-        # The model's Newton candidate: every generation while it wins, else now and then.
-        extra = None
-        if model is not None and (model_rate >= 0.1 or model_idle >= 4) and model.ready():
+        # 1. explore: every member's candidates, as blocks (name, points) in evaluation order.
+        blocks = []
+        extra = None  # the model's Newton candidate, every generation
+        if model is not None and model.ready():
             extra = model.propose(best_x)
             if extra is not None:
-                if box is not None:
-                    extra = np.clip(extra, *box)
-                if not np.all(np.isfinite(extra)):
-                    extra = None
-        n_room = budget - nfev
-        if extra is not None and n_room > 0:
-            todo = todo[: n_room - 1]  # the model's candidate is evaluated first
-        else:
-            extra = None
-            todo = todo[:n_room]  # never exceed the budget
-        fitness = np.full(size, -np.inf)
-        model_f = -math.inf
-        if todo.size or extra is not None:
-            batch = pop[todo] if extra is None else np.concatenate([extra[None], pop[todo]])
-            values = evaluate(batch)
-            nfev += batch.shape[0]
-            finite = ~np.isnan(values)
-            seen_finite |= bool(finite.any())
+                blocks.append((_MODEL, extra[None]))
+        if cma is not None:
+            x_cma = cma.ask()
+            blocks.append((host_name, x_cma))
+        counts = np.zeros(len(pool), np.int32)
+        if pool:
+            if pool_alone:
+                n_pool = int(pool_caps.sum())
+            else:
+                n_pool = round(int(pool_caps[0]) * min(1.0, pool_rate / 0.2))
+                n_pool = max(n_pool, 1 if nit % _POOL_PROBE == _POOL_PROBE - 1 else 0)
+            if n_pool:
+                counts = _pool_counts(pool_credit, pool_caps, n_pool)
+                for name, src, c in zip(pool_names, pool, counts):
+                    if c:
+                        blocks.append((name, src.ask(int(c), best_x)))
+        if dev is not None:
+            x_inc = best_x.astype(dtype)
+            if pending is None:
+                pop, state = dev.ask(seed_key, np.int32(nit), state, x_inc)
+            else:  # the previous generation's tell, fused with this generation's ask
+                gen, told, feedback = pending
+                pop, state = dev.tell_ask(seed_key, np.int32(gen), state, told, feedback, x_inc,
+                                          np.bool_(move))  # fmt: skip
+            pop = np.asarray(pop, dtype=np.float64)
+            blocks.append(("", pop))
+        # 2. assess: clip into the box, skip non-finite points, never exceed the budget.
+        if not blocks:  # (only a pool whose slots are all withheld this generation)
+            nit, idle = nit + 1, idle + 1
+            continue
+        x_all = np.concatenate([x for _, x in blocks]) if len(blocks) > 1 else blocks[0][1]
+        if box is not None:
+            x_all = np.clip(x_all, *box)
+        n_all = len(x_all)
+        finite = np.isfinite(x_all).all(axis=1)
+        everything = n_all <= budget - nfev and finite.all()
+        todo = slice(None) if everything else np.flatnonzero(finite)[: budget - nfev]
+        values = np.full(n_all, np.nan)
+        done = np.ones(n_all, bool) if everything else np.isin(np.arange(n_all), todo)
+        n_done = n_all if everything else len(todo)
+        if n_done:
+            values[todo] = evaluate(x_all[todo])
+            nfev += n_done
+            seen_finite = seen_finite or not np.isnan(values).all()
             if model is not None:
-                model.add(batch, values)
-            if extra is not None:
-                model_f = -values[0] if finite[0] else -math.inf
-                values, finite = values[1:], finite[1:]
-                evals[_MODEL] += 1
-            fitness[todo] = np.where(finite, -values, -np.inf)  # NaN ranks worst
-            for i in source_ids[todo]:
-                evals[part_names[i]] += 1
+                model.add(x_all[todo], values[todo])
             idle = 0
         else:
             idle += 1
         nit += 1
-        winner = int(np.argmax(fitness))
-        improved = fitness[winner] > -best_f
-        selected = np.zeros(size, bool)
-        model_won = extra is not None and model_f > max(-best_f, fitness[winner])
-        if model_won:
-            best_f, best_x = -float(model_f), extra.copy()
+        # 3. adapt: the incumbent, then what every member is told.
+        ranked = np.where(np.isnan(values), np.inf, values)  # NaN ranks worst, never best
+        win = int(np.argmin(ranked))
+        improved = ranked[win] < best_f
+        if improved:
+            best_f, best_x = float(ranked[win]), x_all[win].copy()
             history.append((nfev, best_f))
-            wins[_MODEL] += 1
             converged = ftarget is not None and best_f <= ftarget
-            improved = False
-        elif improved:
-            selected[winner] = True
-            best_f, best_x = -float(fitness[winner]), pop[winner].copy()
-            history.append((nfev, best_f))
-            wins[part_names[source_ids[winner]]] += 1
-            converged = ftarget is not None and best_f <= ftarget
-        move_cma = bool(model_won)
-        if extra is not None:
-            model_rate = 0.7 * model_rate + 0.3 * float(model_won)
-            model_idle = 0
-        else:
-            model_idle += 1
-        if pool_credit is not None:
-            in_pool = improved and bool(is_pool[source_ids[winner]])
+        won_by = None
+        start = 0
+        for name, x in blocks:
+            stop = start + len(x)
+            n = len(x) if everything else int(done[start:stop].sum())
+            if name:
+                evals[name] += n
+                if improved and start <= win < stop:
+                    won_by = name
+            else:  # the JAX members: counted and credited per part
+                ids = dev_ids if everything else dev_ids[done[start:stop]]
+                for i in ids:
+                    evals[dev_parts[i]] += 1
+                if improved and start <= win < stop:
+                    won_by = dev_parts[dev_ids[win - start]]
+            start = stop
+        if won_by is not None:
+            wins[won_by] += 1
+        start = 0
+        for name, x in blocks:
+            stop = start + len(x)
+            if name == host_name and (everything or done[start:stop].all()):
+                runs = cma.runs  # (pycma must be told its whole generation)
+                cma.tell(x_all[start:stop], values[start:stop], exact=box is None)
+                if won_by == _MODEL and cma.runs == runs:  # continue from the model's point
+                    cma.move_mean(best_x)
+            elif not name:
+                fitness = np.where(np.isnan(values[start:stop]), -np.inf, -values[start:stop])
+                selected = np.arange(start, stop) == win
+                selected &= won_by in dev_parts
+                feedback = Feedback(fitness.astype(dtype), selected, best_x.astype(dtype),
+                                    np.False_)  # fmt: skip
+                pending = (nit, x_all[start:stop].astype(dtype), feedback)
+            start = stop
+        move = won_by == _MODEL
+        if pool:
+            in_pool = won_by in pool_names
             pool_rate = 0.9 * pool_rate + 0.1 * float(in_pool)
-            if n_pool:  # credit moves only in generations where the pool had slots
-                hit = np.zeros(pool_credit.shape, np.float32)
-                if in_pool:
-                    hit[int(np.flatnonzero(port.pool_ids == source_ids[winner])[0])] = 1.0
+            for name, src, c in zip(pool_names, pool, counts):
+                src.tell(tried=bool(c), won=won_by == name)
+            if counts.any():  # credit moves only in generations where the pool had slots
+                hit = np.array([won_by == n for n in pool_names], np.float32)
                 pool_credit = np.float32(0.8) * pool_credit + np.float32(0.2) * hit
-        feedback = Feedback(fitness.astype(dtype), selected, best_x.astype(dtype), np.False_)
-        pending = (k_tell, pop.astype(dtype), feedback)
         if idle >= 50:
             status = "stalled"
             break

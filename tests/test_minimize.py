@@ -222,3 +222,68 @@ def test_pool_counts_match_allocation_rules():
         expected = allocation.counts_from_credit(jnp.asarray(credit), jnp.asarray(caps), n, 0, 0.1)
         np.testing.assert_array_equal(_pool_counts(credit, caps, n), np.asarray(expected))
     assert not _pool_counts(np.zeros(2, np.float32), np.array([3, 3], np.int32), 0).any()
+
+
+def test_default_portfolio_compiles_nothing(caplog):
+    """The default members (pycma, model, pool) run on the host: no XLA compilation at all."""
+    import jax
+
+    f = Counter(rosenbrock, vectorized=True)
+    with caplog.at_level("WARNING"), jax.log_compiles():
+        res = minimize(f, np.array([-1.0, 1.5]), budget=300, seed=3, sigma0=SIGMA0,
+                       vectorized=True)  # fmt: skip
+    compiles = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    assert not compiles, compiles
+    assert res.nfev == 300 and set(res.source_evals) == {"cma", "gaussian", "cauchy", "model"}
+
+
+def test_host_cma_restarts_ipop_and_bipop_and_ranks_nan_worst():
+    from ev3evo.minimize_sources import HostCMA
+
+    def flat(x):  # flat fitness (NaN told as worse) stops pycma's runs within a few generations
+        return np.where(x[:, 0] > 0, np.nan, 1.0)
+
+    ipop = HostCMA(np.zeros(3), 1.0, seed=4, regime="ipop", popsize=5)
+    sizes = [ipop.size]
+    while ipop.runs < 4:
+        x = ipop.ask()
+        ipop.tell(x, flat(x))
+        if ipop.size != sizes[-1]:
+            sizes.append(ipop.size)
+    assert sizes == [5, 10, 20, 40]
+    bipop = HostCMA(np.zeros(3), 1.0, seed=4, regime="bipop", popsize=5)
+    regimes = []
+    for _ in range(20):
+        x = bipop.ask()
+        bipop.tell(x, flat(x))
+        regimes.append(bipop.current)
+    assert "small" in regimes and "large" in regimes  # the regime that spent less runs next
+    with pytest.raises(ValueError, match="regime"):
+        HostCMA(np.zeros(2), 1.0, regime="nope")
+
+
+def test_host_members_are_deterministic_for_a_seed():
+    from ev3evo.minimize_sources import HostCMA, LocalSearch
+
+    # pycma samples from numpy's global generator, which it seeds when a run starts
+    first = HostCMA(np.ones(4), 0.5, seed=7).ask()
+    np.testing.assert_array_equal(first, HostCMA(np.ones(4), 0.5, seed=7).ask())
+    g, same = LocalSearch(0.5, "gaussian", seed=7), LocalSearch(0.5, seed=7)
+    np.testing.assert_array_equal(g.ask(3, np.zeros(2)), same.ask(3, np.zeros(2)))
+    g.tell(tried=True, won=True)
+    assert g.sigma == pytest.approx(0.5 * np.exp(1 / 3))
+    g.tell(tried=False, won=False)  # no slot: no change
+    assert g.sigma == pytest.approx(0.5 * np.exp(1 / 3))
+    with pytest.raises(ValueError, match="kind"):
+        LocalSearch(0.5, "uniform")
+
+
+def test_device_members_cma_evosax():
+    """The compiled path (evosax's CMA-ES on the device) still honours the contract."""
+    f = Counter(sphere, vectorized=True)
+    res = minimize(f, np.array([2.0, -1.5]), budget=250, seed=0, sigma0=SIGMA0, vectorized=True,
+                   sources=["cma_evosax", "model"])  # fmt: skip
+    assert f.rows == res.nfev == 250 and res.fun < 1e-6
+    assert res.source_evals["cma_evosax"] > 0 and sum(res.source_evals.values()) == 249
+    with pytest.raises(ValueError, match="one of 'cma'"):
+        minimize(sphere, np.zeros(2), budget=10, sources=["cma", "cma_bipop"])

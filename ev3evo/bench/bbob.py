@@ -587,7 +587,8 @@ NOTE = (
     "Wall time is the sum over runs of the solver's own time, the objective's compilation "
     "excluded (it is compiled once per function and dimension before timing, shared by all). "
     "Each (solver, dimension) group of 24 runs runs in one process, so a JAX solver's own "
-    "compilation (ev3evo, evosax) is counted once per group, in its first run. The objective "
+    "compilation (evosax; ev3evo's default portfolio compiles nothing) is counted once per "
+    "group, in its first run. The objective "
     "is a jitted batch function with its instance data on the device; nevergrad's CMA is "
     "asked a whole generation at a time (the same points as one at a time), NGOpt one "
     "candidate at a time."
@@ -601,7 +602,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default=None,
                         help="directory for the table (bbob_table.md) and ECDF (bbob_ecdf.png)")
     parser.add_argument("--solvers", default=None,
-                        help=f"comma-separated subset of {','.join(SOLVERS)}")
+                        help=f"comma-separated subset of {','.join(SOLVERS)} (default: all), "
+                             "e.g. --quick --solvers ev3evo,pycma-ipop for a fast comparison")
     parser.add_argument("--functions", default=None, help="comma-separated BBOB ids (1..24)")
     parser.add_argument("--dims", default=None, help="comma-separated dimensions")
     parser.add_argument("--instances", default=None, help="comma-separated instance ids")
