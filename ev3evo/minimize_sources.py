@@ -111,6 +111,8 @@ class QuadraticModel:
         self.x = np.empty((self.capacity, self.d))
         self.f = np.empty(self.capacity)
         self.n = 0
+        self.added = 0  # points ever added (the archive itself is trimmed at capacity)
+        self._fitted_at = -(10**9)
         iu = np.triu_indices(self.d, 1)
         self._iu = iu
 
@@ -126,6 +128,7 @@ class QuadraticModel:
         self.x[self.n : self.n + len(f)] = x
         self.f[self.n : self.n + len(f)] = f
         self.n += len(f)
+        self.added += len(f)
 
     def ready(self) -> bool:
         return self.n >= 2 * self.p_diag
@@ -136,6 +139,12 @@ class QuadraticModel:
             return None
         full = self.full and self.n >= int(1.2 * self.p_full) + 1
         p = self.p_full if full else self.p_diag
+        # Refit once at least p/2 new points came in: before that the fit on the 2p best points
+        # has barely changed. With minimize's populations this is every generation up to D = 5
+        # and every ~5th at D = 20, where one full fit (231 coefficients) costs milliseconds.
+        if self.added - self._fitted_at < p / 2:
+            return None
+        self._fitted_at = self.added
         k = min(self.n, 2 * p)
         idx = np.argpartition(self.f[: self.n], k - 1)[:k] if k < self.n else np.arange(self.n)
         xs, fs = self.x[idx], self.f[idx]
@@ -153,7 +162,19 @@ class QuadraticModel:
         spread = np.max(fs) - f0
         if not (np.isfinite(spread) and spread > 0):
             return None
-        coef, *_ = np.linalg.lstsq(a, (fs - f0) / spread, rcond=None)
+        y = (fs - f0) / spread
+        if p <= 100:
+            coef, *_ = np.linalg.lstsq(a, y, rcond=None)
+        else:
+            # Large fits (full model, D >= 13): the normal equations with a tiny ridge are 8x
+            # cheaper than lstsq's SVD (D = 20: 1.6 against 13 ms) and accurate enough for a
+            # proposal on standardized coordinates.
+            ata = a.T @ a
+            ridge = 1e-10 * np.trace(ata) / p
+            try:
+                coef = np.linalg.solve(ata + ridge * np.eye(p), a.T @ y)
+            except np.linalg.LinAlgError:
+                return None
         d = self.d
         g = coef[1 : 1 + d]
         h = np.diag(coef[1 + d : 1 + 2 * d])
