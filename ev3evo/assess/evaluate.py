@@ -70,7 +70,7 @@ def check_metrics(metrics: Sequence[Metric], params: Params, batch: Batch) -> No
 # An accelerator wants the opposite: chunks run one after another, each far too small to fill
 # the chip (H200, P=512, B=4096: 3.1 ms in 256 chunks); there the budget only bounds memory
 # (2^22 member-examples of a 1024-wide layer are 16 GiB of float32 activations).
-CHUNK_MEMBER_EXAMPLES = {"cpu": 8192}
+CHUNK_MEMBER_EXAMPLES = 8192
 CHUNK_MEMBER_EXAMPLES_ACCELERATOR = 1 << 22
 
 
@@ -82,8 +82,8 @@ def auto_chunk_size(
     ``backend`` defaults to ``jax.default_backend()``: cache-sized chunks on CPU, memory-sized
     ones on an accelerator.
     """
-    backend = backend or jax.default_backend()
-    budget = CHUNK_MEMBER_EXAMPLES.get(backend, CHUNK_MEMBER_EXAMPLES_ACCELERATOR)
+    cpu = (backend or jax.default_backend()) == "cpu"
+    budget = CHUNK_MEMBER_EXAMPLES if cpu else CHUNK_MEMBER_EXAMPLES_ACCELERATOR
     chunk = max(1, budget // max(1, num_examples))
     return None if chunk >= population_size else chunk
 
