@@ -49,7 +49,7 @@ import optax
 
 import ev3evo
 from ev3evo.assess.evaluate import evaluate_population
-from ev3evo.demo import digits_splits, mlp_apply, mlp_init
+from ev3evo.demo import digits_splits, mlp_apply, mlp_forward, mlp_init
 from ev3evo.explore import sampling
 
 
@@ -286,17 +286,22 @@ def bench_assess(ps, bs, repeats, hidden=32, n=None, sharded=False) -> dict:
     n = n or peak_size()
     _, val, _ = digits_splits(0)
     params = mlp_init(jax.random.key(0), (64, hidden, 10))
+    # the student's apply has a population rule (ev3evo.assess.population); the same MLP as a
+    # plain function (mlp_forward) is what a plain vmap of any model gets: timed alongside
     acc = ev3evo.metrics.accuracy(mlp_apply)
+    acc_plain = ev3evo.metrics.accuracy(mlp_forward)
     if sharded:
         mesh = parallel.population_mesh()
-        evaluate = jax.jit(lambda pop, batch: parallel.sharded_evaluate([acc], pop, batch, mesh)[0])
+        compile_eval = lambda m: jax.jit(
+            lambda pop, batch: parallel.sharded_evaluate([m], pop, batch, mesh)[0])
         place_batch = lambda b: parallel.replicate(b, mesh)
         place_pop = lambda p: jax.device_put(p, parallel.population_sharding(mesh))
         where = f" on {len(jax.devices())} CPU devices"
     else:
-        evaluate = jax.jit(lambda pop, batch: evaluate_population([acc], pop, batch)[0])
+        compile_eval = lambda m: jax.jit(lambda pop, batch: evaluate_population([m], pop, batch)[0])
         place_batch = place_pop = lambda x: x
         where = ""
+    evaluate, evaluate_plain = compile_eval(acc), compile_eval(acc_plain)
     rng = np.random.default_rng(0)
     per_example = mlp_flops((64, hidden, 10))
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
@@ -314,11 +319,21 @@ def bench_assess(ps, bs, repeats, hidden=32, n=None, sharded=False) -> dict:
                                       repeats=repeats)
             flops = p * b * per_example / t
             fraction = (p * b * per_example) / (2 * n**3) / ratio
+            # the same predictions (logits agree to float rounding: a near-tie may flip)
+            differ = np.mean(np.asarray(evaluate(pop, batch) != evaluate_plain(pop, batch)))
+            assert differ < 1e-4, f"population rule disagrees on {differ:.2%} of P={p} B={b}"
+            t_plain, _, rel = compare(lambda p=pop, b=batch: evaluate_plain(p, b),
+                                      lambda p=pop, b=batch: evaluate(p, b), repeats=repeats)
+            speedup = 1.0 / rel  # plain-vmap time / population-rule time
             rows.append({"P": p, "B": b, "seconds": t, "flops_per_s": flops,
-                         "peak_flops_per_s": 2 * n**3 / t_dot, "roofline_fraction": fraction})
+                         "peak_flops_per_s": 2 * n**3 / t_dot, "roofline_fraction": fraction,
+                         "seconds_plain_vmap": t_plain,
+                         "roofline_fraction_plain_vmap": fraction / speedup,
+                         "population_rule_speedup": speedup})
             print(f"  assess P={p:4d} B={b:5d}{where}: {t * 1e3:8.2f} ms  {flops / 1e9:6.1f} "
                   f"GFLOP/s  (peak alongside {2 * n**3 / t_dot / 1e9:5.1f})  "
-                  f"{100 * fraction:5.1f}% of peak", flush=True)
+                  f"{100 * fraction:5.1f}% of peak (plain vmap {100 * fraction / speedup:5.1f}%: "
+                  f"{speedup:.2f}x)", flush=True)
     return {"rows": rows, "hidden": hidden, "flops_per_example": per_example,
             "devices": len(jax.devices())}
 

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 
 from . import losses, metrics
+from .assess.population import dense_population_logits, with_population_rule
 from .callbacks import ProgressBar
 from .explore.gradient import gradient_rollouts
 from .explore.mutation import cauchy, gaussian
@@ -35,9 +36,21 @@ def digits_splits(seed: int = 0):
     return pick(perm[:a]), pick(perm[a:b]), pick(perm[b:])
 
 
-def mlp_apply(params, x):
+def mlp_forward(params, x):
+    """One tanh MLP ``{"w1", "b1", "w2", "b2"}`` on inputs ``x`` ``(N, D)``: logits ``(N, C)``."""
     h = jnp.tanh(x @ params["w1"] + params["b1"])
     return h @ params["w2"] + params["b2"]
+
+
+def mlp_population_forward(params, x):
+    """:func:`mlp_forward` of a stacked population on shared ``x``: logits ``(P, N, C)``."""
+    layers = [(params["w1"], params["b1"]), (params["w2"], params["b2"])]
+    return dense_population_logits(layers, x, jnp.tanh)
+
+
+#: :func:`mlp_forward`, evaluated feature-major when vmapped over a population (same values
+#: and gradients; see :mod:`ev3evo.assess.population`).
+mlp_apply = with_population_rule(mlp_forward, mlp_population_forward)
 
 
 def mlp_init(key, sizes=(64, 8, 10)):

@@ -35,6 +35,10 @@ def test_assess_fraction_is_flops_over_peak():
                                                  / r["seconds"])
         # the fraction is a median of per-repeat ratios: same order as flops / peak
         assert 0 < r["roofline_fraction"] < 10 * r["flops_per_s"] / r["peak_flops_per_s"]
+        # the plain-vmap figure is the same fraction scaled by the measured speed-up
+        assert r["seconds_plain_vmap"] > 0 and r["population_rule_speedup"] > 0
+        assert r["roofline_fraction_plain_vmap"] == pytest.approx(
+            r["roofline_fraction"] / r["population_rule_speedup"])
 
 
 def test_scaling_config_runs_in_its_own_process_and_reports_memory():

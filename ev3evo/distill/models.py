@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx, serialization
 
+from ..assess.population import dense_population_logits, with_population_rule
 from ..io.atomic import atomic_write
 
 __all__ = [
@@ -210,7 +211,18 @@ def functional(model: nnx.Module) -> Functional:
     def apply(p: dict, x: jax.Array) -> jax.Array:
         return nnx.merge(graphdef, p, rest)(x)
 
-    arch = arch_of(model) if isinstance(model, MLP) else None
+    arch = None
+    if isinstance(model, MLP):
+        arch = arch_of(model)
+        activation = ACTIVATIONS[model.activation]
+
+        def population(p: dict, x: jax.Array) -> jax.Array:
+            layers = p["layers"]
+            pairs = [(layers[i]["kernel"], layers[i]["bias"]) for i in range(len(layers))]
+            return dense_population_logits(pairs, x, activation)
+
+        # evaluated feature-major when vmapped over a population (ev3evo.assess.population)
+        apply = with_population_rule(apply, population)
     return Functional(graphdef, pure, rest, apply, arch)
 
 
