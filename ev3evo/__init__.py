@@ -9,6 +9,8 @@ from . import parallel as parallel
 from .assess import metrics as metrics
 from .assess import stats as stats
 from .assess.host import host_metric as host_metric
+from .assess.population import dense_population_logits as dense_population_logits
+from .assess.population import with_population_rule as with_population_rule
 from .callbacks import Callback as Callback
 from .callbacks import EarlyStopping as EarlyStopping
 from .callbacks import JSONLHistory as JSONLHistory

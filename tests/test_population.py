@@ -169,3 +169,11 @@ def test_population_rule_inside_shard_map_across_devices():
         [sys.executable, "-c", SHARDED], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-2000:]
+
+
+def test_module_docstring_example_runs():
+    import ev3evo.assess.population as module
+
+    code = module.__doc__.split("Example::", 1)[1]
+    lines = [line[4:] if line.startswith("    ") else line for line in code.splitlines()]
+    exec(compile("\n".join(lines), "population-docstring", "exec"), {})

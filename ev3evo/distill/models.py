@@ -211,9 +211,8 @@ def functional(model: nnx.Module) -> Functional:
     def apply(p: dict, x: jax.Array) -> jax.Array:
         return nnx.merge(graphdef, p, rest)(x)
 
-    arch = None
-    if isinstance(model, MLP):
-        arch = arch_of(model)
+    arch = arch_of(model) if isinstance(model, MLP) else None
+    if type(model) is MLP:  # a subclass may compute something else: no rule for it
         activation = ACTIVATIONS[model.activation]
 
         def population(p: dict, x: jax.Array) -> jax.Array:
