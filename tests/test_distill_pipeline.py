@@ -188,3 +188,26 @@ def test_report_table_and_best_method():
     assert report.best_method(summary, "accuracy") == "kd"
     text = report.table(summary)
     assert "teacher" in text and "0.0100" in text and "best student: ev3" in text
+
+
+@pytest.mark.parametrize("accept", ["lexicographic", "better", "not_worse"])
+def test_final_check_certifies_a_clearly_better_current_model_only(accept):
+    # A current model that is right on every example against a stable one that predicts one
+    # class: certified on the held-out half whatever the acceptance rule (acceptance compares
+    # the current model with itself there). The same model against itself: never.
+    rng = np.random.default_rng(0)
+    y = jnp.asarray(rng.integers(0, 3, 200), jnp.int32)
+    x = jax.nn.one_hot(y, 3) + 0.1 * jnp.asarray(rng.normal(size=(200, 3)), jnp.float32)
+    val = {"x": x, "y": y, "teacher": 5.0 * x}
+    apply = lambda p, x: x @ p["w"]
+    c = P.DistillConfig(accept=accept)
+    objectives, constraints = P._check_config(c)
+    engine = P.build_engine(apply, c, objectives, constraints, 3, 200)
+    good, bad = {"w": 5.0 * jnp.eye(3)}, {"w": jnp.zeros((3, 3))}
+    better = P.final_check(jax.random.key(0), engine, good, bad, val)
+    assert better["certified"] and better["pvalue"] < 1e-6
+    assert better["current"]["accuracy"] == 1.0
+    same = P.final_check(jax.random.key(0), engine, good, good, val)
+    assert not same["certified"]
+    worse = P.final_check(jax.random.key(0), engine, bad, good, val)
+    assert not worse["certified"]

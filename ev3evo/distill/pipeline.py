@@ -724,12 +724,18 @@ def final_check(key, engine: EV3, current: Params, stable: Params, val) -> dict:
     from ..adapt.gate import decide
     from ..assess.evaluate import evaluate_population
 
+    # The arms are [current as the candidate, current, stable]. Acceptance compares the
+    # candidate with the current model, i.e. with itself: under "lexicographic" or "better"
+    # it would never pass (no gain over itself) and nothing could ever be certified, so the
+    # check accepts on "not_worse" (always true here) and only the certification test decides.
+    gate = engine.gate._replace(accept="not_worse")
+
     @jax.jit  # one compiled program: eager dispatch would compile every primitive separately
     def check(key, current, stable, val):
         arms = jax.tree.map(lambda a, b: jnp.stack([a, a, b]), current, stable)
         stats = evaluate_population(engine.metrics, arms, val)
         return decide(key, engine.metrics, stats, engine.objectives, engine.constraints,
-                      jnp.ones(1, bool), engine.gate)
+                      jnp.ones(1, bool), gate)
 
     d = check(key, current, stable, val)
     names = engine.metric_names
