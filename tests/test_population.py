@@ -177,3 +177,22 @@ def test_module_docstring_example_runs():
     code = module.__doc__.split("Example::", 1)[1]
     lines = [line[4:] if line.startswith("    ") else line for line in code.splitlines()]
     exec(compile("\n".join(lines), "population-docstring", "exec"), {})
+
+
+def test_models_with_several_outputs():
+    def apply(p, x):
+        h = x @ p["w"]
+        return {"logits": h, "norm": jnp.sum(h**2, -1)}
+
+    def population(p, x):
+        h = jnp.einsum("pio,ni->pno", p["w"], x)
+        return {"logits": h, "norm": jnp.sum(h**2, -1)}
+
+    fast = with_population_rule(apply, population)
+    pop = {"w": jax.random.normal(jax.random.key(0), (P, 3, 2))}
+    x = jax.random.normal(jax.random.key(1), (N, 3))
+    got = jax.vmap(fast, in_axes=(0, None))(pop, x)
+    want = jax.vmap(apply, in_axes=(0, None))(pop, x)
+    for k in ("logits", "norm"):
+        _close(got[k], want[k])
+    _close(jax.vmap(fast)(pop, jnp.stack([x] * P))["norm"], want["norm"])

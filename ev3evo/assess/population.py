@@ -55,10 +55,12 @@ def with_population_rule(
     over the parameters alone.
 
     Args:
-      apply: the model, ``apply(params, x) -> out`` for one member.
+      apply: the model, ``apply(params, x) -> out`` for one member (``out`` an array or a
+        pytree of arrays).
       population: the same model for a population: every leaf of ``stacked_params`` has a
-        leading population axis ``P``; ``x`` is shared; returns ``(P, *out.shape)``. It must
-        compute what ``vmap(apply, in_axes=(0, None))`` computes (up to float rounding).
+        leading population axis ``P``; ``x`` is shared; returns ``out`` with a leading ``P``
+        on every leaf. It must compute what ``vmap(apply, in_axes=(0, None))`` computes (up
+        to float rounding).
 
     Returns:
       A function with ``apply``'s signature, values and gradients.
@@ -73,9 +75,11 @@ def with_population_rule(
         params_batched, x_batched = in_batched
         leaves = jax.tree.leaves(params_batched)
         if leaves and all(leaves) and not any(jax.tree.leaves(x_batched)):
-            return population(params, x), True
-        axes = jax.tree.map(lambda b: 0 if b else None, tuple(in_batched))
-        return jax.vmap(apply, in_axes=axes, axis_size=axis_size)(params, x), True
+            out = population(params, x)
+        else:
+            axes = jax.tree.map(lambda b: 0 if b else None, tuple(in_batched))
+            out = jax.vmap(apply, in_axes=axes, axis_size=axis_size)(params, x)
+        return out, jax.tree.map(lambda _: True, out)
 
     @jax.custom_vjp
     def fn(params, x):
