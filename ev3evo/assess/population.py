@@ -85,14 +85,8 @@ def with_population_rule(
     def fn(params, x):
         return batched(params, x)
 
-    def fwd(params, x):
-        out, pullback = jax.vjp(apply, params, x)
-        return out, pullback
-
-    def bwd(pullback, g):
-        return pullback(g)
-
-    fn.defvjp(fwd, bwd)
+    # forward: (out, pullback) of the plain model; backward: that pullback
+    fn.defvjp(lambda params, x: jax.vjp(apply, params, x), lambda pullback, g: pullback(g))
     return fn
 
 
@@ -109,10 +103,7 @@ def dense_population_logits(
     """
     h = x.reshape(x.shape[0], -1).T  # (D, N): examples on the fast axis
     for i, (kernel, bias) in enumerate(layers):
-        if i == 0:
-            h = jnp.einsum("pio,in->pon", kernel, h)
-        else:
-            h = jnp.einsum("pio,pin->pon", kernel, h)
+        h = jnp.einsum("pio,in->pon" if i == 0 else "pio,pin->pon", kernel, h)
         h = h + bias[:, :, None]
         if i < len(layers) - 1:
             h = activation(h)
