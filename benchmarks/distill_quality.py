@@ -35,6 +35,17 @@ def _stats(values):
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
+def _accuracies(row) -> str:
+    """Test accuracy of EV3, the best and the val-selected baseline (runs before the fifth
+    session did not record the baselines' other metrics)."""
+    every = row.get("baselines_all")
+    if not every:
+        return "–"
+    acc = lambda name: every[name].get("accuracy", float("nan"))
+    return (f"{row['ev3_test_all'].get('accuracy', float('nan')):.3f} / "
+            f"{acc(row['best_baseline_name']):.3f} / {acc(row['val_baseline_name']):.3f}")
+
+
 def _write(rows, path_md, path_json, args):
     import numpy as np
 
@@ -47,7 +58,9 @@ def _write(rows, path_md, path_json, args):
         f"--seeds {args.seeds} --time-budget {args.time_budget:g} --hidden {args.hidden} "
         f"--rollout-steps {args.rollout_steps} --correction {args.correction} "
         f"--accept {args.accept} " + (f"--certify {args.certify} " if args.certify else "") +
-        f"--tie-examples {args.tie_examples:g} --configs {' '.join(args.configs)}`",
+        f"--tie-examples {args.tie_examples:g} --configs {' '.join(args.configs)}"
+        + (f" --kd-loss {args.kd_loss}" if args.kd_loss != "kl_t4" else "")
+        + (f" --name {args.name}" if args.name != "distill_quality" else "") + "`",
         "",
         f"Student: MLP with {args.hidden} hidden units; EV3 runs {args.time_budget:g} s (step "
         "compiled before the clock), each baseline gets EV3's wall time. Test split, mean ± "
@@ -82,13 +95,15 @@ def _write(rows, path_md, path_json, args):
         )
     lines += ["", "Per run (test metric; seconds = EV3's wall time, steps taken):", "",
               "| data | metric | seed | EV3 | EV3 current | best baseline (name) | "
-              "val-selected baseline (name) | EV3 steps | certified | seconds |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "val-selected baseline (name) | accuracy: EV3 / best / val-selected | EV3 steps | "
+              "certified | seconds |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['data']} | {r['metric']} | {r['seed']} | {r['ev3']:.4f} | "
                      f"{r['ev3_current']:.4f} | "
                      f"{r['best_baseline']:.4f} ({r['best_baseline_name']}) | "
-                     f"{r['val_baseline']:.4f} ({r['val_baseline_name']}) | {r['ev3_steps']} | "
+                     f"{r['val_baseline']:.4f} ({r['val_baseline_name']}) | "
+                     f"{_accuracies(r)} | {r['ev3_steps']} | "
                      f"{r['certified']} | {r['seconds']:.1f} |")
     if args.notes and os.path.exists(args.notes):
         lines += ["", open(args.notes).read().rstrip()]
@@ -109,11 +124,15 @@ def main(argv=None) -> int:
     p.add_argument("--certify", default=None, help="the gate's certification rule")
     p.add_argument("--tie-examples", type=float, default=4.0,
                    help="primary ties within this many selection examples go to fidelity")
+    p.add_argument("--kd-loss", default="kl_t4",
+                   help="the KD baselines' loss (a name of ev3evo.distill.pipeline.MIXTURES)")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="DATA:METRIC pairs")
     p.add_argument("--notes", default=None,
                    help="a markdown file appended to the results (what was tried)")
     p.add_argument("--work", default="/tmp/ev3evo-distill-quality")
     p.add_argument("--results", default=os.path.join(os.path.dirname(__file__), "results"))
+    p.add_argument("--name", default="distill_quality",
+                   help="results file stem: RESULTS/NAME.md and RESULTS/NAME.json")
     args = p.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
     # Seeds of one dataset share shapes: the persistent cache compiles each step program once.
@@ -123,12 +142,12 @@ def main(argv=None) -> int:
     from ev3evo.distill.pipeline import distill
 
     os.makedirs(args.results, exist_ok=True)
-    md = os.path.join(args.results, "distill_quality.md")
-    js = os.path.join(args.results, "distill_quality.json")
+    md = os.path.join(args.results, f"{args.name}.md")
+    js = os.path.join(args.results, f"{args.name}.json")
     rows = []
     teachers = {}
     for cfg in args.configs:
-        data, metric = cfg.split(":")
+        data, _, metric = cfg.rpartition(":")  # DATA may hold a colon itself ("hard:20000")
         for seed in range(args.seeds):
             if (data, seed) not in teachers:
                 ds = D.load(data, seed=seed)
@@ -137,11 +156,11 @@ def main(argv=None) -> int:
             t0 = time.time()
             res = distill(data=data, metrics=(metric,), steps=args.steps,
                           time_budget=args.time_budget, student_hidden=(args.hidden,),
-                          seed=seed, out=os.path.join(args.work, f"{data}_{metric}_s{seed}"),
+                          seed=seed, out=os.path.join(args.work, f"{data.replace(':', '')}_{metric}_s{seed}"),
                           teacher=teachers[(data, seed)], baselines=True, progress=False,
                           warmup=True, rollout_steps=args.rollout_steps,
                           correction=args.correction, tie_examples=args.tie_examples,
-                          accept=args.accept, certify=args.certify)
+                          accept=args.accept, certify=args.certify, kd_loss=args.kd_loss)
             m = res.methods
             sign = -1.0 if metric in LOWER else 1.0
             base = {k: v["test"][metric] for k, v in m.items() if k != "ev3"}
@@ -162,6 +181,9 @@ def main(argv=None) -> int:
                                  if "event" not in h),
                 "es": base.get("es_open_es", float("nan")),
                 "baselines": base,
+                # every metric of every method: a low ECE from a model that is rarely right
+                # (an early checkpoint, an ES that only calibrates) is worth knowing about
+                "baselines_all": {k: v["test"] for k, v in m.items() if k != "ev3"},
                 "ev3_steps": m["ev3"]["steps"], "seconds": m["ev3"]["seconds"],
                 "ev3_test_all": m["ev3"]["test"],
                 "wall": time.time() - t0,

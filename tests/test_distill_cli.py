@@ -101,7 +101,8 @@ def test_npz_run_with_baselines(files):
     out = files["root"] / "out_npz"
     # The same EV3 flags as the .csv run: the compiled step comes from the persistent cache.
     p = _cli(["--data", files["npz"], "--steps", 3, "--teacher-epochs", 3, "--student-hidden", 4,
-              "--baselines", "--baseline-seconds", 1, "--quiet", "--out", out],
+              "--baselines", "--baseline-seconds", 1, "--kd-loss", "rkl_t2", "--quiet",
+              "--out", out],
              cache=files["cache"])
     assert p.returncode == 0, p.stderr[-3000:]
     methods = {"ev3", "kd_adam_0.003", "kd_adam_0.01", "kd_sgdm_0.05", "es_open_es"}
@@ -110,6 +111,8 @@ def test_npz_run_with_baselines(files):
     for name in methods - {"ev3"}:  # baselines keep the initial student's size
         assert summary["methods"][name]["params"] == summary["methods"]["ev3"]["params"]
         assert summary["methods"][name]["seconds"] < 30
+    assert {summary["methods"][n]["loss"] for n in methods if n.startswith("kd_")} == {"rkl_t2"}
+    assert summary["config"]["kd_loss"] == "rkl_t2"
 
 
 @pytest.mark.parametrize(
@@ -120,6 +123,7 @@ def test_npz_run_with_baselines(files):
         (["--constraint", "agreement=0.9"], "cannot read constraint"),
         # argparse's own errors are one line too
         (["--accept", "maybe"], "invalid choice: 'maybe'"),
+        (["--kd-loss", "kl_t9"], "invalid choice: 'kl_t9'"),
         (["--tie-examples", "-1"], "expected a positive number"),
         (["--steps", "many"], "expected a positive integer"),
     ],

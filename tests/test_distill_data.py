@@ -59,6 +59,19 @@ def test_make_hard_and_load_spec():
     small = data.make_hard(seed=1, n_samples=200, n_classes=3)
     _check_valid(small, 200)
     assert small.num_classes == 3
+    bigger = data.load("hard:5000", seed=1)
+    _check_valid(bigger, 5000)
+    assert bigger.feature_shape == (30,) and bigger.num_classes == 10
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("hard:lots", "write hard:N"),
+    ("hard:", "write hard:N"),
+    ("hard:50", "at least 100 examples"),
+])
+def test_bad_hard_spec_is_a_clear_data_error(spec, message):
+    with pytest.raises(data.DataError, match=message):
+        data.load(spec)
 
 
 def test_npz_plain_and_string_labels(tmp_path):

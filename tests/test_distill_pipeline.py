@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import scipy.stats
 
 from ev3evo import losses
 from ev3evo.assess import metrics as M
@@ -156,18 +157,46 @@ def test_baselines_select_on_validation():
                    algorithm="NoSuchES")
 
 
+@pytest.mark.parametrize("name", list(P.MIXTURES))
+def test_named_losses_are_the_weighted_sums_of_their_parts(name):
+    rng = np.random.default_rng(0)
+    batch = {"x": jnp.asarray(rng.normal(size=(32, 5)), jnp.float32),
+             "y": jnp.asarray(rng.integers(0, 3, 32), jnp.int32),
+             "teacher": jnp.asarray(rng.normal(size=(32, 3)) * 3, jnp.float32)}
+    apply = lambda p, x: x @ p
+    params = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
+    parts = [float(f(params, batch)) for f in P._loss_parts(apply)]
+    expected = sum(w * v for w, v in zip(P.MIXTURES[name], parts))
+    loss = P.named_loss(apply, name)
+    assert float(loss(params, batch)) == pytest.approx(expected, rel=1e-5)
+    grad = jax.grad(loss)(params, batch)
+    assert grad.shape == params.shape and bool(jnp.all(jnp.isfinite(grad)))
+    if name == "kl_t4":  # the default baseline loss is Hinton's KL at T=4
+        assert float(loss(params, batch)) == pytest.approx(float(P.kd_loss(apply)(params, batch)))
+
+
+def test_named_loss_unknown_name():
+    with pytest.raises(ValueError, match="unknown KD loss 'nope'; known: kl_t4"):
+        P.named_loss(lambda p, x: x, "nope")
+
+
 def test_engine_objectives_tie_break():
     objs = P.engine_objectives([Objective("accuracy")], True, 300)
     assert objs[0].tolerance == pytest.approx(1.5 / 300) and objs[-1].metric == "fidelity"
     assert P.engine_objectives([Objective("accuracy", 0.01)], True, 300)[0].tolerance == 0.01
     assert P.engine_objectives([Objective("ece")], False, 300) == [Objective("ece")]
+    # ECE's tie band is 0.6 examples' worth per example of the band and shrinks with the
+    # validation split like accuracy's (0.0133 at 180 selection examples, 0.0012 at 2000).
+    small = P.engine_objectives([Objective("ece")], True, 180, 4.0)[0].tolerance
+    large = P.engine_objectives([Objective("ece")], True, 2000, 4.0)[0].tolerance
+    assert small == pytest.approx(0.6 * 4 / 180) and large == pytest.approx(0.6 * 4 / 2000)
 
 
 @pytest.mark.parametrize(
     "overrides, needle",
     [({"steps": 0}, "steps"), ({"metrics": ["nope"]}, "unknown metric"),
      ({"constraints": ["agreement>0.9"]}, "constraint"), ({"student_hidden": ()}, "hidden"),
-     ({"grow_kind": "shrink"}, "grow_kind")],
+     ({"grow_kind": "shrink"}, "grow_kind"), ({"kd_loss": "kl_t9"}, "unknown KD loss")],
 )
 def test_config_errors_are_clear(overrides, needle):
     with pytest.raises(ValueError, match=needle):
@@ -207,7 +236,17 @@ def test_final_check_certifies_a_clearly_better_current_model_only(accept):
     better = P.final_check(jax.random.key(0), engine, good, bad, val)
     assert better["certified"] and better["pvalue"] < 1e-6
     assert better["current"]["accuracy"] == 1.0
+    # The power report: the gain on the held-out (odd) half, and the gain that is significant
+    # there, z·se of the paired differences at the certification level (alpha over the two
+    # lexicographic paths: accuracy, then fidelity).
+    held = np.asarray(y)[1::2]
+    d = (held != 0).astype(float)  # good is always right; bad (zero logits) predicts class 0
+    z = scipy.stats.norm.ppf(1 - c.alpha / 2)
+    assert better["primary"] == "accuracy" and better["held_out_examples"] == 100
+    assert better["gain"] == pytest.approx(d.mean(), abs=1e-6)
+    assert better["needed"] == pytest.approx(z * d.std(ddof=1) / np.sqrt(d.size), rel=1e-4)
     same = P.final_check(jax.random.key(0), engine, good, good, val)
-    assert not same["certified"]
+    assert not same["certified"] and same["gain"] == 0.0
     worse = P.final_check(jax.random.key(0), engine, bad, good, val)
     assert not worse["certified"]
+    assert worse["gain"] == pytest.approx(-d.mean(), abs=1e-6) and worse["needed"] > 0

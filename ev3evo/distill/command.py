@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 
-from .pipeline import DistillConfig, distill
+from .pipeline import MIXTURES, DistillConfig, distill
 
 _DEFAULTS = DistillConfig()
 
@@ -50,9 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g = p.add_argument_group("data and teacher")
     g.add_argument("--data", metavar="PATH", default=None,
-                   help="'digits' (built in, the default), 'hard' (a generated harder problem), "
-                        "or a .npz (arrays x, y; or x_train, y_train, [x_val, y_val,] x_test, "
-                        "y_test) or .csv file (header row; numeric features)")
+                   help="'digits' (built in, the default), 'hard' or 'hard:N' (a generated harder "
+                        "problem with N examples, 3000 by default), or a .npz (arrays x, y; or "
+                        "x_train, y_train, [x_val, y_val,] x_test, y_test) or .csv file (header row; numeric features)")
     g.add_argument("--label", metavar="COL", default=None,
                    help="label column of a .csv (default: the column named 'label', else the "
                         "last column)")
@@ -126,6 +126,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "comparison; set it only for quick checks)")
     g.add_argument("--es", default=_DEFAULTS.es_algorithm, metavar="ALGO",
                    help="evosax algorithm of the ES baseline (Open_ES, CMA_ES, SNES, ...)")
+    g.add_argument("--kd-loss", default=_DEFAULTS.kd_loss, choices=list(MIXTURES),
+                   help="loss of the KD baselines (EV3's own gradient sources use all of "
+                        "them): KL at T=4 (kl_t4, the best on digits), KL at T=1, reverse KL at "
+                        "T=2 (the best on hard:20000), logit MSE, cross-entropy, or KL+CE")
     g.add_argument("--quiet", action="store_true", help="no progress bar, no table")
     g = p.add_argument_group("checkpoints")
     g.add_argument("--checkpoint-every", type=_positive_int, default=None, metavar="N",
@@ -160,6 +164,7 @@ def main(args: argparse.Namespace) -> int:
         baselines=args.baselines,
         baseline_seconds=args.baseline_seconds,
         es_algorithm=args.es,
+        kd_loss=args.kd_loss,
         teacher=args.teacher,
         teacher_epochs=args.teacher_epochs,
         progress=not args.quiet,

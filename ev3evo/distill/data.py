@@ -524,16 +524,34 @@ def load_file(
     raise DataError(f"{path}: unsupported format '{ext or '(none)'}'; use a .npz or .csv file")
 
 
+def _hard_size(spec: str) -> int:
+    """``N`` of a ``"hard:N"`` data spec, with a clear error for anything else."""
+    text = spec.partition(":")[2].strip()
+    try:
+        n = int(text)
+    except ValueError:
+        raise DataError(f"cannot read {spec!r}: write hard:N with N a whole number of examples, "
+                        f"e.g. hard:20000") from None
+    if n < 100:
+        raise DataError(f"{spec!r}: the generated problem needs at least 100 examples, got {n}")
+    return n
+
+
 def load(spec: str | os.PathLike | None = None, label: str | None = None, seed: int = 0,
          fractions=DEFAULT_FRACTIONS) -> Dataset:
-    """``None`` or ``"digits"``: digits; ``"hard"``: :func:`make_hard`; otherwise a file path.
+    """``None`` or ``"digits"``: digits; ``"hard"`` or ``"hard:N"``: :func:`make_hard` (with
+    ``N`` examples; 3000 by default); otherwise a file path.
 
     Example:
         >>> load("hard").name
         'hard'
+        >>> len(load("hard:600").test["y"])
+        120
     """
     if spec is None or spec == "digits":
         return load_digits(seed=seed, fractions=fractions)
     if spec == "hard":
         return make_hard(seed=seed, fractions=fractions)
+    if isinstance(spec, str) and spec.startswith("hard:"):
+        return make_hard(seed=seed, n_samples=_hard_size(spec), fractions=fractions)
     return load_file(spec, label=label, seed=seed, fractions=fractions)
