@@ -37,8 +37,6 @@ def main(argv=None) -> int:
                    help="the quality benchmark's folder: its cached teachers are reused")
     args = p.parse_args(argv)
 
-    import jax
-    import jax.numpy as jnp
     import numpy as np
 
     from ev3evo.assess import metrics as M
@@ -56,12 +54,8 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         ds = D.load(args.data, seed=seed)
         teacher = T.load_or_train_teacher(ds, os.path.join(args.work, "teachers"), seed=seed)
-        splits = {s: {"x": getattr(ds, s)["x"], "y": getattr(ds, s)["y"],
-                      "teacher": jnp.asarray(T.teacher_logits(teacher, getattr(ds, s)["x"]),
-                                             jnp.float32)}
-                  for s in ("train", "val", "test")}
-        # The same keys and initial student as ev3evo.distill.pipeline.distill for this seed.
-        _, _, k_kd, _ = jax.random.split(jax.random.key(seed), 4)
+        splits = P.teacher_splits(ds, teacher)
+        _, k_kd, _ = P.run_keys(seed)  # the key and initial student of distill's KD baselines
         student, params0 = P.Student.create(int(np.prod(ds.feature_shape)), (args.hidden,),
                                             ds.num_classes, seed)
         metric = M.get(args.metric, student.apply, ds.num_classes)

@@ -90,6 +90,12 @@ class Decision(NamedTuple):
     valid: Array  # (P,) bool
     fitness: Array  # (P,) primary utility, -inf where invalid
     pvalue: Array  # float, the winner's (uncorrected) p-value against stable
+    # The winner against stable on the primary objective, on the examples of the certification
+    # test (the held-out half with "split"): the point gain (higher is better) and the gain
+    # that would be significant there at the test's level given the spread of the paired
+    # differences (z·se, or the bootstrap's equivalent). 0 when there is no winner.
+    gain: Array
+    needed: Array
 
 
 def compare(
@@ -242,6 +248,7 @@ def decide(
         tests = [compare(keys[3 * i + 2], m, held[index[m.name]], 1, level,
                          config.bootstrap) for i, m in enumerate(obj_metrics)]
         pvalue = tests[0].pvalue[0]
+        gain, needed = tests[0].diff[0], tests[0].diff[0] - tests[0].lower[0]
         significant = pvalue <= level
         if lexi:
             tied = jnp.asarray(True)  # non-inferior on every objective before j
@@ -265,6 +272,7 @@ def decide(
         reject = _reject(primary_stab.pvalue[:p], valid & (violation[:p] <= 0), config)
         significant = reject[w]
         pvalue = primary_stab.pvalue[w]
+        gain, needed = primary_stab.diff[w], primary_stab.diff[w] - primary_stab.lower[w]
         guards = jnp.asarray(True)
         for o, cmp_ in zip(objectives[1:], vs_stable[1:]):
             guards = guards & (cmp_.upper[w] >= -o.tolerance)
@@ -287,6 +295,8 @@ def decide(
         valid=valid,
         fitness=fitness,
         pvalue=jnp.where(has_winner, pvalue, 1.0),
+        gain=jnp.where(has_winner, gain, 0.0),
+        needed=jnp.where(has_winner, needed, 0.0),
     )
 
 

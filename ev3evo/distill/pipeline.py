@@ -323,8 +323,8 @@ def named_loss(apply, name: str):
     """
     if name not in MIXTURES:
         raise ValueError(f"unknown KD loss {name!r}; known: {', '.join(MIXTURES)}")
-    terms = [(w, f) for w, f in zip(MIXTURES[name], _loss_parts(apply)) if w]
-    return lambda params, batch: sum(w * f(params, batch) for w, f in terms)
+    terms = [(f, w) for f, w in zip(_loss_parts(apply), MIXTURES[name]) if w]
+    return L.mixture([f for f, _ in terms], [w for _, w in terms])
 
 
 #: EV3's KD loss grid: (name, weights over _loss_parts) — pure losses and mixtures
@@ -547,7 +547,7 @@ def _teacher(ds, c: DistillConfig, out: str, log):
     t0 = time.perf_counter()
     teacher = T.load_or_train_teacher(ds, os.path.join(out, "teacher"), path=c.teacher, **kwargs)
     log(f"teacher ready in {time.perf_counter() - t0:.1f}s")
-    return teacher, T
+    return teacher
 
 
 def distill(config: DistillConfig | None = None, /, **overrides) -> DistillResult:
@@ -585,12 +585,8 @@ def distill(config: DistillConfig | None = None, /, **overrides) -> DistillResul
                                + list(REPORTED)))
     primary = objectives[0].metric
 
-    teacher, T = _teacher(ds, c, out, log)
-    splits = {}
-    for split in ("train", "val", "test"):
-        b = getattr(ds, split)
-        splits[split] = {"x": b["x"], "y": b["y"],
-                         "teacher": jnp.asarray(T.teacher_logits(teacher, b["x"]), jnp.float32)}
+    teacher = _teacher(ds, c, out, log)
+    splits = teacher_splits(ds, teacher)
     train, val, test = splits["train"], splits["val"], splits["test"]
     n_val = len(val["y"])
     teacher_report = {
@@ -599,8 +595,7 @@ def distill(config: DistillConfig | None = None, /, **overrides) -> DistillResul
         "params": _teacher_params(teacher),
     }
 
-    key = jax.random.key(c.seed)
-    _, k_run, k_kd, k_es = jax.random.split(key, 4)
+    k_run, k_kd, k_es = run_keys(c.seed)
     student, params0 = Student.create(in_features, c.student_hidden, num_classes, c.seed)
     student_run, params_run, events = student, params0, []
     if saved is not None:  # continue with the architecture the run had reached (growth)
@@ -744,6 +739,22 @@ def distill(config: DistillConfig | None = None, /, **overrides) -> DistillResul
     return DistillResult(summary, full_history, final.arch, stable_params, out)
 
 
+def teacher_splits(ds, teacher) -> dict:
+    """``{"train"|"val"|"test": {"x", "y", "teacher"}}``: each split with the teacher's logits."""
+    from . import teacher as T
+
+    return {split: {"x": getattr(ds, split)["x"], "y": getattr(ds, split)["y"],
+                    "teacher": jnp.asarray(T.teacher_logits(teacher, getattr(ds, split)["x"]),
+                                           jnp.float32)}
+            for split in ("train", "val", "test")}
+
+
+def run_keys(seed: int):
+    """The keys of a run with ``seed``: ``(EV3's run, the KD baselines, the ES baseline)``."""
+    _, k_run, k_kd, k_es = jax.random.split(jax.random.key(seed), 4)
+    return k_run, k_kd, k_es
+
+
 def final_check(key, engine: EV3, current: Params, stable: Params, val) -> dict:
     """The end-of-run test of the current model against the stable one (split gate only).
 
@@ -760,7 +771,7 @@ def final_check(key, engine: EV3, current: Params, stable: Params, val) -> dict:
     test, or the bootstrap's equivalent). A run whose later gains all stay below ``needed`` has
     too few validation examples to certify them, however long it runs.
     """
-    from ..adapt.gate import compare, decide
+    from ..adapt.gate import decide
     from ..assess.evaluate import evaluate_population
 
     # The arms are [current as the candidate, current, stable]. Acceptance compares the
@@ -773,16 +784,10 @@ def final_check(key, engine: EV3, current: Params, stable: Params, val) -> dict:
     def check(key, current, stable, val):
         arms = jax.tree.map(lambda a, b: jnp.stack([a, a, b]), current, stable)
         stats = evaluate_population(engine.metrics, arms, val)
-        decision = decide(key, engine.metrics, stats, engine.objectives, engine.constraints,
-                          jnp.ones(1, bool), gate)
-        # The primary objective on the held-out half, at the level of the certification test.
-        primary = engine.metrics[engine.metric_names.index(engine.objectives[0].metric)]
-        held = stats[engine.metric_names.index(primary.name)][:, 1::2][jnp.array([0, 2])]
-        levels = len(engine.objectives) if gate.certify == "lexicographic" else 1
-        power = compare(key, primary, held, 1, gate.alpha / levels, gate.bootstrap)
-        return decision, power.diff[0], power.diff[0] - power.lower[0]
+        return decide(key, engine.metrics, stats, engine.objectives, engine.constraints,
+                      jnp.ones(1, bool), gate)
 
-    d, gain, needed = check(key, current, stable, val)
+    d = check(key, current, stable, val)
     names = engine.metric_names
     return {
         "event": "final_check",
@@ -790,8 +795,8 @@ def final_check(key, engine: EV3, current: Params, stable: Params, val) -> dict:
         "pvalue": float(d.pvalue),
         "primary": engine.objectives[0].metric,
         "held_out_examples": int(val["y"].shape[0] // 2),
-        "gain": float(gain),
-        "needed": float(needed),
+        "gain": float(d.gain),
+        "needed": float(d.needed),
         "current": {n: float(v) for n, v in zip(names, d.values[0])},
         "stable": {n: float(v) for n, v in zip(names, d.values[2])},
     }
