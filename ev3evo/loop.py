@@ -218,6 +218,10 @@ class EV3:
         self.credit_prior = float(credit_prior)
         self.patience = check_positive_int(patience, "patience")
         self.capacities = np.array([p.size for p in self.mixed.parts], np.int32)
+        self.allocator = alloc.proportional(
+            self.capacities, self.population_size,
+            alloc.Allocation(self.population_size, self.min_slots, self.credit_decay,
+                             self.credit_prior))
         self.host = self.mixed.source.host
         # The compiled step, built once and cached on this immutable configuration.
         self.step = self._staged_step if self.host else jax.jit(self._step)
@@ -253,7 +257,7 @@ class EV3:
                 )
         params = jax.tree.map(jnp.asarray, params)
         sources = self.mixed.source.init(key, params)
-        allocation = alloc.init(self.capacities, self.population_size, self.min_slots, self.credit_prior)
+        allocation = self.allocator.init()
         zero = jnp.zeros((), jnp.int32)
         state = EV3State(params, params, sources, allocation, zero, zero)
         # Strong-type every leaf so the first and later steps see identical avals (a
@@ -372,10 +376,8 @@ class EV3:
 
         source_ids = jnp.asarray(mixed.source_ids, jnp.int32)
         winner_source = jnp.where(d.winner >= 0, source_ids[slot], -1)
-        allocation = alloc.update(
-            state.allocation, winner_source, d.accepted, d.certified, self.capacities,
-            budget, self.min_slots, self.credit_prior, self.credit_decay,
-        )
+        credit = alloc.winner_credit(len(mixed.parts), winner_source, d.accepted, d.certified)
+        allocation = self.allocator.update(state.allocation, credit)
         since = jnp.where(d.certified, 0, state.since_certified + 1).astype(jnp.int32)
         stable_arm = jnp.where(d.certified, w, p + 1)
         new_state = EV3State(params, stable, source_states, allocation, state.step + 1, since)

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import jax
+import numpy as np
 
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
@@ -79,6 +80,19 @@ class TellFn(Protocol):
     ) -> SourceState: ...
 
 
+#: What a source's ``dump`` hook returns: a dict of plain data (numpy arrays, numbers, strings,
+#: bytes, lists and dicts of them) that a checkpoint stores as it is.
+HostData = dict
+
+
+class DumpFn(Protocol):
+    def __call__(self, state: SourceState) -> HostData: ...
+
+
+class LoadFn(Protocol):
+    def __call__(self, state: SourceState, data: HostData) -> SourceState: ...
+
+
 class Source(NamedTuple):
     """A source of candidates: pure ``(init, ask, tell)`` functions and a static slot count.
 
@@ -88,8 +102,16 @@ class Source(NamedTuple):
       tell: ``(key, state, population, feedback) -> state``.
       size: number of candidates ``ask`` returns (the leading axis of ``population``).
       name: a short name used in logs and in the allocation record.
-      host: true when ``ask``/``tell`` run Python on the host (nevergrad, external programs);
-        such a source is called outside ``jit``.
+      host: true when ``ask``/``tell`` run Python on the host (nevergrad, pycma, external
+        programs); such a source is called outside ``jit``, with concrete arrays.
+      dump: optional ``state -> data``: the part of the source's state that lives outside the
+        state pytree (a Python optimizer object on the host), as plain data for a checkpoint.
+        Called between steps only.
+      load: optional ``(state, data) -> state``: the inverse of ``dump``. ``state`` is a fresh
+        state from ``init`` (with the checkpoint's arrays already restored into it); the hook
+        rebuilds the host-side part from ``data`` and returns the state bound to it.
+      parts: the sources a :func:`~ev3evo.mix` is made of (empty for a single source); see
+        :attr:`layout`.
     """
 
     init: InitFn
@@ -98,6 +120,45 @@ class Source(NamedTuple):
     size: int
     name: str
     host: bool = False
+    dump: DumpFn | None = None
+    load: LoadFn | None = None
+    parts: tuple = ()
+
+    @property
+    def layout(self) -> Layout:
+        """Which part of the source fills which slot (a single source is its own one part)."""
+        return Layout(self.parts or (self,))
+
+
+class Layout(NamedTuple):
+    """The slot layout of a source: its parts in order, and which slots each one fills.
+
+    Attributes:
+      parts: the single sources, in slot order.
+    """
+
+    parts: tuple
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.parts)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(int(p.size) for p in self.parts)
+
+    @property
+    def offsets(self) -> tuple[int, ...]:
+        """Start slot of each part, plus the total size at the end."""
+        out = [0]
+        for size in self.sizes:
+            out.append(out[-1] + size)
+        return tuple(out)
+
+    @property
+    def source_ids(self) -> np.ndarray:
+        """``(size,)`` int32: the index in :attr:`parts` of each slot's part."""
+        return np.repeat(np.arange(len(self.parts), dtype=np.int32), self.sizes)
 
 
 class Metric(NamedTuple):

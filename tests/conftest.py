@@ -20,8 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-from ev3evo.explore.registry import example_problem
+from _registry import example_problem
 
 
 def mlp_apply(params, x):
@@ -62,7 +61,7 @@ def digits_mlp(digits):
 
 @pytest.fixture(scope="session")
 def toy():
-    """The registry's toy linear problem (:func:`ev3evo.explore.registry.example_problem`)."""
+    """The registry's toy linear problem (:func:`_registry.example_problem`)."""
     return example_problem()
 
 

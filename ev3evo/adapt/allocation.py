@@ -2,21 +2,90 @@
 
 Each source has a static capacity (its ``size``); the engine evaluates a fixed *budget* of
 slots per step, at most the total capacity. A source's credit is an exponential moving average
-of its rewards (1 when it made the accepted winner, 1 more when that winner was certified);
-its share of the budget is a floor ``min_slots`` plus a part of the rest proportional to
-``credit + prior``, capped by its capacity. No source is ever starved: the floor guarantees
-every source keeps proposing, so one that starts to win again can recover its share.
+of its rewards (what it contributed in a step, see :class:`Credit`); its share of the budget is
+a floor ``min_slots`` plus a part of the rest proportional to ``credit + prior``, capped by its
+capacity. No source is ever starved: the floor guarantees every source keeps proposing, so one
+that starts to win again can recover its share.
 
-Counts are integers chosen by the largest-remainder method, computed under ``jit``.
+The allocator is a pair of pure functions, like an optax transform::
+
+    allocator = proportional(capacities, budget, Allocation())
+    state = allocator.init()
+    state = allocator.update(state, Credit(reward, won, certified))
+
+Counts are integers chosen by the largest-remainder method. :func:`counts_from_credit` works on
+numpy arrays as well as on JAX arrays (under ``jit``): the host loop of
+:func:`ev3evo.minimize` shares its local-search slots with it too.
+
+Example::
+
+    import numpy as np
+    from ev3evo.adapt.allocation import counts_from_credit
+    counts = counts_from_credit(np.array([1.0, 0.0]), np.array([8, 8]), 6, 1, 0.25)
+    assert counts.tolist() == [5, 1]
 """
 
 from __future__ import annotations
 
+import numbers
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 
+from .._checks import check_positive_int
 from ..types import Array
+
+
+class Allocation(NamedTuple):
+    """Settings of the allocation (static; validated by :meth:`validated`).
+
+    Attributes:
+      population_size: slots evaluated per step, shared by the sources; ``None`` uses every
+        slot the sources offer (the sum of their sizes). Smaller values make allocation matter.
+      min_slots: the floor of slots every source keeps.
+      credit_decay: EMA factor of source credit, in ``[0, 1)``.
+      credit_prior: pseudo-credit that keeps shares from collapsing, ``> 0``.
+    """
+
+    population_size: int | None = None
+    min_slots: int = 1
+    credit_decay: float = 0.8
+    credit_prior: float = 0.25
+
+    def validated(self, capacities) -> Allocation:
+        """These settings checked against the sources' capacities; ``population_size`` filled in.
+
+        Raises:
+          ValueError, TypeError: a setting out of range, or a budget the sources cannot fill.
+        """
+        caps = [int(c) for c in capacities]
+        capacity = sum(caps)
+        budget = capacity if self.population_size is None else check_positive_int(
+            self.population_size, "population_size")
+        min_slots = check_positive_int(self.min_slots, "min_slots")
+        if budget > capacity:
+            raise ValueError(
+                f"population_size {budget} exceeds the sources' total size {capacity}; give "
+                "the sources more slots or lower population_size"
+            )
+        floor = sum(min(min_slots, c) for c in caps)
+        if budget < floor:
+            raise ValueError(
+                f"population_size {budget} is below the {floor} slots needed to give each of "
+                f"the {len(caps)} sources min_slots={min_slots}"
+            )
+        decay, prior = self.credit_decay, self.credit_prior
+        if not (_real(decay) and 0.0 <= decay < 1.0):
+            raise ValueError(f"credit_decay must be in [0, 1), got {decay!r}")
+        if not (_real(prior) and prior > 0):
+            raise ValueError(f"credit_prior must be > 0, got {prior!r}")
+        return Allocation(budget, min_slots, float(decay), float(prior))
+
+
+def _real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
 
 
 class AllocationState(NamedTuple):
@@ -35,77 +104,105 @@ class AllocationState(NamedTuple):
     counts: Array
 
 
-def _largest_remainder(quota: Array, total: int) -> Array:
-    base = jnp.floor(quota)
-    rest = total - jnp.sum(base)
-    order = jnp.argsort(-(quota - base))
-    bonus = jnp.zeros_like(base).at[order].set((jnp.arange(quota.shape[0]) < rest).astype(base.dtype))
-    return (base + bonus).astype(jnp.int32)
+class Credit(NamedTuple):
+    """What each source contributed in one step.
+
+    Attributes:
+      reward: ``(S,)`` float, the reward folded into each source's credit.
+      won: ``(S,)`` bool, the source made the accepted winner.
+      certified: ``(S,)`` bool, the source made a certified winner.
+    """
+
+    reward: Array
+    won: Array
+    certified: Array
 
 
-def counts_from_credit(
-    credit: Array, capacities: Array, budget: int, min_slots: int, prior: float
-) -> Array:
+class Allocator(NamedTuple):
+    """Pure allocation functions: ``init() -> state`` and ``update(state, credit) -> state``."""
+
+    init: object
+    update: object
+
+
+def _namespace(*arrays):
+    """``jax.numpy`` when any input is a JAX array (or a tracer), else ``numpy``."""
+    return jnp if any(isinstance(a, jax.Array) for a in arrays) else np
+
+
+def _largest_remainder(quota, total: int, xp):
+    base = xp.floor(quota)
+    rest = total - xp.sum(base)
+    # Rank of each entry by its fractional part (largest first): the first ``rest`` get one more.
+    rank = xp.argsort(xp.argsort(-(quota - base), stable=True), stable=True)
+    return (base + (rank < rest).astype(base.dtype)).astype(xp.int32)
+
+
+def counts_from_credit(credit, capacities, budget: int, min_slots: int, prior: float):
     """Integer slot counts: ``min_slots`` each, the rest proportional to ``credit + prior``.
 
     Respects capacities by water-filling: sources at capacity give their excess to the others.
-    Requires ``budget <= sum(capacities)`` and ``min_slots * S <= budget``.
+    Requires ``budget <= sum(capacities)`` and ``min_slots * S <= budget``. Works on numpy
+    arrays (returns numpy) and on JAX arrays (returns JAX, usable under ``jit``).
     """
-    s = credit.shape[0]
-    caps = capacities.astype(jnp.float32)
-    floor = jnp.minimum(caps, float(min_slots))
-    weight = credit + prior
-    alloc = floor
+    xp = _namespace(credit, capacities)
+    credit = xp.asarray(credit, xp.float32)
+    caps = xp.asarray(capacities).astype(xp.float32)
+    alloc = xp.minimum(caps, xp.float32(min_slots))
+    weight = credit + xp.float32(prior)
     # At most S rounds: each round either finishes or saturates at least one source.
-    for _ in range(s):
+    for _ in range(int(credit.shape[0])):
         room = caps - alloc
         open_ = room > 0
-        remaining = budget - jnp.sum(alloc)
-        w = jnp.where(open_, weight, 0.0)
-        w = jnp.where(jnp.sum(w) > 0, w, open_.astype(jnp.float32))
-        add = jnp.minimum(room, remaining * w / jnp.maximum(jnp.sum(w), 1e-12))
-        alloc = alloc + jnp.where(remaining > 1e-6, add, 0.0)
-    counts = _largest_remainder(alloc, budget)
-    return jnp.minimum(counts, capacities.astype(jnp.int32))
+        remaining = xp.float32(budget) - xp.sum(alloc)
+        w = xp.where(open_, weight, xp.float32(0.0))
+        w = xp.where(xp.sum(w) > 0, w, open_.astype(xp.float32))
+        add = xp.minimum(room, remaining * w / xp.maximum(xp.sum(w), xp.float32(1e-12)))
+        alloc = alloc + xp.where(remaining > 1e-6, add, xp.float32(0.0))
+    counts = _largest_remainder(alloc, budget, xp)
+    return xp.minimum(counts, caps.astype(xp.int32))
 
 
-def init(capacities, budget: int, min_slots: int, prior: float) -> AllocationState:
-    """Uniform credit; counts proportional to capacity within the budget."""
-    caps = jnp.asarray(capacities, jnp.int32)
-    s = caps.shape[0]
-    credit = jnp.zeros(s, jnp.float32)
-    zeros = jnp.zeros(s, jnp.int32)
-    # Before any evidence, share the budget in proportion to what each source offers.
-    counts = counts_from_credit(credit, caps, budget, min_slots, prior) if budget < int(
-        jnp.sum(caps)
-    ) else caps
-    return AllocationState(credit, zeros, zeros, counts)
+def proportional(capacities, budget: int, settings: Allocation) -> Allocator:
+    """Slots proportional to an EMA of credit (see the module docstring).
+
+    Args:
+      capacities: ``(S,)`` slots each source can fill (its ``size``).
+      budget: slots evaluated per step.
+      settings: the floor, decay and prior (an :class:`Allocation`).
+    """
+    caps = np.asarray(capacities, np.int32)
+    full = budget >= int(caps.sum())
+
+    def counts(credit):
+        if full:  # every slot is evaluated: nothing to share
+            return jnp.asarray(caps)
+        return counts_from_credit(credit, jnp.asarray(caps), budget, settings.min_slots,
+                                  settings.credit_prior)
+
+    def init() -> AllocationState:
+        credit = jnp.zeros(caps.shape, jnp.float32)
+        zeros = jnp.zeros(caps.shape, jnp.int32)
+        return AllocationState(credit, zeros, zeros, counts(credit))
+
+    def update(state: AllocationState, credit: Credit) -> AllocationState:
+        decay = settings.credit_decay
+        ema = decay * state.credit + (1.0 - decay) * jnp.asarray(credit.reward, jnp.float32)
+        return AllocationState(
+            ema,
+            state.wins + jnp.asarray(credit.won, jnp.int32),
+            state.certified + jnp.asarray(credit.certified, jnp.int32),
+            counts(ema),
+        )
+
+    return Allocator(init, update)
 
 
-def update(
-    state: AllocationState,
-    winner_source: Array,
-    accepted: Array,
-    certified: Array,
-    capacities,
-    budget: int,
-    min_slots: int,
-    prior: float,
-    decay: float,
-) -> AllocationState:
-    """Credits the winning source and recomputes the counts."""
-    caps = jnp.asarray(capacities, jnp.int32)
-    s = caps.shape[0]
-    hit = (jnp.arange(s) == winner_source) & accepted
-    reward = hit.astype(jnp.float32) * (1.0 + certified.astype(jnp.float32))
-    credit = decay * state.credit + (1.0 - decay) * reward
-    counts = counts_from_credit(credit, caps, budget, min_slots, prior)
-    return AllocationState(
-        credit,
-        state.wins + hit.astype(jnp.int32),
-        state.certified + (hit & certified).astype(jnp.int32),
-        counts,
-    )
+def winner_credit(num_sources: int, winner_source, accepted, certified) -> Credit:
+    """The default reward: 1 to the source of an accepted winner, 1 more when it was certified."""
+    hit = (jnp.arange(num_sources) == winner_source) & accepted
+    reward = hit.astype(jnp.float32) * (1.0 + jnp.asarray(certified, jnp.float32))
+    return Credit(reward, hit, hit & certified)
 
 
 def active_mask(counts: Array, source_ids, offsets) -> Array:

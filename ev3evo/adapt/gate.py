@@ -34,7 +34,7 @@ certified through path ``j`` when it is non-inferior to the stable model on ever
 before ``j`` (lower confidence bound ``≥ -tolerance``) and significantly better on objective
 ``j``; every bound and test of the ``O`` paths is at level ``alpha / O`` (Bonferroni over the
 paths), so the probability of certifying a winner that is not lexicographically better stays
-at most ``alpha`` (tested by simulation in ``tests/test_gate.py``). The point-value guard on the
+at most ``alpha`` (tested by simulation in ``tests/adapt/test_gate.py``). The point-value guard on the
 primary objective over all examples still applies.
 """
 

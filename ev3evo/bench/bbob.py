@@ -149,7 +149,7 @@ def _step_ellipsoidal(x, x_opt, R, Q, num_dims):
 
 
 #: Functions whose evosax 0.3.2 definition deviates from Hansen et al. (2009); the benchmark
-#: uses the published definition (tests/test_bbob.py checks both against the paper).
+#: uses the published definition (tests/benchmarks/test_bbob.py checks both against the paper).
 CORRECTED = {4: _bueche_rastrigin, 7: _step_ellipsoidal}
 
 
@@ -337,7 +337,7 @@ def _nevergrad_loop(ev: Evaluator, x0: np.ndarray, seed: int, make, generation: 
     """Sequential ask/tell; with ``generation=True`` (CMA only) a whole generation is asked,
     evaluated in one batch and told in order. pycma inside nevergrad updates only once a full
     generation is told, so this proposes exactly the same points as one-at-a-time ask/tell
-    (checked by tests/test_bbob.py) with one objective call per generation."""
+    (checked by tests/benchmarks/test_bbob.py) with one objective call per generation."""
     import nevergrad as ng
 
     param = ng.p.Array(init=x0).set_mutation(sigma=SIGMA0)

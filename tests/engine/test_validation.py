@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
+from _registry import example_problem
 
 import ev3evo
-from ev3evo.explore.registry import example_problem
 
 PROBLEM = example_problem()
 ACC = ev3evo.metrics.accuracy(PROBLEM.apply)

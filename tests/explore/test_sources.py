@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _registry import build, example_problem, registered_sources
 from conftest import finite_tree, no_nan_tree, same_structure
 
 import ev3evo
-from ev3evo.explore.registry import build, example_problem, registered_sources
 from ev3evo.types import Feedback, Source
 
 NAMES = registered_sources()

@@ -2,7 +2,7 @@
 
 ``EXAMPLES`` maps a name to a factory ``(problem) -> Source`` that builds a small, fast
 instance of one kind of source for an :class:`ExampleProblem` (a toy classifier). The test
-table in ``tests/test_sources.py`` runs *every* entry under ``jit``, ``lax.scan`` and ``vmap``,
+table in ``tests/explore/test_sources.py`` runs *every* entry under ``jit``, ``lax.scan`` and ``vmap``,
 checks that a second step does not recompile, that non-finite candidates are ranked worst and
 never selected, that ``tell`` survives NaN and ``-inf`` fitness, and that the state keeps its
 structure (host sources, ``source.host=True``, skip the JAX-transform cases).
@@ -13,7 +13,7 @@ least 4 slots (the table poisons some of them) and keep it small (tests compile 
 
 Example::
 
-    from ev3evo.explore.registry import EXAMPLES, example_problem
+    from _registry import EXAMPLES, example_problem
     problem = example_problem()
     source = EXAMPLES["gaussian"](problem)
     state = source.init(problem.key, problem.params)
@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..types import Batch, LossFn, Params, Source
+from ev3evo.types import Batch, LossFn, Params, Source
 
 
 class ExampleProblem(NamedTuple):
@@ -61,7 +61,7 @@ def example_problem(n: int = 48, dim: int = 4, num_classes: int = 3, seed: int =
     The data are drawn with numpy (not ``jax.random``) so that building the problem compiles
     nothing.
     """
-    from ..losses import cross_entropy
+    from ev3evo.losses import cross_entropy
 
     rng = np.random.default_rng(seed)
     centers = rng.normal(size=(num_classes, dim)).astype(np.float32) * 2.0
@@ -80,8 +80,8 @@ def example_problem(n: int = 48, dim: int = 4, num_classes: int = 3, seed: int =
 def _gradient(problem: ExampleProblem) -> Source:
     import optax
 
-    from ..losses import cross_entropy
-    from .gradient import gradient_rollouts
+    from ev3evo.explore.gradient import gradient_rollouts
+    from ev3evo.losses import cross_entropy
 
     smoothed = cross_entropy(problem.apply, label_smoothing=0.1)
     return gradient_rollouts(
@@ -92,7 +92,7 @@ def _gradient(problem: ExampleProblem) -> Source:
 def _mutation(kind: str) -> Callable[[ExampleProblem], Source]:
     def make(problem: ExampleProblem) -> Source:
         del problem
-        from . import mutation
+        from ev3evo.explore import mutation
 
         return {
             "gaussian": lambda: mutation.gaussian(4, sigma=0.05),
@@ -107,7 +107,7 @@ def _mutation(kind: str) -> Callable[[ExampleProblem], Source]:
 def _custom(problem: ExampleProblem) -> Source:
     """A user-written ``(key, params) -> params`` operator through the public adapter."""
     del problem
-    from .mutation import mutation
+    from ev3evo.explore.mutation import mutation
 
     def shrink(key, params):
         factor = 1.0 - 0.1 * jax.random.uniform(key)
@@ -120,9 +120,9 @@ def _biased_gradient(problem: ExampleProblem) -> Source:
     """Surrogate losses × optimizers behind gradient masks, noise and sign."""
     import optax
 
-    from ..losses import cross_entropy
-    from . import biased
-    from .gradient import gradient_rollouts
+    from ev3evo.explore import biased
+    from ev3evo.explore.gradient import gradient_rollouts
+    from ev3evo.losses import cross_entropy
 
     hot = cross_entropy(problem.apply, temperature=2.0)
     return gradient_rollouts(
@@ -139,7 +139,7 @@ def _biased_gradient(problem: ExampleProblem) -> Source:
 
 
 def _guided_es(problem: ExampleProblem) -> Source:
-    from .biased import guided_es
+    from ev3evo.explore.biased import guided_es
 
     return guided_es(problem.loss, 5, sigma=0.05, subspace=2)
 
@@ -149,7 +149,7 @@ def _evosax(algorithm: str) -> Callable[[ExampleProblem], Source]:
 
     def make(problem: ExampleProblem) -> Source:
         del problem
-        from .evosax import evosax_source
+        from ev3evo.explore.evosax import evosax_source
 
         return evosax_source(algorithm, 6, init_std=0.05, name=f"evosax_{algorithm}")
 
@@ -159,7 +159,7 @@ def _evosax(algorithm: str) -> Callable[[ExampleProblem], Source]:
 def _nevergrad(problem: ExampleProblem) -> Source:
     """A nevergrad optimizer driven on the host (``source.host`` is true)."""
     del problem
-    from .nevergrad import nevergrad_source
+    from ev3evo.explore.nevergrad import nevergrad_source
 
     return nevergrad_source("TwoPointsDE", 4, seed=0, sigma=0.05)
 

@@ -2,7 +2,7 @@
 
 The simulations feed ``decide`` synthetic per-example scores of ``P`` candidates, the current
 model and the stable model (all scored on the same examples, as in EV3), ``vmap`` ped over
-``TRIALS`` keys. Run ``pytest -s tests/test_gate.py`` to see the measured rates.
+``TRIALS`` keys. Run ``pytest -s tests/adapt/test_gate.py`` to see the measured rates.
 """
 
 from __future__ import annotations

@@ -44,16 +44,32 @@ def test_counts_shift_toward_credit():
         previous = n
 
 
+def test_counts_from_credit_on_numpy_equals_jax():
+    rng = np.random.default_rng(0)
+    caps = np.array([3, 7, 2, 9], np.int32)
+    for n in (1, 4, 9, 21):
+        credit = rng.exponential(size=4).astype(np.float32)
+        host = alloc.counts_from_credit(credit, caps, n, 0, 0.1)
+        assert isinstance(host, np.ndarray)
+        np.testing.assert_array_equal(host, np.asarray(counts_from_credit(
+            jnp.asarray(credit), jnp.asarray(caps), n, 0, 0.1)))
+
+
 def test_update_credits_the_winner_and_never_starves():
     caps = np.array([8, 8], np.int32)
-    state = alloc.init(caps, 8, 2, 0.25)
+    allocator = alloc.proportional(caps, 8, alloc.Allocation(8, 2, 0.8, 0.25))
+    state = allocator.init()
     np.testing.assert_array_equal(state.counts, [4, 4])
-    update = jax.jit(alloc.update, static_argnums=(4, 5, 6, 7, 8))
-    caps_static = (8, 8)  # hashable capacities for the static argument
+    update = jax.jit(allocator.update)
+
+    def step(state, winner, accepted, certified):
+        credit = alloc.winner_credit(2, jnp.int32(winner), jnp.bool_(accepted),
+                                     jnp.bool_(certified))
+        return update(state, credit)
+
     history = []
     for _ in range(15):  # source 0 wins and is certified every step
-        state = update(state, jnp.int32(0), jnp.bool_(True), jnp.bool_(True), caps_static,
-                       8, 2, 0.25, 0.8)
+        state = step(state, 0, True, True)
         history.append(np.asarray(state.counts))
     history = np.stack(history)
     assert np.all(history.sum(1) == 8) and np.all(history >= 2)
@@ -62,15 +78,29 @@ def test_update_credits_the_winner_and_never_starves():
     np.testing.assert_array_equal(state.certified, [15, 0])
     # A rejected winner earns nothing; then source 1 recovers once it wins.
     for _ in range(15):
-        state = update(state, jnp.int32(1), jnp.bool_(True), jnp.bool_(False), caps_static,
-                       8, 2, 0.25, 0.8)
+        state = step(state, 1, True, False)
     assert int(state.counts[1]) > int(state.counts[0])
     np.testing.assert_array_equal(state.wins, [15, 15])
     np.testing.assert_array_equal(state.certified, [15, 0])
     before = state
-    state = update(state, jnp.int32(0), jnp.bool_(False), jnp.bool_(False), caps_static,
-                   8, 2, 0.25, 0.8)
+    state = step(state, 0, False, False)
     np.testing.assert_array_equal(state.wins, before.wins)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (alloc.Allocation(population_size=40), "exceeds the sources' total size 16"),
+        (alloc.Allocation(population_size=1), "below the 2 slots"),
+        (alloc.Allocation(credit_decay=1.0), "credit_decay"),
+        (alloc.Allocation(credit_prior=0.0), "credit_prior"),
+        (alloc.Allocation(min_slots=0), "min_slots"),
+    ],
+)
+def test_settings_are_validated_against_the_capacities(settings, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        settings.validated([8, 8])
+    assert alloc.Allocation().validated([8, 8]).population_size == 16
 
 
 def test_active_mask():
