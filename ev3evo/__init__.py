@@ -6,9 +6,13 @@ with a statistical safety gate. See README.md for a tour.
 
 from . import losses as losses
 from . import parallel as parallel
+from .adapt.allocation import Allocation as Allocation
+from .adapt.gate import Gate as Gate
 from .assess import metrics as metrics
 from .assess import stats as stats
 from .assess.host import host_metric as host_metric
+from .assess.objectives import parse_constraint as parse_constraint
+from .assess.objectives import parse_objective as parse_objective
 from .assess.population import dense_population_logits as dense_population_logits
 from .assess.population import with_population_rule as with_population_rule
 from .callbacks import Callback as Callback
@@ -18,7 +22,7 @@ from .callbacks import ProgressBar as ProgressBar
 from .explore import biased as biased
 from .explore.biased import guided_es as guided_es
 from .explore.gradient import gradient_rollouts as gradient_rollouts
-from .explore.mix import Mixed as Mixed
+from .explore.mix import MixState as MixState
 from .explore.mix import mix as mix
 from .explore.mutation import cauchy as cauchy
 from .explore.mutation import cauchy_mutation as cauchy_mutation
@@ -32,7 +36,6 @@ from .explore.mutation import sparse_mutation as sparse_mutation
 from .loop import EV3 as EV3
 from .loop import EV3State as EV3State
 from .loop import StepInfo as StepInfo
-from .loop import parse_constraint as parse_constraint
 from .run import RunResult as RunResult
 from .run import run as run
 from .types import Constraint as Constraint

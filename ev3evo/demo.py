@@ -10,6 +10,7 @@ import numpy as np
 import optax
 
 from . import losses, metrics
+from .adapt.allocation import Allocation
 from .assess.population import dense_population_logits, with_population_rule
 from .callbacks import ProgressBar
 from .explore.gradient import gradient_rollouts
@@ -82,7 +83,7 @@ def main(args) -> int:
             cauchy(8, scale=0.005),
         ],
         metrics=[metrics.accuracy(mlp_apply), metrics.macro_f1(mlp_apply, 10)],
-        population_size=12,
+        allocation=Allocation(population_size=12),
     )
     result = run(engine, key, params, train, val, args.steps, callbacks=[ProgressBar(args.steps)])
     acc = metrics.accuracy(mlp_apply)

@@ -85,7 +85,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .explore.evosax import evosax_source
-from .explore.mix import mix
+from .explore.mix import MixState, mix
 from .explore.restart import bipop
 from .minimize_sources import HostCMA, LocalSearch, QuadraticModel
 from .types import Feedback, Source
@@ -227,7 +227,7 @@ def _build(names: tuple, user: tuple, d: int, dtype, sigma0: float, budget: int)
     # Host sources (nevergrad) cannot be jitted; JAX ones are compiled once and cached. The
     # step is a few small matrix operations per rung of the restart ladder, bound by dispatch,
     # not arithmetic: LLVM's optimization passes roughly double its compilation for no speed.
-    wrap = (lambda f: f) if mixed.source.host else functools.partial(
+    wrap = (lambda f: f) if mixed.host else functools.partial(
         jax.jit, compiler_options=_FAST_COMPILE)  # fmt: skip
     cma_ids = tuple(i for i, n in enumerate(names) if n == "cma_evosax")
 
@@ -236,24 +236,24 @@ def _build(names: tuple, user: tuple, d: int, dtype, sigma0: float, budget: int)
 
     def tell_ask(seed_key, gen, state, population, feedback, params, move):
         k_tell, k_ask = keys(seed_key, gen)
-        state = mixed.source.tell(k_tell, state, population, feedback)
+        state = mixed.tell(k_tell, state, population, feedback)
         if cma_ids:  # the model's point became the incumbent: CMA-ES continues from there
-            state = list(state)
+            state = list(state.parts)
             for i in cma_ids:
                 st = state[i]
                 rungs = tuple(r.replace(mean=jnp.where(move, params, r.mean).astype(r.mean.dtype))
                               for r in st.es)  # fmt: skip
                 state[i] = st._replace(es=rungs)
-            state = tuple(state)
-        return mixed.source.ask(k_ask, state, params, None, jnp.ones(mixed.source.size, bool))
+            state = MixState(tuple(state))
+        return mixed.ask(k_ask, state, params, None, jnp.ones(mixed.size, bool))
 
     def ask(seed_key, gen, state, params):
-        active = jnp.ones(mixed.source.size, bool)
-        return mixed.source.ask(keys(seed_key, gen)[1], state, params, None, active)
+        active = jnp.ones(mixed.size, bool)
+        return mixed.ask(keys(seed_key, gen)[1], state, params, None, active)
 
     # init runs eagerly: evosax_source builds its algorithm objects (concrete default params)
     # on first use, and building them under jit would leak tracers into its cache.
-    out = _Device(mixed, mixed.source.init, wrap(ask), wrap(tell_ask))
+    out = _Device(mixed, mixed.init, wrap(ask), wrap(tell_ask))
     _CACHE[cache_key] = out
     return out
 
@@ -422,7 +422,7 @@ def minimize(
     pool = [LocalSearch(0.3 * sigma0, n, seed) for n in pool_names]
     dev_names = tuple(dict.fromkeys(n for n in names if n in _DEVICE_NAMES))
     dev = _build(dev_names, user, d, dtype, float(sigma0), budget) if dev_names or user else None
-    dev_parts = dev.mixed.names if dev is not None else ()
+    dev_parts = dev.mixed.layout.names if dev is not None else ()
     all_names = ((host_name,) if cma else ()) + pool_names + dev_parts
     all_names += (_MODEL,) if use_model else ()
     evals = dict.fromkeys(all_names, 0)
@@ -440,8 +440,8 @@ def minimize(
     pool_alone = cma is None and dev is None
     move = False  # the model won: evosax's CMA-ES continues from its point at the next tell
     if dev is not None:
-        dev_size = dev.mixed.source.size
-        dev_ids = np.asarray(dev.mixed.source_ids)
+        dev_size = dev.mixed.size
+        dev_ids = np.asarray(dev.mixed.layout.source_ids)
         seed_key = np.asarray(jax.random.key_data(jax.random.key(seed)))
         state = dev.init(jax.random.fold_in(jax.random.key(seed), 2**31 - 1),
                          jnp.asarray(best_x, dtype))  # fmt: skip

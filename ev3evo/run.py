@@ -59,8 +59,8 @@ class RunResult:
         return self.state.stable
 
     @property
-    def params(self) -> Params:
-        return self.state.params
+    def current(self) -> Params:
+        return self.state.current
 
 
 BatchSource = Batch | Callable[[PRNGKey, int], Batch]

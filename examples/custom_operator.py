@@ -73,5 +73,5 @@ first, last = result.history[0]["stable"]["accuracy"], result.history[-1]["stabl
 wins = dict(zip(engine.source_names, np.asarray(result.state.allocation.wins).tolist()))
 print(f"held-out accuracy of the stable model: {first:.3f} -> {last:.3f}")
 print(f"accepted winners per source: {wins}")
-print(f"adaptive sigma at the end: {float(result.state.sources[2]['sigma']):.4f}")
+print(f"adaptive sigma at the end: {float(result.state.sources.parts[2]['sigma']):.4f}")
 assert last >= first

@@ -193,10 +193,21 @@ def _metric():
     return ev3evo.metrics.per_example("score", lambda p, b: b["x"] @ p["w"])
 
 
+_GATE_FIELDS = set(ev3evo.Gate._fields)
+_ALLOCATION_FIELDS = set(ev3evo.Allocation._fields)
+
+
+def _settings(kw: dict) -> dict:
+    """Engine keyword arguments with gate and allocation fields grouped into their settings."""
+    gate = {k: kw.pop(k) for k in list(kw) if k in _GATE_FIELDS}
+    allocation = {k: kw.pop(k) for k in list(kw) if k in _ALLOCATION_FIELDS}
+    return {**kw, "gate": ev3evo.Gate(**gate), "allocation": ev3evo.Allocation(**allocation)}
+
+
 def _engine(**kw):
     kw.setdefault("sources", [ev3evo.gaussian(4, 0.1)])
     kw.setdefault("metrics", [_metric()])
-    return ev3evo.EV3(**kw)
+    return ev3evo.EV3(**_settings(kw))
 
 
 CONFIG_CASES = [

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import ndtr, ndtri
 
-from ..types import Array, PRNGKey
+from ..types import Array, Metric, PRNGKey
 
 
 class Comparison(NamedTuple):
@@ -153,3 +153,21 @@ def holm(pvalues: Array, alpha: float, valid: Array | None = None) -> Array:
     # Step-down: reject the first k hypotheses where every one of the first k passes.
     accepted_prefix = jnp.cumprod(passes.astype(jnp.int32)).astype(bool)
     return jnp.zeros(p.shape, bool).at[order].set(accepted_prefix)
+
+
+def compare(
+    key: PRNGKey, metric: Metric, stats: Array, ref: int, alpha: float, replicates: int
+) -> Comparison:
+    """Paired comparison of every arm's utility against arm ``ref``.
+
+    Args:
+      stats: ``(A, N, k)`` per-example statistics of this metric.
+    """
+    sign = 1.0 if metric.maximize else -1.0
+    if metric.decomposable:
+        u = sign * stats[..., 0]
+        return paired_normal(u, u[ref], alpha)
+    counts = bootstrap_counts(key, stats.shape[1], replicates)
+    boot = sign * bootstrap_values(stats, counts, metric.aggregate)  # (A, R)
+    point = sign * metric.aggregate(jnp.mean(stats, axis=1))
+    return paired_bootstrap(boot, boot[ref], point - point[ref], alpha)

@@ -43,17 +43,20 @@ import numpy as np
 import optax
 
 from .. import losses as L
+from ..adapt.allocation import Allocation
+from ..adapt.gate import Gate
 from ..assess import metrics as M
+from ..assess.objectives import parse_constraint
 from ..callbacks import Callback, JSONLHistory, ProgressBar
 from ..explore import biased
-from ..explore.gradient import gradient_rollouts
+from ..explore.gradient import gradient_rollouts, mixture_grid
 from ..explore.mutation import gaussian
-from ..loop import EV3, parse_constraint
+from ..loop import EV3
 from ..run import run
 from ..types import Metric, Objective, Params
 from . import baselines as B
 from . import report
-from .sources import head_bias, kd_grid, temperature
+from .sources import head_bias, temperature
 
 #: metrics every run reports (the objectives may add others from ``ev3evo.metrics.REGISTRY``)
 REPORTED = report.METRICS
@@ -395,8 +398,8 @@ def build_engine(apply, c: DistillConfig, objectives, constraints, num_classes,
     parts = _loss_parts(apply)
     weights = list(MIXTURES.values())
     sources = [
-        kd_grid(parts, weights, factory, lrs, steps=c.rollout_steps, batch_size=c.batch_size,
-                name=f"kd_{name}")
+        mixture_grid(parts, weights, factory, lrs, steps=c.rollout_steps, batch_size=c.batch_size,
+                     name=f"kd_{name}")
         for name, (factory, lrs) in OPTIMIZERS.items()
     ]
     kd = kd_loss(apply)
@@ -429,11 +432,9 @@ def build_engine(apply, c: DistillConfig, objectives, constraints, num_classes,
         metrics,
         objectives=objectives,
         constraints=constraints,
-        population_size=min(c.population_size, capacity),
-        alpha=c.alpha,
-        correction=c.correction,
-        accept=c.accept,
-        certify=certify_mode(c),
+        gate=Gate(alpha=c.alpha, correction=c.correction, accept=c.accept,
+                  certify=certify_mode(c)),
+        allocation=Allocation(population_size=min(c.population_size, capacity)),
         patience=c.patience,
     )
 
@@ -661,13 +662,13 @@ def distill(config: DistillConfig | None = None, /, **overrides) -> DistillResul
     final = holder["student"]
     stable_params, checked = result.stable, None
     if c.final_check and c.correction == "split" and result.engine is not None:
-        event = final_check(k_run, result.engine, result.params, result.stable, val)
+        event = final_check(k_run, result.engine, result.current, result.stable, val)
         event["step"] = int(result.state.step)
         checked = event
         with open(os.path.join(out, "history.jsonl"), "a", encoding="utf-8") as f:
             f.write(json.dumps(event) + "\n")
         if event["certified"]:
-            stable_params = result.params
+            stable_params = result.current
         if event["needed"] > 0:
             power = (f"{event['primary']} gain {event['gain']:+.4f}, a certified gain must "
                      f"exceed {event['needed']:+.4f} here")
@@ -686,7 +687,7 @@ def distill(config: DistillConfig | None = None, /, **overrides) -> DistillResul
             "steps": result.steps,
             "status": result.status,
             "hidden": list(final.arch["hidden"]),
-            "current_test": _evaluate(final.apply, result.params, test, names, num_classes),
+            "current_test": _evaluate(final.apply, result.current, test, names, num_classes),
         }
     }
 
@@ -832,7 +833,7 @@ def _grow(key, holder, state, c: DistillConfig, val, names, num_classes) -> dict
 
     old: Student = holder["student"]
     amount = c.grow_amount if c.grow_kind == "widen" else 1  # deepen: one identity layer
-    arch, params = growth.grow(old.arch, state.params, c.grow_kind, key, amount)
+    arch, params = growth.grow(old.arch, state.current, c.grow_kind, key, amount)
     _, stable = growth.grow(old.arch, state.stable, c.grow_kind, key, amount)
     new = Student(arch)
     before = _evaluate(old.apply, state.stable, val, names, num_classes)

@@ -1,20 +1,31 @@
-"""Gradient rollouts: a grid of losses × optax optimizers, each candidate a short rollout.
+"""Gradient rollouts: every candidate is the end of a short optax rollout from the current model.
 
-For every (loss, optimizer) pair and each of ``repeats`` minibatch streams, a candidate is the
-end of ``steps`` optimizer steps from the current parameters (``lax.scan`` over steps,
-``vmap`` over repeats, one compiled program for the whole grid). A pair whose slots are all
-inactive this step is skipped with ``lax.cond``.
+One rollout body serves every gradient source: ``steps`` optimizer steps (``lax.scan``), each
+on a minibatch of ``batch_size`` examples (:mod:`ev3evo.explore.sampling`); a step whose loss,
+gradient or new parameters are not finite is skipped, so one bad minibatch never poisons the
+state kept for the next step. What varies is data, arranged in :class:`RolloutGroup` s: a
+group is a loss and an optax optimizer shared by ``rows`` rows, each row with its own loss data
+(e.g. the weights of a loss mixture) and its own optimizer hyperparameters (injected with
+``optax.inject_hyperparams``), all rows of a group vmapped in one program, and ``repeats``
+independent minibatch streams per row.
 
-**Optimizer states are re-synchronised with the accepted model.** Each pair keeps one
-optimizer state between steps. After the gate, the pair that produced the accepted candidate
-commits the state at the end of that rollout (it is exactly the state that belongs to the new
-parameters); the other pairs keep the state they had before the step, because the trajectory
-their rollout state describes was discarded; after a rollback to the stable model every state
-is re-initialized. (``sync="all"`` keeps every pair's end state instead, which is what the
+* :func:`gradient_rollouts`: a grid of losses × optax optimizers, one group per pair;
+* :func:`mixture_grid`: loss mixtures × learning rates of one optimizer, one group in all (the
+  step then compiles one rollout body however large the grid is);
+* :func:`rollouts`: any list of groups.
+
+**Optimizer states are re-synchronised with the accepted model.** Each row keeps one optimizer
+state between steps. After the gate, the row that produced the accepted candidate commits the
+state at the end of that rollout (it is exactly the state that belongs to the new parameters);
+the other rows keep the state they had before the step, because the trajectory their rollout
+state describes was discarded; after a rollback to the stable model every state is
+re-initialized. (``sync="all"`` keeps every row's end state instead, which is what the
 reference implementation does, and lets states go stale.)
 
-A rollout step whose loss or gradient is not finite is skipped (parameters and optimizer
-state unchanged), so one bad minibatch never poisons the state kept for the next step.
+**Slot order.** With ``order="fixed"`` candidates fill the slots row by row; a group whose
+slots are all inactive this step is skipped. With ``order="rotate"`` the candidate that last
+won fills slot 0 and the others follow in a random order, so that when the allocation gives the
+source fewer slots than it has candidates, every row still gets its turn.
 
 Deliberately biased gradients are gradient rollouts too: pass surrogate losses
 (:mod:`ev3evo.losses`) and optimizers chained with gradient perturbations
@@ -23,10 +34,12 @@ Deliberately biased gradients are gradient rollouts too: pass surrogate losses
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .. import _tree
@@ -39,28 +52,20 @@ def _finite(tree) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
-def rollout(
-    loss: LossFn,
-    optimizer: optax.GradientTransformation,
-    steps: int,
-    batch_size=None,
-    prepared: bool = False,
-):
-    """``(key, params, opt_state, batch) -> (params, opt_state, losses)`` after ``steps`` steps.
+def rollout(loss: Callable, optimizer: optax.GradientTransformation, steps: int,
+            batch_size: int | None = None):
+    """``(key, params, opt_state, data, batch) -> (params, opt_state, losses)``.
 
-    Every step trains on a minibatch of ``batch_size`` examples (``None``: the whole batch)
-    drawn as in :mod:`ev3evo.explore.sampling`. With ``prepared=True`` the batch is already
-    :func:`sampling.prepare` d (shared by many vmapped rollouts, shuffled once).
+    ``steps`` steps of ``optimizer`` on ``loss(params, minibatch, data)``, each minibatch drawn
+    from ``batch`` (already :func:`sampling.prepare` d, so that many vmapped rollouts share one
+    shuffle) as in :mod:`ev3evo.explore.sampling`.
     """
     value_and_grad = jax.value_and_grad(loss)
 
-    def run(key, params, opt_state, batch):
-        if not prepared:
-            batch = sampling.prepare(jax.random.fold_in(key, steps), batch, batch_size)
-
+    def run(key, params, opt_state, data, batch):
         def one_step(carry, step_key):
             params, opt_state = carry
-            value, grads = value_and_grad(params, sampling.draw(step_key, batch, batch_size))
+            value, grads = value_and_grad(params, sampling.draw(step_key, batch, batch_size), data)
             updates, new_state = optimizer.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
             ok = jnp.isfinite(value) & _finite(grads) & _finite(new_params)
@@ -73,6 +78,179 @@ def rollout(
         return params, opt_state, values
 
     return run
+
+
+class RolloutGroup(NamedTuple):
+    """Rows of rollouts that share a loss and an optimizer structure (vmapped together).
+
+    Attributes:
+      loss: ``(params, batch, data) -> scalar``; ``data`` is the row's entry of :attr:`data`.
+      optimizer: an optax transformation; with :attr:`hyperparams` it must be built with
+        ``optax.inject_hyperparams`` and have those hyperparameters.
+      rows: the number of rows.
+      data: per-row loss data, a pytree of arrays with leading axis ``rows`` (or ``None``).
+      hyperparams: per-row optimizer hyperparameters, ``name -> (rows,)`` values (or ``None``).
+    """
+
+    loss: Callable
+    optimizer: optax.GradientTransformation
+    rows: int = 1
+    data: Any = None
+    hyperparams: dict | None = None
+
+
+class RolloutsState(NamedTuple):
+    """State of :func:`rollouts`.
+
+    Attributes:
+      committed: per group, the rows' optimizer states (leading axis ``rows``).
+      pending: per group, the rollouts' end states of this step (``rows × repeats``), scratch
+        between ``ask`` and ``tell`` (zeroed by ``tell``).
+      order: ``(size,)`` int32, the candidate in each slot (``order="rotate"``).
+      last: int32, the candidate that last won.
+    """
+
+    committed: tuple
+    pending: tuple
+    order: jax.Array
+    last: jax.Array
+
+
+def _init_rows(group: RolloutGroup, params):
+    """The group's per-row optimizer states at ``params`` (hyperparameters injected)."""
+
+    def one(hyper):
+        state = group.optimizer.init(params)
+        if hyper is None:
+            return state
+        return state._replace(hyperparams={**state.hyperparams, **hyper})
+
+    if group.hyperparams is None:
+        return _tree.broadcast(group.optimizer.init(params), group.rows)
+    return jax.vmap(one)(group.hyperparams)
+
+
+def _check_group(g) -> RolloutGroup:
+    if not isinstance(g, RolloutGroup):
+        raise TypeError(f"rollouts takes RolloutGroup values, got {g!r}")
+    if not callable(g.loss):
+        raise TypeError(f"each loss must be callable (params, batch) -> scalar, got {g.loss!r}")
+    if not isinstance(g.optimizer, optax.GradientTransformation):
+        raise TypeError(
+            f"each optimizer must be an optax.GradientTransformation, got {g.optimizer!r}")
+    return g._replace(rows=check_positive_int(g.rows, "rows"))
+
+
+def rollouts(groups: Sequence[RolloutGroup], steps: int = 10, batch_size: int | None = None,
+             repeats: int = 1, sync: str = "winner", order: str = "fixed",
+             name: str = "gradient") -> Source:
+    """A source of ``Σ rows × repeats`` rollout candidates, group by group (see the module doc).
+
+    Args:
+      groups: the :class:`RolloutGroup` s.
+      steps: optimizer steps per rollout.
+      batch_size: minibatch size drawn from the train batch at every step; ``None`` uses the
+        whole train batch.
+      repeats: independent minibatch streams per row (vmapped).
+      sync: ``"winner"`` (default) or ``"all"``.
+      order: ``"fixed"`` or ``"rotate"``.
+      name: the source's name.
+    """
+    groups = [_check_group(g) for g in groups]
+    if not groups:
+        raise ValueError("rollouts needs at least one group")
+    steps = check_positive_int(steps, "steps")
+    repeats = check_positive_int(repeats, "repeats")
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size")
+    if sync not in ("winner", "all"):
+        raise ValueError(f"sync must be 'winner' or 'all', got {sync!r}")
+    if order not in ("fixed", "rotate"):
+        raise ValueError(f"order must be 'fixed' or 'rotate', got {order!r}")
+    runs = [rollout(g.loss, g.optimizer, steps, batch_size) for g in groups]
+    sizes = [g.rows * repeats for g in groups]
+    offsets = np.cumsum([0, *sizes]).tolist()
+    size = offsets[-1]
+
+    def init(key, params):
+        del key
+        committed = tuple(_init_rows(g, params) for g in groups)
+        pending = tuple(_tree.broadcast(c, repeats) for c in committed)
+        pending = tuple(jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), p) for p in pending)
+        zero = jnp.zeros((), jnp.int32)
+        return RolloutsState(committed, pending, jnp.arange(size, dtype=jnp.int32), zero)
+
+    def ask(key, state, params, batch, active):
+        key, data_key = jax.random.split(key)
+        batch = sampling.prepare(data_key, batch, batch_size)  # once, shared by every rollout
+        slot_order = state.order
+        if order == "rotate":
+            rank = jnp.where(jnp.arange(size) == state.last, -1.0,
+                             jax.random.uniform(jax.random.fold_in(data_key, 1), (size,)))
+            slot_order = jnp.argsort(rank).astype(jnp.int32)  # slot -> candidate
+        wanted = jnp.zeros(size, bool).at[slot_order].set(active)  # by candidate
+        pops, pendings = [], []
+        for g, run, k, lo, hi, committed in zip(groups, runs, jax.random.split(key, len(groups)),
+                                                offsets[:-1], offsets[1:], state.committed):
+            p, s = _ask_group(g, run, k, repeats, committed, params, batch, wanted[lo:hi])
+            pops.append(p)
+            pendings.append(s)
+        population = _tree.take(_tree.concat(pops), slot_order) if order == "rotate" else (
+            _tree.concat(pops))
+        return population, state._replace(pending=tuple(pendings), order=slot_order)
+
+    def tell(key, state, population, feedback: Feedback):
+        del key, population
+        # Which candidate (not slot) was selected.
+        chosen = jnp.zeros(size, bool).at[state.order].set(feedback.selected)
+        committed = tuple(
+            _tell_group(g, sync, repeats, c, p, chosen[lo:hi], feedback)
+            for g, c, p, lo, hi in zip(groups, state.committed, state.pending, offsets[:-1],
+                                       offsets[1:])
+        )
+        won = jnp.any(chosen)
+        last = jnp.where(won, jnp.argmax(chosen), state.last).astype(jnp.int32)
+        # The rollout end states are scratch between ask and tell: zero them so that they carry
+        # nothing into checkpoints or the next step (their structure stays for jit and scan).
+        pending = jax.tree.map(jnp.zeros_like, state.pending)
+        return RolloutsState(committed, pending, state.order, last)
+
+    return Source(init, ask, tell, size, name)
+
+
+def _ask_group(g: RolloutGroup, run, key, repeats, committed, params, batch, wanted):
+    """The group's candidates ``(rows·repeats, ...)`` and end states ``(rows, repeats, ...)``;
+    skipped (copies of ``params``) when none of its candidates is wanted this step."""
+    keys = jax.random.split(key, (g.rows, repeats))
+
+    def do():
+        over_repeats = jax.vmap(run, in_axes=(0, None, None, None, None))
+        over_rows = jax.vmap(over_repeats, in_axes=(0, None, 0, 0 if g.data is not None else None,
+                                                    None))
+        p, s, _ = over_rows(keys, params, committed, g.data, batch)
+        return p, s
+
+    def skip():
+        p = _tree.broadcast(_tree.broadcast(params, repeats), g.rows)
+        s = jax.tree.map(lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], repeats,
+                                                                 *x.shape[1:])), committed)
+        return p, s
+
+    p, s = jax.lax.cond(jnp.any(wanted), do, skip)
+    flat = jax.tree.map(lambda x: x.reshape((g.rows * repeats, *x.shape[2:])), p)
+    return flat, s
+
+
+def _tell_group(g: RolloutGroup, sync, repeats, committed, pending, chosen, feedback):
+    """The rows' committed states after the gate (see the module docstring)."""
+    chosen = chosen.reshape(g.rows, repeats)
+    if sync == "all":
+        new = jax.tree.map(lambda x: x[:, 0], pending)
+    else:
+        rep = jnp.argmax(chosen, axis=1)
+        end = jax.tree.map(lambda x: x[jnp.arange(g.rows), rep], pending)
+        new = _tree.population_where(jnp.any(chosen, axis=1), end, committed)
+    return _tree.where(feedback.rolled_back, _init_rows(g, feedback.params), new)
 
 
 def gradient_rollouts(
@@ -115,69 +293,78 @@ def gradient_rollouts(
     for f in losses:
         if not callable(f):
             raise TypeError(f"each loss must be callable (params, batch) -> scalar, got {f!r}")
-    for o in optimizers:
-        if not isinstance(o, optax.GradientTransformation):
-            raise TypeError(f"each optimizer must be an optax.GradientTransformation, got {o!r}")
-    steps = check_positive_int(steps, "steps")
-    repeats = check_positive_int(repeats, "repeats")
-    if batch_size is not None:
-        batch_size = check_positive_int(batch_size, "batch_size")
-    if sync not in ("winner", "all"):
-        raise ValueError(f"sync must be 'winner' or 'all', got {sync!r}")
-    pairs = [(f, o) for f in losses for o in optimizers]
-    runs = [rollout(f, o, steps, batch_size, prepared=True) for f, o in pairs]
-    size = len(pairs) * repeats
+    groups = [RolloutGroup(_ignore_data(f), o) for f in losses for o in optimizers]
+    return rollouts(groups, steps, batch_size, repeats, sync, "fixed", name)
 
-    def init(key, params):
-        del key
-        committed = tuple(o.init(params) for _, o in pairs)
-        pending = tuple(_tree.broadcast(s, repeats) for s in committed)
-        return {"committed": committed, "pending": pending}
 
-    def ask(key, state, params, batch, active):
-        key, data_key = jax.random.split(key)
-        batch = sampling.prepare(data_key, batch, batch_size)  # once, shared by every rollout
-        keys = jax.random.split(key, len(pairs))
-        pops, pendings = [], []
-        for i, (run, k) in enumerate(zip(runs, keys)):
-            block = active[i * repeats : (i + 1) * repeats]
-            opt_state = state["committed"][i]
-            rep_keys = jax.random.split(k, repeats)
+def _ignore_data(loss: LossFn):
+    def with_data(params, batch, data):
+        del data
+        return loss(params, batch)
 
-            def do(rep_keys=rep_keys, run=run, opt_state=opt_state):
-                p, s, _ = jax.vmap(run, in_axes=(0, None, None, None))(
-                    rep_keys, params, opt_state, batch
-                )
-                return p, s
+    return with_data
 
-            def skip(opt_state=opt_state):
-                return _tree.broadcast(params, repeats), _tree.broadcast(opt_state, repeats)
 
-            p, s = jax.lax.cond(jnp.any(block), do, skip)
-            pops.append(p)
-            pendings.append(s)
-        return _tree.concat(pops), {"committed": state["committed"], "pending": tuple(pendings)}
+def mixture_grid(
+    losses: Sequence[LossFn],
+    weights: Sequence[Sequence[float]],
+    optimizer: Callable[..., optax.GradientTransformation],
+    learning_rates: Sequence[float],
+    steps: int = 10,
+    batch_size: int | None = None,
+    name: str = "mixture_grid",
+) -> Source:
+    """``len(weights) * len(learning_rates)`` rollouts of loss mixtures, in one vmapped group.
 
-    def tell(key, state, population, feedback: Feedback):
-        del key, population
-        committed = []
-        for i, (_, o) in enumerate(pairs):
-            sel = feedback.selected[i * repeats : (i + 1) * repeats]
-            won = jnp.any(sel)
-            end_state = _tree.take(state["pending"][i], jnp.argmax(sel))
-            if sync == "all":
-                end_state = _tree.take(state["pending"][i], 0)
-                new = end_state
-            else:
-                new = _tree.where(won, end_state, state["committed"][i])
-            fresh = o.init(feedback.params)
-            committed.append(_tree.where(feedback.rolled_back, fresh, new))
-        # The rollout end states are scratch between ask and tell: zero them so that they carry
-        # nothing into checkpoints or the next step (their structure stays for jit and scan).
-        pending = jax.tree.map(jnp.zeros_like, state["pending"])
-        return {"committed": tuple(committed), "pending": pending}
+    Every row minimizes ``Σ_l w_rl · loss_l`` with ``optax.inject_hyperparams(optimizer)`` at
+    its own learning rate; slots rotate (``order="rotate"``, see the module docstring).
 
-    return Source(init, ask, tell, size, name)
+    Args:
+      losses: differentiable ``(params, batch) -> scalar`` functions (the mixture's parts).
+      weights: one row of ``len(losses)`` non-negative weights per mixture (a one-hot row is
+        a pure loss).
+      optimizer: an optax optimizer *factory* taking ``learning_rate`` (``optax.adam``,
+        ``optax.sgd``, ``functools.partial(optax.sgd, momentum=0.9)``).
+      learning_rates: the learning rates crossed with the mixtures.
+      steps, batch_size, name: as in :func:`gradient_rollouts`.
+
+    Example::
+
+        import jax, jax.numpy as jnp, optax, ev3evo
+        from ev3evo.explore.gradient import mixture_grid
+        apply = lambda p, x: x @ p["w"]
+        src = mixture_grid([ev3evo.losses.cross_entropy(apply),
+                            ev3evo.losses.kl_to_teacher(apply, 4.0)],
+                           [[1.0, 0.0], [0.0, 1.0]], optax.adam, [1e-2, 1e-3], steps=3)
+        params = {"w": jnp.zeros((4, 2))}
+        batch = {"x": jnp.ones((8, 4)), "y": jnp.zeros(8, jnp.int32),
+                 "teacher": jnp.ones((8, 2))}
+        state = src.init(jax.random.key(0), params)
+        pop, state = src.ask(jax.random.key(1), state, params, batch, jnp.ones(4, bool))
+        assert pop["w"].shape == (4, 4, 2)       # 2 mixtures × 2 learning rates
+    """
+    losses = list(losses)
+    w = np.asarray(weights, np.float32)
+    if not losses or w.ndim != 2 or w.shape[1] != len(losses) or w.shape[0] == 0:
+        raise ValueError(
+            f"weights must be a (mixtures, {len(losses)}) table, one weight per loss; "
+            f"got shape {w.shape}"
+        )
+    if np.any(w < 0) or np.any(w.sum(axis=1) <= 0):
+        raise ValueError("every mixture needs non-negative weights with a positive sum")
+    lrs = np.asarray(learning_rates, np.float32).reshape(-1)
+    if lrs.size == 0 or np.any(lrs <= 0):
+        raise ValueError(f"learning_rates must be positive, got {learning_rates!r}")
+
+    def mixed(params, batch, row_w):
+        return sum(row_w[i] * f(params, batch) for i, f in enumerate(losses))
+
+    group = RolloutGroup(
+        mixed, optax.inject_hyperparams(optimizer)(learning_rate=float(lrs[0])),
+        rows=int(w.shape[0] * lrs.size), data=jnp.asarray(np.repeat(w, lrs.size, axis=0)),
+        hyperparams={"learning_rate": jnp.asarray(np.tile(lrs, w.shape[0]))},
+    )
+    return rollouts([group], steps, batch_size, order="rotate", name=name)
 
 
 def pair_names(losses: Sequence[LossFn], optimizers: Sequence, labels: Sequence[str] | None = None):

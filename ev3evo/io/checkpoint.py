@@ -40,7 +40,7 @@ Example::
     save_checkpoint(directory, state, engine=engine, key=key, history=[{"step": 0}])
     restored = load_checkpoint(directory, template=state, engine=engine)
     assert restored.step == 0 and restored.history == [{"step": 0}]
-    assert (restored.state.params["w"] == state.params["w"]).all()
+    assert (restored.state.current["w"] == state.current["w"]).all()
 """
 
 from __future__ import annotations
@@ -115,23 +115,7 @@ def _leaf_spec(x) -> list:
 
 
 def _engine_summary(engine) -> dict:
-    if engine is None:
-        return {}
-    gate = getattr(engine, "gate", None)
-    return {
-        "sources": [[p.name, int(p.size), bool(p.host)] for p in engine.mixed.parts],
-        "metrics": [
-            [m.name, bool(m.maximize), bool(m.decomposable), bool(m.host)] for m in engine.metrics
-        ],
-        "objectives": [[o.metric, float(o.tolerance)] for o in engine.objectives],
-        "constraints": [[c.metric, c.op, float(c.threshold)] for c in engine.constraints],
-        "population_size": int(engine.population_size),
-        "gate": dict(gate._asdict()) if gate is not None else None,
-        "min_slots": int(engine.min_slots),
-        "credit_decay": float(engine.credit_decay),
-        "credit_prior": float(engine.credit_prior),
-        "patience": int(engine.patience),
-    }
+    return {} if engine is None else engine.describe()
 
 
 def _nevergrad():

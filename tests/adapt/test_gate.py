@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from scipy import optimize
 
-from ev3evo.adapt.gate import GateConfig, decide, lexicographic_winner
+from ev3evo.adapt.gate import Gate, decide
+from ev3evo.adapt.selection import lexicographic_winner
 from ev3evo.assess.metrics import per_example
 from ev3evo.types import Constraint, Objective
 
@@ -30,7 +31,7 @@ def _simulator(kind: str, correction: str = "holm"):
     Candidate 0 has true mean ``shift`` above the stable model; the others, and the current
     model (a copy of stable, as after a certification), have the stable model's mean.
     """
-    config = GateConfig(alpha=ALPHA, correction=correction)
+    config = Gate(alpha=ALPHA, correction=correction)
 
     def one(key, shift):
         k_base, k_noise, k_gate = jax.random.split(key, 3)
@@ -125,7 +126,7 @@ def _lexicographic_simulator(certify: str, tolerance: float):
     secondary objective; candidate 0 is shifted by the given true amounts from the stable
     model, every other arm (and the current model) has the stable model's means.
     """
-    config = GateConfig(alpha=ALPHA, correction="split", certify=certify)
+    config = Gate(alpha=ALPHA, correction="split", certify=certify)
     objectives = [Objective("acc", tolerance), Objective("fid")]
 
     def one(key, d1, d2):
@@ -223,7 +224,7 @@ def _decide(metrics, stats, objectives=("acc",), constraints=(), usable=None, **
     p = stats[0].shape[0] - 2
     usable = jnp.ones(p, bool) if usable is None else jnp.asarray(usable)
     return _decide_jit(jax.random.key(0), tuple(metrics), list(stats), objectives,
-                       tuple(constraints), usable, GateConfig(**config))
+                       tuple(constraints), usable, Gate(**config))
 
 
 def test_lexicographic_winner_with_tolerances():

@@ -116,8 +116,8 @@ def test_errors_name_the_metric(problem):
 
 def _run(metric, problem):
     engine = ev3evo.EV3(
-        sources=[ev3evo.gaussian(6, sigma=0.3)], metrics=[metric], alpha=0.3, correction="none"
-    )
+        sources=[ev3evo.gaussian(6, sigma=0.3)], metrics=[metric],
+        gate=ev3evo.Gate(alpha=0.3, correction="none"))
     r = ev3evo.run(engine, jax.random.key(3), problem["params"], problem["train"],
                    problem["val"], steps=4)
     return [{k: v for k, v in h.items() if k not in ("seconds", "current", "stable", "winner")}
@@ -143,5 +143,5 @@ def test_dask_cluster_gives_the_same_decisions_as_the_jax_metric(problem):
     assert threading.main_thread().name not in CALLS  # all of them on the Dask worker
     assert any(h["accepted"] for h in jax_hist)
     assert host_hist == jax_hist  # every decision and every metric value
-    for a, b in zip(jax.tree.leaves(jax_state.params), jax.tree.leaves(host_state.params)):
+    for a, b in zip(jax.tree.leaves(jax_state.current), jax.tree.leaves(host_state.current)):
         np.testing.assert_array_equal(a, b)

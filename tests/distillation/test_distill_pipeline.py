@@ -18,8 +18,7 @@ from ev3evo.assess import metrics as M
 from ev3evo.distill import baselines as B
 from ev3evo.distill import models, report
 from ev3evo.distill import pipeline as P
-from ev3evo.distill.sources import kd_grid
-from ev3evo.types import Feedback, Objective
+from ev3evo.types import Objective
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +74,7 @@ def test_grow_helper_is_exact_and_the_grown_student_saves(run, tmp_path):
     x = jnp.asarray(np.random.default_rng(0).normal(size=(40, 6)), jnp.float32)
     val = {"x": x, "y": jnp.zeros(40, jnp.int32), "teacher": student.apply(run.stable, x)}
     holder = {"student": student}
-    state = types.SimpleNamespace(params=run.stable, stable=run.stable)
+    state = types.SimpleNamespace(current=run.stable, stable=run.stable)
     config = P.DistillConfig(grow_kind="widen", grow_amount=3)
     names = ["accuracy", "agreement", "ece"]
     grown = P._grow(jax.random.key(1), holder, state, config, val, names, 3)
@@ -106,39 +105,6 @@ def _toy():
     batch = {"x": x, "y": y, "teacher": 3.0 * jax.nn.one_hot(y, 2)}
     params = {"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}
     return apply, batch, params
-
-
-def test_kd_grid_rows_slots_and_winner_first():
-    apply, batch, params = _toy()
-    src = kd_grid([losses.cross_entropy(apply), losses.kl_to_teacher(apply, 4.0)],
-                  [[1.0, 0.0], [0.5, 0.5]], optax.adam, [0.1, 0.01], steps=5, batch_size=32)
-    assert src.size == 4
-    ask, tell = jax.jit(src.ask), jax.jit(src.tell)
-    state = src.init(jax.random.key(0), params)
-    pop, state = ask(jax.random.key(1), state, params, batch, jnp.ones(4, bool))
-    assert pop["w"].shape == (4, 3, 2)
-    assert sorted(np.asarray(state["order"]).tolist()) == [0, 1, 2, 3]
-    acc = M.accuracy(apply)
-    fitness = jax.vmap(lambda p: M.value(acc, acc.stats(p, batch)))(pop)
-    assert float(fitness.max()) > 0.8  # rollouts learned the toy task
-    selected = jnp.arange(4) == 2
-    row = int(state["order"][2])
-    fb = Feedback(fitness, selected, jax.tree.map(lambda a: a[2], pop), jnp.array(False))
-    state = tell(jax.random.key(2), state, pop, fb)
-    assert int(state["last"]) == row
-    # the winning row committed its optimizer state (adam's count moved), the others did not
-    counts = np.asarray(state["committed"].count)
-    assert counts[row] == 5 and all(counts[i] == 0 for i in range(4) if i != row)
-    _, state = ask(jax.random.key(3), state, fb.params, batch, jnp.ones(4, bool))
-    assert int(state["order"][0]) == row  # slot 0 continues the last winner
-
-
-def test_kd_grid_rejects_bad_tables():
-    apply, _, _ = _toy()
-    with pytest.raises(ValueError, match="weights"):
-        kd_grid([losses.cross_entropy(apply)], [[1.0, 0.0]], optax.adam, [0.1])
-    with pytest.raises(ValueError, match="learning_rates"):
-        kd_grid([losses.cross_entropy(apply)], [[1.0]], optax.adam, [0.0])
 
 
 def test_baselines_select_on_validation():

@@ -33,7 +33,7 @@ def digits_run(digits_mlp, digits):
             ev3evo.gaussian(8, sigma=0.02),
         ],
         metrics=[ev3evo.metrics.accuracy(apply)],
-        population_size=6,
+        allocation=ev3evo.Allocation(population_size=6),
     )
     result = ev3evo.run(engine, jax.random.key(0), params, train, val, STEPS)
     return engine, result, apply, params, digits
@@ -69,12 +69,12 @@ def test_allocation_shifts_to_the_winner_without_starving(digits_run):
     winners = [r["winner_source"] if r["accepted"] else None for r in result.history]
     print(f"\nwinners by step {winners}\nslots by step {counts.tolist()}")
     assert np.all(counts.sum(1) == 6)
-    assert np.all(counts >= engine.min_slots), counts  # nobody is ever starved
+    assert np.all(counts >= engine.allocation.min_slots), counts  # nobody is ever starved
     assert counts[0].tolist() == [3, 3]  # no evidence yet: an even split
     # Replay the documented credit rule (EMA of 1 per accepted win, +1 if certified) from the
     # history: the engine's final credit matches, and at every step the source with clearly
     # more credit got at least as many slots.
-    decay, credit = engine.credit_decay, np.zeros(len(names))
+    decay, credit = engine.allocation.credit_decay, np.zeros(len(names))
     for t, rec in enumerate(result.history):
         reward = np.zeros(len(names))
         if rec["accepted"] and rec["winner_source"] is not None:
@@ -182,7 +182,7 @@ def test_replace_params_reinitializes_sources_and_keeps_the_record(toy):
     state = engine.init(jax.random.key(0), toy.params)
     for t in range(2):
         state, _ = engine.step(jax.random.key(t), state, toy.batch, toy.batch)
-    adam_count = lambda s: int(s.sources[0]["committed"][0][0].count)
+    adam_count = lambda s: int(s.sources.parts[0].committed[0][0].count[0])
     assert adam_count(state) > 0  # the optimizer has taken steps
     new = jax.tree.map(lambda x: x + 1.0, toy.params)
     replaced = engine.replace_params(jax.random.key(9), state, new, toy.params)
@@ -190,5 +190,5 @@ def test_replace_params_reinitializes_sources_and_keeps_the_record(toy):
     assert adam_count(replaced) == 0
     assert int(replaced.step) == 2 and int(replaced.since_certified) == 0
     np.testing.assert_array_equal(replaced.allocation.wins, state.allocation.wins)
-    np.testing.assert_array_equal(replaced.params["w"], new["w"])
+    np.testing.assert_array_equal(replaced.current["w"], new["w"])
     np.testing.assert_array_equal(replaced.stable["w"], toy.params["w"])

@@ -17,6 +17,7 @@ import optax
 import pytest
 
 import ev3evo
+from ev3evo.explore import sampling
 from ev3evo.explore.gradient import rollout
 from ev3evo.io import read_checkpoint
 
@@ -70,7 +71,7 @@ def faulty():
     engine = ev3evo.EV3(
         [_faulty_source()],
         [ev3evo.metrics.per_example("score", _score)],
-        alpha=0.05,
+        gate=ev3evo.Gate(alpha=0.05),
     )
     e = SIGMA * np.random.default_rng(1).normal(size=(N, 3)).astype(np.float32)
     batch = {"e": jnp.asarray(e)}
@@ -90,12 +91,12 @@ def test_nan_and_inf_candidates_are_discarded_counted_and_never_certified(faulty
     stable_values = [r["stable"]["score"] for r in result.history]
     assert all(b >= a for a, b in itertools.pairwise(stable_values))
     np.testing.assert_array_equal(np.asarray(result.state.stable["w"]), TARGET)
-    src = result.state.sources[0]
+    src = result.state.sources.parts[0]
     bad = [*NAN_PARAMS, NAN_SCORE, INF_SCORE]
     assert np.all(np.asarray(src["told"])[bad] == -np.inf)  # told as the worst possible
     assert np.all(np.isfinite(np.asarray(src["told"])[5:]))
     assert np.all(np.asarray(src["selected"])[bad] == 0)  # never the current model
-    assert np.all(np.isfinite(np.asarray(result.state.params["w"])))
+    assert np.all(np.isfinite(np.asarray(result.state.current["w"])))
     # Something did happen: worse candidates were accepted at times and then rolled back.
     assert any(r["accepted"] for r in result.history)
     assert any(r["rolled_back"] for r in result.history)
@@ -142,8 +143,9 @@ def test_non_finite_rollout_steps_are_skipped_and_do_not_poison_the_optimizer():
     loss = ev3evo.losses.cross_entropy(_apply)
     opt = optax.adam(0.1)
     params = {"w": jnp.ones(3)}
-    run = jax.jit(rollout(loss, opt, steps=12, batch_size=4))
-    new_params, opt_state, values = run(jax.random.key(0), params, opt.init(params), _poisoned())
+    run = jax.jit(rollout(lambda p, b, data: loss(p, b), opt, steps=12, batch_size=4))
+    batch = sampling.prepare(jax.random.key(5), _poisoned(), 4)
+    new_params, opt_state, values = run(jax.random.key(0), params, opt.init(params), None, batch)
     values = np.asarray(values)
     finite_steps = int(np.sum(np.isfinite(values)))
     assert 0 < finite_steps < 12  # some minibatches drew the poisoned example, some did not
@@ -162,7 +164,7 @@ def test_the_state_kept_for_the_next_step_stays_finite_when_every_step_is_non_fi
     np.testing.assert_array_equal(np.asarray(pop["w"][0]), np.ones(3))  # no step was taken
     fb = ev3evo.Feedback(jnp.zeros(1), jnp.ones(1, bool), {"w": pop["w"][0]}, jnp.array(False))
     state = src.tell(jax.random.key(2), state, pop, fb)
-    committed = state["committed"][0]
+    committed = jax.tree.map(lambda x: x[0], state.committed[0])  # the one row
     assert _adam_count(committed) == 0
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(committed))
 
@@ -201,4 +203,4 @@ def test_a_raising_host_source_is_isolated_for_the_step_and_reported():
         assert "external optimizer crashed" in err["error"]
         assert result.history[step]["num_invalid"] >= 1  # its slots were discarded
         assert result.history[step]["winner_source"] in (None, "gaussian")
-    assert int(result.state.sources[0]["told"]) == 2  # told only when it had asked
+    assert int(result.state.sources.parts[0]["told"]) == 2  # told only when it had asked

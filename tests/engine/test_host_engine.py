@@ -54,8 +54,8 @@ def mixed_run():
     params = {"w": jnp.zeros(4, jnp.float32)}
     ng_src = ev3evo.nevergrad_source("TwoPointsDE", 6, seed=1, sigma=0.5)
     engine = ev3evo.EV3(
-        [ng_src, ev3evo.gaussian(6, sigma=0.3)], [_quadratic_metric()], accept="better"
-    )
+        [ng_src, ev3evo.gaussian(6, sigma=0.3)], [_quadratic_metric()],
+        gate=ev3evo.Gate(accept="better"))
     state = engine.init(jax.random.key(0), params)
     batch = _batch()
     start = float(_quadratic_metric().stats(params, batch).mean())
@@ -64,7 +64,7 @@ def mixed_run():
         state, info = engine.step(jax.random.key(t + 1), state, batch, batch)
         records.append(engine.record(info))
     yield engine, state, records, start
-    ev3evo.nevergrad_close(state.sources[0])
+    ev3evo.nevergrad_close(state.sources.parts[0])
 
 
 def test_mixed_host_and_jax_sources_improve(mixed_run):
@@ -72,17 +72,17 @@ def test_mixed_host_and_jax_sources_improve(mixed_run):
     final = records[-1]["current"]["neg_sq"]
     assert final > start + 1.0, (start, final)
     assert all(r["host_errors"] == [] for r in records)
-    assert int(state.sources[0].step) == 6  # nevergrad told every step
+    assert int(state.sources.parts[0].step) == 6  # nevergrad told every step
     # the nevergrad optimizer has seen asks and tells through the engine
-    opt = ev3evo.nevergrad_optimizer(state.sources[0])
+    opt = ev3evo.nevergrad_optimizer(state.sources.parts[0])
     assert opt.num_tell >= opt.num_ask > 0
 
 
 def test_staged_stages_compile_once(mixed_run):
     engine, *_ = mixed_run
-    assert engine.step == engine._staged_step
-    assert engine._ask_jax._cache_size() == 1
-    assert engine._adapt_jax._cache_size() == 1
+    explore, adapt = engine.step.stages  # the two JAX stages around the host calls
+    assert explore._cache_size() == 1
+    assert adapt._cache_size() == 1
 
 
 def test_all_jax_engine_keeps_the_fused_step():
@@ -110,4 +110,4 @@ def test_a_raising_host_source_is_isolated(fail_on):
         assert records[1]["winner_source"] in (None, "gaussian")
         assert calls["tell"] == 2  # not told on the step it failed to ask
     assert int(state.step) == 3
-    assert int(state.sources[0]) == 2  # the failed step kept the host state
+    assert int(state.sources.parts[0]) == 2  # the failed step kept the host state

@@ -139,6 +139,17 @@ def test_unknown_metric_name():
         ev3evo.metrics.get("accuracy5", PROBLEM.apply)
 
 
+_GATE_FIELDS = set(ev3evo.Gate._fields)
+_ALLOCATION_FIELDS = set(ev3evo.Allocation._fields)
+
+
+def _settings(kw: dict) -> dict:
+    """Engine keyword arguments with gate and allocation fields grouped into their settings."""
+    gate = {k: kw.pop(k) for k in list(kw) if k in _GATE_FIELDS}
+    allocation = {k: kw.pop(k) for k in list(kw) if k in _ALLOCATION_FIELDS}
+    return {**kw, "gate": ev3evo.Gate(**gate), "allocation": ev3evo.Allocation(**allocation)}
+
+
 # ------------------------------------------------------------ configuration
 @pytest.mark.parametrize(
     "kwargs, error, message",
@@ -164,7 +175,7 @@ def test_unknown_metric_name():
 )
 def test_engine_configuration(kwargs, error, message):
     with pytest.raises(error, match=message):
-        ev3evo.EV3([ev3evo.gaussian(4), ev3evo.cauchy(4)], [ACC], **kwargs)
+        ev3evo.EV3([ev3evo.gaussian(4), ev3evo.cauchy(4)], [ACC], **_settings(dict(kwargs)))
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,7 @@ class Run:
         self.engine = ev3evo.EV3(
             [poisoned(s) for s in sources], metrics=[nan_accuracy(self.problem.apply)]
         )
-        offsets = self.engine.mixed.offsets
+        offsets = self.engine.source.layout.offsets
         self.slots = {
             s.name: range(offsets[i], offsets[i + 1]) for i, s in enumerate(self.sources)
         }
@@ -192,11 +192,11 @@ def test_step_jit_no_recompile_and_state_structure(runs, name):
         )
     for before, after in zip(run.states, run.states[1:]):
         assert same_structure(before, after), "EV3 state structure changed"
-        assert same_structure(before.sources[i], after.sources[i]), f"{name}: state changed"
+        assert same_structure(before.sources.parts[i], after.sources.parts[i]), f"{name}: state changed"
     last = run.states[-1]
     assert int(last.step) == STEPS
-    assert finite_tree(last.params) and finite_tree(last.stable)
-    assert no_nan_tree(last.sources[i]), f"{name}: NaN in its state"
+    assert finite_tree(last.current) and finite_tree(last.stable)
+    assert no_nan_tree(last.sources.parts[i]), f"{name}: NaN in its state"
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -209,7 +209,7 @@ def test_nonfinite_candidates_ranked_worst_never_selected(runs, name):
     for info, state in zip(run.infos, run.states[1:]):
         assert int(info.winner) not in all_bad, f"selected non-finite slot {int(info.winner)}"
         assert int(info.num_invalid) == len(all_bad)
-        fitness = np.asarray(state.sources[i][1])  # what this source was told
+        fitness = np.asarray(state.sources.parts[i][1])  # what this source was told
         assert np.all(fitness[poisoned_slots(source.size)] == -np.inf), fitness
         assert np.all(np.isfinite(fitness[clean])), fitness
         if int(info.winner) in run.slots[source.name]:
@@ -234,10 +234,10 @@ def test_scan_and_vmap_over_keys_match_sequential_steps(runs, name):
     assert np.all(np.asarray(final.step) == STEPS)
     assert np.asarray(infos.accepted).shape == (2, STEPS)
     first = jax.tree.map(lambda x: x[0], final)
-    assert same_structure(first.sources[i], run.states[-1].sources[i])
+    assert same_structure(first.sources.parts[i], run.states[-1].sources.parts[i])
     np.testing.assert_array_equal(np.asarray(infos.winner[0]), [int(x.winner) for x in run.infos])
-    for a, b in zip(jax.tree.leaves(first.params), jax.tree.leaves(run.states[-1].params)):
+    for a, b in zip(jax.tree.leaves(first.current), jax.tree.leaves(run.states[-1].current)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
-    assert finite_tree(final.params) and finite_tree(final.stable)
-    assert no_nan_tree(final.sources[i])
+    assert finite_tree(final.current) and finite_tree(final.stable)
+    assert no_nan_tree(final.sources.parts[i])
     assert not np.isin(np.asarray(infos.winner), run.bad_slots(source.name)).any()

@@ -233,7 +233,7 @@ def problem():
             ev3evo.gaussian(3, sigma=0.1),
         ],
         [ev3evo.metrics.neg_loss(apply)],
-        population_size=6,
+        allocation=ev3evo.Allocation(population_size=6),
     )
     params = {"w": jnp.zeros(3, jnp.float32), "b": jnp.zeros(2, jnp.float32)}
     key = jax.random.key(5)
@@ -282,7 +282,7 @@ def test_resume_refuses_another_seed_configuration_or_a_fresh_start(problem, tmp
         ev3evo.run(engine, key, params, batch, batch, 2, checkpoint_dir=tmp_path, resume=True,
                    checkpoint_metadata={"config": {"lr": 0.1}})
     wrong = {"w": jnp.zeros(4, jnp.float32), "b": jnp.zeros(2, jnp.float32)}
-    with pytest.raises(CheckpointError, match=r"leaf .params\['w'\] is float32\[3\]"):
+    with pytest.raises(CheckpointError, match=r"leaf .current\['w'\] is float32\[3\]"):
         ev3evo.run(engine, key, wrong, batch, batch, 2, checkpoint_dir=tmp_path, resume=True,
                    checkpoint_metadata={"config": {"lr": 0.05}})
     with pytest.raises(ValueError, match="already holds checkpoints; pass resume=True"):

@@ -85,7 +85,7 @@ def _problem():
     engine = ev3evo.EV3(
         [_drift_source(3), ev3evo.gaussian(3, sigma=0.1)],
         [ev3evo.metrics.neg_loss(apply)],
-        population_size=4,
+        allocation=ev3evo.Allocation(population_size=4),
     )
     params = {"w": jnp.zeros(3, jnp.float32), "b": jnp.zeros(2, jnp.float32)}
     return engine, params, batch, jax.random.key(SEED)

@@ -43,8 +43,8 @@ WORKER = textwrap.dedent(
         sources=[ev3evo.gradient_rollouts([ev3evo.losses.cross_entropy(apply)],
                                           [optax.sgd(0.3)], steps=2, repeats=4),
                  ev3evo.gaussian(4, sigma=0.05)],
-        metrics=[ev3evo.metrics.accuracy(apply), ev3evo.metrics.neg_loss(apply)],
-        population_size=7, mesh=mesh)
+        metrics=[ev3evo.metrics.accuracy(apply), ev3evo.metrics.neg_loss(apply)], mesh=mesh,
+        allocation=ev3evo.Allocation(population_size=7))
 
     def digest(tree):
         h = hashlib.sha256()
@@ -54,7 +54,7 @@ WORKER = textwrap.dedent(
 
     class Digests(ev3evo.Callback):
         def on_step(self, record, state, engine):
-            record["params_sha"] = digest(state.params)
+            record["params_sha"] = digest(state.current)
             record["stable_sha"] = digest(state.stable)
 
     result = ev3evo.run(engine, jax.random.key(7), params, train, val, steps=4,

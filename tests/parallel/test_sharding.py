@@ -43,8 +43,8 @@ WORKER = textwrap.dedent(
             sources=[ev3evo.gradient_rollouts([ev3evo.losses.cross_entropy(apply)],
                                               [optax.sgd(0.3)], steps=2, repeats=4),
                      ev3evo.gaussian(4, sigma=0.05)],
-            metrics=[ev3evo.metrics.accuracy(apply), ev3evo.metrics.neg_loss(apply)],
-            population_size=7, mesh=mesh)
+            metrics=[ev3evo.metrics.accuracy(apply), ev3evo.metrics.neg_loss(apply)], mesh=mesh,
+            allocation=ev3evo.Allocation(population_size=7))
 
     out = {"devices": len(jax.devices())}
     mesh = parallel.population_mesh()
@@ -134,4 +134,4 @@ def test_one_device_mesh_runs_in_process():
     state = parallel.replicate(engine.init(jax.random.key(0), {"w": jnp.zeros((4, 2))}), mesh)
     state, info = engine.step(jax.random.key(1), state, batch, batch)
     assert int(info.step) == 1
-    assert state.params["w"].sharding.is_fully_replicated
+    assert state.current["w"].sharding.is_fully_replicated
