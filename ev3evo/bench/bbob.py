@@ -280,7 +280,7 @@ def _cma_es(dim: int, popsize: int):
 
 
 def _solve_ev3evo(ev: Evaluator, x0: np.ndarray, seed: int) -> None:
-    from ev3evo.minimize import minimize
+    from ev3evo import minimize
 
     res = minimize(ev, x0, budget=ev.budget, seed=seed, sigma0=SIGMA0, vectorized=True)
     if res.nfev > ev.budget:
