@@ -369,6 +369,24 @@ def test_device_members_cma_evosax():
         minimize(sphere, np.zeros(2), budget=10, sources=["cma", "cma_bipop"])
 
 
+def test_compiled_steps_are_kept_by_configuration_only():
+    """The built-in JAX members' step is reused across calls, from a bounded cache; a step
+    with user sources is built per call and never kept."""
+    from ev3evo.blackbox.device import _built_in_step
+
+    assert _built_in_step.cache_info().maxsize == 8
+    run = lambda: minimize(sphere, np.array([2.0, -1.5]), budget=60, seed=0, sigma0=SIGMA0,
+                           sources=["de"])  # fmt: skip
+    first = run()
+    before = _built_in_step.cache_info()
+    again = run()
+    after = _built_in_step.cache_info()
+    assert after.hits == before.hits + 1 and after.currsize == before.currsize
+    assert np.array_equal(first.x, again.x) and first.fun == again.fun  # same seed, same run
+    minimize(sphere, np.zeros(2), budget=20, sources=[ev3evo.gaussian(4, 0.1)], sigma0=0.5)
+    assert _built_in_step.cache_info().currsize == after.currsize
+
+
 def test_a_cocoex_problem_is_handed_straight_to_minimize():
     """COCO's problems cannot be traced (tracing one crashes the interpreter): they are host
     functions, each evaluation counted by COCO itself."""
