@@ -38,21 +38,30 @@ NOTE = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bbob.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="D in {2,5}, 1 instance, budget 1000·D (minutes on 2 idle cores)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="D in {2,5}, 1 instance, budget 1000·D (minutes on 2 idle cores)",
+    )
     parser.add_argument("--json", default=None, help="write all numbers to this JSON file")
-    parser.add_argument("--out", default=None,
-                        help="directory for the table (bbob_table.md) and ECDF (bbob_ecdf.png)")
-    parser.add_argument("--solvers", default=None,
-                        help=f"comma-separated subset of {','.join(SOLVERS)} (default: all), "
-                             "e.g. --quick --solvers ev3evo,pycma-ipop for a fast comparison")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="directory for the table (bbob_table.md) and ECDF (bbob_ecdf.png)",
+    )
+    parser.add_argument(
+        "--solvers",
+        default=None,
+        help=f"comma-separated subset of {','.join(SOLVERS)} (default: all), "
+        "e.g. --quick --solvers ev3evo,pycma-ipop for a fast comparison",
+    )
     parser.add_argument("--functions", default=None, help="comma-separated BBOB ids (1..24)")
     parser.add_argument("--dims", default=None, help="comma-separated dimensions")
     parser.add_argument("--instances", default=None, help="comma-separated instance ids")
     parser.add_argument("--budget-per-dim", type=int, default=None)
     parser.add_argument("--processes", type=int, default=None)
     parser.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # smoke tests
-    return parser  # fmt: skip
+    return parser
 
 
 def _ints(text: str, name: str) -> tuple[int, ...]:
