@@ -30,6 +30,12 @@ demo: $(STAMP)
 	$(VENV)/bin/ev3evo distill --data digits --student-hidden 8 --time-budget 45 --steps 1000 \
 		--baselines --out runs/demo
 
+# The BBOB quick mode: ev3evo.minimize against pycma, evosax and nevergrad on the 24 noiseless
+# functions, D = 2 and 5, 1000·D evaluations (about 9 minutes on 2 cores); results in
+# benchmarks/results/ (bbob_quick.json, bbob_table.md, bbob_ecdf.png).
+bench: $(STAMP)
+	$(PY) benchmarks/bbob.py --quick --json benchmarks/results/bbob_quick.json --out benchmarks/results
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .

@@ -63,8 +63,8 @@ _LAZY = {
     "RestartSchedule": ".explore.restart",
     "bipop": ".explore.restart",
     "ipop": ".explore.restart",
-    "MinimizeResult": ".minimize",
-    "minimize": ".minimize",
+    "MinimizeResult": ".blackbox",
+    "minimize": ".blackbox",
     "distill_run": ".distill.pipeline",
 }
 

@@ -14,7 +14,6 @@ import sys
 #: subcommand -> (module, one-line help)
 COMMANDS = {
     "demo": ("ev3evo.demo", "a short EV3 run on a built-in problem (digits, accuracy)"),
-    "bench": ("ev3evo.bench", "benchmarks: `ev3evo bench bbob [--quick]` (BBOB vs CMA-ES)"),
     "distill": ("ev3evo.distill.command",
                 "distill a teacher into a small student with EV3, against KD and ES baselines"),
 }

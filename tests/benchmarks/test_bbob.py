@@ -15,7 +15,11 @@ import jax
 import numpy as np
 import pytest
 
-from ev3evo.bench import bbob
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+import bbob as bbob_script  # noqa: E402  (benchmarks/bbob.py, the command line)
+import bbob_lib as bbob  # noqa: E402  (benchmarks/bbob_lib.py, the harness)
 
 D = 5
 
@@ -179,9 +183,10 @@ def test_evaluator_enforces_budget_and_records_hits():
     assert hits[-1] == 2  # 1e-8 reached by x_opt itself, the second evaluation
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_json_table_and_png(tmp_path):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "ev3evo.cli", "bench", "bbob", "--tiny",
+    cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "bbob.py"), "--tiny",
            "--solvers", "pycma-ipop,ng-cma", "--json", str(tmp_path / "r.json"),
            "--out", str(tmp_path)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
@@ -199,15 +204,23 @@ def test_smoke_run_writes_json_table_and_png(tmp_path):
     assert "| pycma-ipop | **all** |" in (tmp_path / "bbob_table.md").read_text()
 
 
-def test_cli_rejects_bad_input(capsys):
+def test_script_rejects_bad_input(capsys):
+    assert bbob_script.main(["--tiny", "--solvers", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown solver(s) ['nope']" in err and len(err.strip().splitlines()) == 1
+    assert bbob_script.main(["--tiny", "--functions", "0,3"]) == 2
+    assert "must be in 1..24" in capsys.readouterr().err
+    assert bbob_script.main(["--tiny", "--dims", "2,x"]) == 2
+    assert "--dims must be comma-separated integers" in capsys.readouterr().err
+
+
+def test_the_library_command_line_has_no_benchmarks(capsys):
     from ev3evo import cli
 
-    assert cli.main(["bench", "bbob", "--tiny", "--solvers", "nope"]) == 2
-    assert "unknown solver(s) ['nope']" in capsys.readouterr().err
-    assert cli.main(["bench", "bbob", "--tiny", "--functions", "0,3"]) == 2
-    assert "must be in 1..24" in capsys.readouterr().err
-    assert cli.main(["bench"]) == 2
-    assert "choose a benchmark" in capsys.readouterr().err
+    assert "bench" not in cli.COMMANDS
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "bbob"])
+    assert e.value.code == 2 and "invalid choice: 'bench'" in capsys.readouterr().err
 
 
 def test_nevergrad_cma_by_generation_proposes_the_same_points():

@@ -1,17 +1,18 @@
-"""ev3evo.minimize: budget, bounds, NaN, the JAX path, bad input, and solving small problems.
-
-All default-portfolio runs share one configuration (D = 2, sigma0 = 1, budget < 600: one rung
-of the restart ladder), so the portfolio is compiled once for the whole file.
-"""
+"""ev3evo.minimize: budget, bounds, NaN, the JAX path, bad input, and solving small problems."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import ev3evo
-from ev3evo.minimize import minimize
+from ev3evo import minimize
+from ev3evo.blackbox.host_cma import HostCMA
+from ev3evo.blackbox.local import LocalPool, LocalSearch
+from ev3evo.blackbox.member import Outcome
+from ev3evo.blackbox.model import QuadraticModel
 
 SIGMA0 = 1.0
 
@@ -101,9 +102,78 @@ def test_jax_fun_path():
     def f(x):
         return jnp.sum((x - 0.5) ** 2)
 
-    res = minimize(f, np.array([2.0, -1.5]), budget=400, seed=1, sigma0=SIGMA0)
+    res = minimize(f, np.array([2.0, -1.5]), budget=400, seed=1, sigma0=SIGMA0, jax_fun=True)
     assert res.fun < 1e-6 and res.nfev == 400
     assert np.allclose(res.x, 0.5, atol=1e-2)
+
+
+def _compiled_shapes(caplog, name):
+    """The argument shapes of every compilation of ``name`` logged in ``caplog``."""
+    return [r.getMessage().split("global shapes and types ")[1].split(")")[0]
+            for r in caplog.records
+            if f"Compiling jit({name})" in r.getMessage()]  # fmt: skip
+
+
+def test_a_jitted_function_is_recognized_and_evaluated_batched(caplog):
+    @jax.jit
+    def jitted_sphere(x):
+        return jnp.sum((x - 0.5) ** 2)
+
+    assert ev3evo.blackbox.is_jax_function(jitted_sphere)
+    assert not ev3evo.blackbox.is_jax_function(sphere)
+    with caplog.at_level("WARNING"), jax.log_compiles():
+        res = minimize(jitted_sphere, np.array([2.0, -1.5]), budget=120, seed=1, sigma0=SIGMA0)
+    assert res.nfev == 120 and res.fun < 1e-3
+    shapes = _compiled_shapes(caplog, "jitted_sphere")
+    # evaluated jit(vmap(fun)): whole generations ((n, 2) arrays), never one row at a time
+    assert shapes and all("float32[" in s and "," in s.split("[")[1] for s in shapes), shapes
+    # vectorized=True: a host function, called with the (n, D) batch (not vmapped)
+    res = minimize(jax.jit(lambda x: jnp.sum((x - 0.5) ** 2, axis=1)), np.zeros(2), budget=30,
+                   vectorized=True)  # fmt: skip
+    assert res.nfev == 30
+
+
+class SlotsObjective:
+    """A callable with ``__slots__`` (it cannot be weakly referenced)."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return float(np.sum((x - 0.5) ** 2))
+
+
+def test_a_callable_with_slots_is_a_host_function():
+    f = SlotsObjective()
+    res = minimize(f, np.array([2.0, -1.5]), budget=200, seed=0, sigma0=SIGMA0)
+    assert f.calls == res.nfev == 200 and res.fun < 1e-6
+
+
+def test_a_host_function_is_called_only_to_evaluate_it():
+    """Side effects run once per counted evaluation, never with a tracer, never beyond budget."""
+    log = []
+
+    def f(x):
+        log.append(x)
+        return float(np.sum((x - 0.5) ** 2))
+
+    res = minimize(f, np.array([2.0, -1.5]), budget=150, seed=0, sigma0=SIGMA0)
+    assert len(log) == res.nfev == 150
+    assert all(type(x) is np.ndarray and x.dtype == np.float64 and x.shape == (2,) for x in log)
+    assert not any(isinstance(x, jax.core.Tracer) for x in log)
+    np.testing.assert_array_equal(log[0], [2.0, -1.5])  # the first call evaluates x0
+    vlog = []
+
+    def fv(x):
+        vlog.append(x)
+        return np.sum((x - 0.5) ** 2, axis=1)
+
+    res = minimize(fv, np.array([2.0, -1.5]), budget=97, sigma0=SIGMA0, vectorized=True)
+    assert sum(len(x) for x in vlog) == res.nfev == 97
+    assert all(type(x) is np.ndarray and x.ndim == 2 for x in vlog)
 
 
 def test_solves_rosenbrock_and_stops_at_ftarget():
@@ -139,8 +209,10 @@ def test_bad_input():
         minimize(sphere, x0, budget=10, sources=["cma", "bogus"])
     with pytest.raises(ValueError, match="scalar"):
         minimize(lambda x: np.ones(3), x0, budget=10, jax_fun=False)
-    with pytest.raises(ValueError, match="scalar"):
-        minimize(lambda x: x * 2, x0, budget=10)  # a JAX function returning a vector
+    with pytest.raises(ValueError, match=r"scalar; it returned shape \(2,\) for a \(D,\)"):
+        minimize(lambda x: x * 2, x0, budget=10)  # a host function returning a vector
+    with pytest.raises(ValueError, match=r"scalar; it returned shape \(2,\)"):
+        minimize(jax.jit(lambda x: x * 2), x0, budget=10)  # a JAX function returning a vector
     with pytest.raises(ValueError, match="sigma0"):
         minimize(sphere, x0, budget=10, sigma0=-1.0)
     with pytest.raises(TypeError, match="callable"):
@@ -150,8 +222,6 @@ def test_bad_input():
 
 
 def test_quadratic_model_is_exact_on_quadratics_and_waits_for_points():
-    from ev3evo.minimize_sources import QuadraticModel
-
     rng = np.random.default_rng(0)
     q, _ = np.linalg.qr(rng.normal(size=(4, 4)))
     h = q @ np.diag(10.0 ** np.arange(0, 8, 2)) @ q.T  # rotated, condition 1e6
@@ -209,19 +279,33 @@ def test_model_respects_bounds_and_budget():
     assert res.source_evals["model"] > 0
 
 
-def test_pool_counts_match_allocation_rules():
-    """The host-side pool split is allocation.counts_from_credit (min 0, prior 0.1)."""
-    from ev3evo.adapt import allocation
-    from ev3evo.minimize import _pool_counts
+def _outcome(winner):
+    x = np.zeros((1, 2))
+    return Outcome(x, np.zeros(1), np.ones(1, bool), slice(0, 0), 0 if winner else -1, winner,
+                   x[0], 0.0)  # fmt: skip
 
-    rng = np.random.default_rng(3)
-    for _ in range(200):
-        caps = rng.integers(1, 6, size=int(rng.integers(1, 4))).astype(np.int32)
-        credit = (rng.random(caps.size) * rng.integers(0, 2, caps.size)).astype(np.float32)
-        n = int(rng.integers(1, caps.sum() + 1))
-        expected = allocation.counts_from_credit(jnp.asarray(credit), jnp.asarray(caps), n, 0, 0.1)
-        np.testing.assert_array_equal(_pool_counts(credit, caps, n), np.asarray(expected))
-    assert not _pool_counts(np.zeros(2, np.float32), np.array([3, 3], np.int32), 0).any()
+
+def test_pool_slots_follow_its_wins_and_split_by_allocation():
+    """No slots at first but a probe every 8th generation, up to capacity once it wins 20 % of
+    generations; the split between searches is allocation.counts_from_credit of their credit."""
+    from ev3evo.adapt.allocation import counts_from_credit
+
+    pool = LocalPool(("gaussian", "cauchy"), 0.5, seed=0, capacity=5, alone=False)
+    assert [pool.slots(g) for g in range(9)] == [0] * 7 + [1, 0]
+    assert pool.ask(np.zeros(2), 0) is None
+    slots = []
+    for g in range(40):  # gaussian wins whenever the pool has slots; else another member does
+        proposal = pool.ask(np.zeros(2), g)
+        slots.append(0 if proposal is None else len(proposal.x))
+        pool.tell(_outcome("cma" if proposal is None else "gaussian"))
+    assert slots[:8] == [0] * 7 + [1] and slots[-1] == 5  # the probe earned the pool its slots
+    assert pool.credit[0] > 0.9 and pool.credit[1] == 0.0
+    for n in range(1, 11):
+        expected = counts_from_credit(pool.credit, pool.capacities, n, 0, 0.1)
+        np.testing.assert_array_equal(pool.split(n), expected)
+    assert pool.split(5).tolist() == [5, 0] and pool.split(7).tolist() == [5, 2]  # capacity 5
+    alone = LocalPool(("gaussian", "cauchy"), 0.5, seed=0, capacity=3, alone=True)
+    assert alone.slots(0) == 6 and alone.ask(np.zeros(2), 0).part.tolist() == [0, 0, 0, 1, 1, 1]
 
 
 def test_default_portfolio_compiles_nothing(caplog):
@@ -238,8 +322,6 @@ def test_default_portfolio_compiles_nothing(caplog):
 
 
 def test_host_cma_restarts_ipop_and_bipop_and_ranks_nan_worst():
-    from ev3evo.minimize_sources import HostCMA
-
     def flat(x):  # flat fitness (NaN told as worse) stops pycma's runs within a few generations
         return np.where(x[:, 0] > 0, np.nan, 1.0)
 
@@ -263,8 +345,6 @@ def test_host_cma_restarts_ipop_and_bipop_and_ranks_nan_worst():
 
 
 def test_host_members_are_deterministic_for_a_seed():
-    from ev3evo.minimize_sources import HostCMA, LocalSearch
-
     # pycma samples from numpy's global generator, which it seeds when a run starts
     first = HostCMA(np.ones(4), 0.5, seed=7).ask()
     np.testing.assert_array_equal(first, HostCMA(np.ones(4), 0.5, seed=7).ask())
@@ -287,3 +367,35 @@ def test_device_members_cma_evosax():
     assert res.source_evals["cma_evosax"] > 0 and sum(res.source_evals.values()) == 249
     with pytest.raises(ValueError, match="one of 'cma'"):
         minimize(sphere, np.zeros(2), budget=10, sources=["cma", "cma_bipop"])
+
+
+def test_compiled_steps_are_kept_by_configuration_only():
+    """The built-in JAX members' step is reused across calls, from a bounded cache; a step
+    with user sources is built per call and never kept."""
+    from ev3evo.blackbox.device import _built_in_step
+
+    assert _built_in_step.cache_info().maxsize == 8
+    run = lambda: minimize(sphere, np.array([2.0, -1.5]), budget=60, seed=0, sigma0=SIGMA0,
+                           sources=["de"])  # fmt: skip
+    first = run()
+    before = _built_in_step.cache_info()
+    again = run()
+    after = _built_in_step.cache_info()
+    assert after.hits == before.hits + 1 and after.currsize == before.currsize
+    assert np.array_equal(first.x, again.x) and first.fun == again.fun  # same seed, same run
+    minimize(sphere, np.zeros(2), budget=20, sources=[ev3evo.gaussian(4, 0.1)], sigma0=0.5)
+    assert _built_in_step.cache_info().currsize == after.currsize
+
+
+def test_a_cocoex_problem_is_handed_straight_to_minimize():
+    """COCO's problems cannot be traced (tracing one crashes the interpreter): they are host
+    functions, each evaluation counted by COCO itself."""
+    cocoex = pytest.importorskip("cocoex")
+    suite = cocoex.Suite("bbob", "", "dimensions:2,5 instance_indices:1")
+    for problem in suite:
+        try:
+            res = minimize(problem, problem.initial_solution, budget=40, seed=1)
+            assert problem.evaluations == res.nfev == 40, problem.id
+            assert res.fun == problem.best_observed_fvalue1, problem.id
+        finally:
+            problem.free()

@@ -1,4 +1,6 @@
-"""BBOB benchmark: ``ev3evo.minimize`` against CMA-ES implementations on the 24 noiseless functions.
+"""The BBOB harness: problems, evaluator, solvers and aggregation behind ``benchmarks/bbob.py``.
+
+``ev3evo.minimize`` against CMA-ES implementations on the 24 noiseless functions.
 
 Every solver runs on identical problems, starting points and budgets, and calls the *same*
 evaluator: a numpy batch function (jitted JAX definitions from ``evosax.problems.bbob``, in
@@ -19,13 +21,13 @@ in ``[-1000, 1000]``, rotations ``R, Q`` uniform on SO(D) (as in the published d
 drawn with numpy from ``(function, dimension, instance)``. Start point: uniform in
 ``[-4, 4]^D`` per (problem, run), initial step size 2 for all solvers.
 
-Example (tiny run, a few seconds)::
+Example (a tiny run, a few seconds, with ``benchmarks/`` on ``sys.path``)::
 
-    from ev3evo.bench import bbob
-    result = bbob.run_benchmark(bbob.Config(functions=(1, 8), dims=(2,), instances=(1,),
-                                            budget_per_dim=50, solvers=("pycma-ipop",),
-                                            processes=1))
-    print(bbob.format_table(result))
+    import bbob_lib
+    result = bbob_lib.run_benchmark(bbob_lib.Config(functions=(1, 8), dims=(2,), instances=(1,),
+                                                    budget_per_dim=50, solvers=("pycma-ipop",),
+                                                    processes=1))
+    print(bbob_lib.format_table(result))
 """
 
 from __future__ import annotations
@@ -280,7 +282,7 @@ def _cma_es(dim: int, popsize: int):
 
 
 def _solve_ev3evo(ev: Evaluator, x0: np.ndarray, seed: int) -> None:
-    from ev3evo.minimize import minimize
+    from ev3evo import minimize
 
     res = minimize(ev, x0, budget=ev.budget, seed=seed, sigma0=SIGMA0, vectorized=True)
     if res.nfev > ev.budget:
@@ -352,7 +354,7 @@ def _nevergrad_loop(ev: Evaluator, x0: np.ndarray, seed: int, make, generation: 
                 opt.tell(c, float(v))
     finally:
         # nevergrad optimizers wrapping scipy/pycma run in a non-daemon thread that keeps
-        # the interpreter alive at exit unless the optimizer is collected (ECOSYSTEM.md).
+        # the interpreter alive at exit unless the optimizer is collected.
         del opt
         gc.collect()
 
@@ -577,90 +579,3 @@ def save(result: dict, json_path: str | None, out_dir: str | None, note: str = "
             f.write(f"Total wall time: {result['total_wall_s']:.0f} s\n")
         written += [png, md]
     return written
-
-
-# ----------------------------------------------------------------------------- command line
-
-NOTE = (
-    "Machine: 2 CPU cores shared with other jobs while this ran, so wall times are noisy; "
-    "ratios between solvers in the same run are more meaningful than absolute seconds. "
-    "Wall time is the sum over runs of the solver's own time, the objective's compilation "
-    "excluded (it is compiled once per function and dimension before timing, shared by all). "
-    "Each (solver, dimension) group of 24 runs runs in one process, so a JAX solver's own "
-    "compilation (evosax; ev3evo's default portfolio compiles nothing) is counted once per "
-    "group, in its first run. The objective "
-    "is a jitted batch function with its instance data on the device; nevergrad's CMA is "
-    "asked a whole generation at a time (the same points as one at a time), NGOpt one "
-    "candidate at a time."
-)
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--quick", action="store_true",
-                        help="D in {2,5}, 1 instance, budget 1000·D (minutes on 2 idle cores)")
-    parser.add_argument("--json", default=None, help="write all numbers to this JSON file")
-    parser.add_argument("--out", default=None,
-                        help="directory for the table (bbob_table.md) and ECDF (bbob_ecdf.png)")
-    parser.add_argument("--solvers", default=None,
-                        help=f"comma-separated subset of {','.join(SOLVERS)} (default: all), "
-                             "e.g. --quick --solvers ev3evo,pycma-ipop for a fast comparison")
-    parser.add_argument("--functions", default=None, help="comma-separated BBOB ids (1..24)")
-    parser.add_argument("--dims", default=None, help="comma-separated dimensions")
-    parser.add_argument("--instances", default=None, help="comma-separated instance ids")
-    parser.add_argument("--budget-per-dim", type=int, default=None)
-    parser.add_argument("--processes", type=int, default=None)
-    parser.add_argument("--tiny", action="store_true", help=argparse_suppress())  # hidden: smoke tests
-
-
-def argparse_suppress():
-    import argparse
-
-    return argparse.SUPPRESS
-
-
-def _ints(text: str, name: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(t) for t in text.split(",") if t.strip())
-    except ValueError:
-        raise ValueError(f"--{name} must be comma-separated integers, got {text!r}") from None
-
-
-def config_from_args(args) -> Config:
-    if args.tiny:
-        config = Config(functions=(1, 15), dims=(2,), instances=(1,), budget_per_dim=30,
-                        checkpoints_per_dim=(10, 30), processes=1)  # fmt: skip
-    elif args.quick:
-        config = Config.quick()
-    else:
-        config = Config()
-    changes: dict[str, Any] = {}
-    if args.solvers:
-        changes["solvers"] = tuple(s.strip() for s in args.solvers.split(",") if s.strip())
-    if args.functions:
-        changes["functions"] = _ints(args.functions, "functions")
-    if args.dims:
-        changes["dims"] = _ints(args.dims, "dims")
-    if args.instances:
-        changes["instances"] = _ints(args.instances, "instances")
-    if args.budget_per_dim:
-        if args.budget_per_dim <= 0:
-            raise ValueError(f"--budget-per-dim must be positive, got {args.budget_per_dim}")
-        changes["budget_per_dim"] = args.budget_per_dim
-        cps = tuple(c for c in config.checkpoints_per_dim if c < args.budget_per_dim)
-        changes["checkpoints_per_dim"] = (*cps, args.budget_per_dim)
-    if args.processes:
-        changes["processes"] = args.processes
-    return dataclasses.replace(config, **changes)
-
-
-def main(args) -> int:
-    config = config_from_args(args)
-    n = len(config.solvers) * len(config.functions) * len(config.dims) * len(config.instances)
-    print(f"BBOB: {n} runs, solvers {', '.join(config.solvers)}, D={list(config.dims)}, "
-          f"budget {config.budget_per_dim}·D, {config.processes} process(es)", flush=True)  # fmt: skip
-    result = run_benchmark(config, progress=True)
-    print(format_table(result))
-    print(f"total wall time {result['total_wall_s']:.0f} s")
-    for path in save(result, args.json, args.out, NOTE):
-        print(f"wrote {path}")
-    return 0
