@@ -2,9 +2,13 @@
 
 Example::
 
-    result = ev3evo.run(engine, key, params, train, val, steps=50,
-                        callbacks=[ev3evo.ProgressBar(), ev3evo.JSONLHistory("history.jsonl")])
-    result.status, result.state.stable, result.history[-1]["stable"]
+    import jax, jax.numpy as jnp, ev3evo
+    score = ev3evo.metrics.per_example("score", lambda p, b: -jnp.sum((p["w"] - b["t"]) ** 2, -1))
+    engine = ev3evo.EV3([ev3evo.gaussian(8, sigma=0.3)], [score])
+    batch = {"t": jnp.ones((64, 3))}
+    result = ev3evo.run(engine, jax.random.key(0), {"w": jnp.zeros(3)}, batch, batch, steps=5)
+    assert result.status == "finished" and len(result.history) == 5
+    assert result.history[-1]["stable"]["score"] >= result.history[0]["stable"]["score"]
 """
 
 from __future__ import annotations

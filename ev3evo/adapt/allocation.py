@@ -22,7 +22,7 @@ Example::
     import numpy as np
     from ev3evo.adapt.allocation import counts_from_credit
     counts = counts_from_credit(np.array([1.0, 0.0]), np.array([8, 8]), 6, 1, 0.25)
-    assert counts.tolist() == [5, 1]
+    assert counts.tolist() == [4, 2]
 """
 
 from __future__ import annotations

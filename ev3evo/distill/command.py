@@ -1,6 +1,6 @@
 """``ev3evo distill``: distill a teacher into a small student with EV3, against baselines.
 
-Example::
+Usage (shell)::
 
     ev3evo distill --steps 200 --student-hidden 8 --out runs/digits
     ev3evo distill --data my.csv --label target --metric macro_f1 \\
