@@ -138,6 +138,18 @@ def _biased_gradient(problem: ExampleProblem) -> Source:
     )
 
 
+def _mixture_grid(problem: ExampleProblem) -> Source:
+    """Loss mixtures × learning rates in one vmapped group (the distillation's KD grid)."""
+    import optax
+
+    from ev3evo.explore.gradient import mixture_grid
+    from ev3evo.losses import cross_entropy
+
+    losses = [problem.loss, cross_entropy(problem.apply, temperature=2.0)]
+    return mixture_grid(losses, [[1.0, 0.0], [0.5, 0.5]], optax.adam, [0.05, 0.01], steps=2,
+                        name="mixture_grid")
+
+
 def _guided_es(problem: ExampleProblem) -> Source:
     from ev3evo.explore.biased import guided_es
 
@@ -173,6 +185,7 @@ EXAMPLES: dict[str, Callable[[ExampleProblem], Source]] = {
     "per_layer": _mutation("per_layer"),
     "custom_mutation": _custom,
     "biased_gradient": _biased_gradient,
+    "mixture_grid": _mixture_grid,
     "guided_es": _guided_es,
     "evosax_cma": _evosax("CMA_ES"),
     "evosax_de": _evosax("DifferentialEvolution"),

@@ -362,3 +362,49 @@ def test_non_decomposable_metric_uses_the_paired_bootstrap():
     tie = jnp.asarray(np.stack([s(0.6), s(0.6), s(0.6), s(0.6)]))
     d = _decide([ratio], [tie], objectives=("ratio",), bootstrap=300)
     assert not bool(d.certified) and not bool(d.rolled_back)
+
+
+# ---------------------------------------------------------------- every configuration
+def _configurations():
+    """Every gate configuration that claims a family-wise guarantee (all but "none")."""
+    from ev3evo.adapt.acceptance import ACCEPTANCE
+    from ev3evo.adapt.certification import CERTIFICATION, HOLD_OUT
+
+    out = []
+    for correction in sorted(set(CERTIFICATION) - {"none"}):
+        for accept in sorted(ACCEPTANCE):
+            rules = ("primary", "lexicographic") if correction in HOLD_OUT else ("primary",)
+            out.extend(Gate(ALPHA, correction, accept, certify) for certify in rules)
+    return out
+
+
+def _two_objective_simulator(gate: Gate):
+    """``(keys, primary_shift) -> certified``: candidate 0 is ``primary_shift`` better on the
+    primary objective; every arm has the stable model's mean on the secondary objective."""
+    se = np.sqrt(2.0 / N)
+    objectives = [Objective("acc", 2 * se), Objective("fid")]
+
+    def one(key, d1):
+        k1, k2, k3, k4, k_gate = jax.random.split(key, 5)
+        mu1 = jnp.zeros(P + 2).at[0].set(d1)
+        u1 = 2.0 * jax.random.normal(k1, (N,)) + mu1[:, None] + jax.random.normal(k2, (P + 2, N))
+        u2 = 2.0 * jax.random.normal(k3, (N,)) + jax.random.normal(k4, (P + 2, N))
+        u1, u2 = u1.at[P].set(u1[P + 1]), u2.at[P].set(u2[P + 1])  # current == stable
+        return decide(k_gate, [ACC, FID], [u1[..., None], u2[..., None]], objectives, [],
+                      jnp.ones(P, bool), gate).certified
+
+    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+
+
+@pytest.mark.parametrize("gate", _configurations(),
+                         ids=lambda g: f"{g.correction}-{g.accept}-{g.certify}")
+def test_every_gate_configuration_keeps_its_false_certification_rate(gate):
+    simulate = _two_objective_simulator(gate)
+    null = float(np.mean(simulate(jax.random.split(jax.random.key(41), TRIALS), 0.0)))
+    power = float(np.mean(simulate(jax.random.split(jax.random.key(42), TRIALS),
+                                   4.0 * np.sqrt(2.0 / N))))
+    print(f"\n[{gate.correction}, accept={gate.accept}, certify={gate.certify}] {TRIALS} "
+          f"decisions, {P} candidates, N={N}: certified with no true improvement {null:.4f}; "
+          f"certified a 4-SE primary gain {power:.4f}")
+    assert null <= ALPHA + SLACK, f"{gate}: false certification {null:.4f} > alpha {ALPHA}"
+    assert power > 0.1, f"{gate}: certified a 4-SE improvement in only {power:.4f}"

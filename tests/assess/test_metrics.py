@@ -143,3 +143,59 @@ def test_chunked_population_evaluation_equals_one_vmap(data, chunk):
     assert auto_chunk_size(1 << 14, 1 << 12, "gpu") == 1024
     with pytest.raises(ValueError, match="chunk_size"):
         evaluate_population(metrics, pop, batch, chunk_size=0)
+
+
+# ----------------------------------------------------------------------------- the shared table
+def _softmax(z):
+    p = np.exp(z - z.max(1, keepdims=True))
+    return p / p.sum(1, keepdims=True)
+
+
+#: name -> numpy reference ``(logits, y, teacher) -> value``; every registered metric has one.
+REFERENCE = {
+    "accuracy": lambda z, y, t: np.mean(z.argmax(1) == y),
+    "top5_accuracy": lambda z, y, t: np.mean([y[i] in np.argsort(-z[i])[:5] for i in range(len(y))]),
+    "top2_accuracy": lambda z, y, t: np.mean([y[i] in np.argsort(-z[i])[:2] for i in range(len(y))]),
+    "agreement": lambda z, y, t: np.mean(z.argmax(1) == t.argmax(1)),
+    "neg_loss": lambda z, y, t: np.mean(np.log(_softmax(z))[np.arange(len(y)), y]),
+    "macro_f1": lambda z, y, t: f1_score(y, z.argmax(1), average="macro"),
+    "ece": lambda z, y, t: ece_numpy(z, y),
+}
+
+
+def test_every_registered_metric_has_a_reference():
+    assert set(REFERENCE) == set(ev3evo.metrics.REGISTRY)
+
+
+@pytest.mark.parametrize("name", sorted(ev3evo.metrics.REGISTRY))
+def test_registered_metric_table(data, name):
+    """Every metric: its value matches the reference; per-example statistics of the declared
+    shape; a population evaluation (vmap) equals the members' own values; the bootstrap's
+    identity resample gives the point value; the perfect model has the best utility."""
+    from ev3evo.assess.evaluate import evaluate_population
+    from ev3evo.assess.metrics import utility
+    from ev3evo.assess.stats import bootstrap_values
+
+    params, batch, logits, y, teacher = data
+    metric = ev3evo.metrics.get(name, apply, num_classes=C)
+    assert _value(metric, params, batch) == pytest.approx(REFERENCE[name](logits, y, teacher),
+                                                          rel=1e-4, abs=1e-5)
+    stats = np.asarray(metric.stats(params, batch))
+    assert stats.shape[0] == N and (stats.shape[1] == 1 or not metric.decomposable)
+    members = {"w": jnp.stack([params["w"], 0.1 * params["w"][::-1], -params["w"]])}
+    (pop_stats,) = evaluate_population([metric], members, batch, chunk_size=None)
+    values = np.asarray(value(metric, pop_stats))
+    for i in range(3):
+        one = float(value(metric, metric.stats({"w": members["w"][i]}, batch)))
+        assert values[i] == pytest.approx(one, rel=1e-5, abs=1e-6)
+    ones = jnp.ones((1, N), jnp.float32)
+    boot = np.asarray(bootstrap_values(pop_stats, ones, metric.aggregate))[:, 0]
+    np.testing.assert_allclose(boot, values, rtol=1e-5, atol=1e-6)
+    # Higher utility is better: logits that are right and confident beat the model's.
+    scale = lambda p, x: x * p["s"]
+    scaled = ev3evo.metrics.get(name, scale, num_classes=C)
+    right = 20.0 * jax.nn.one_hot(batch["teacher" if name == "agreement" else "y"].argmax(-1)
+                                  if name == "agreement" else batch["y"], C)
+    u_right = utility(scaled, value(scaled, scaled.stats({"s": 1.0}, dict(batch, x=right))))
+    u_model = utility(scaled, value(scaled, scaled.stats({"s": 1.0}, dict(batch, x=logits))))
+    assert float(u_right) >= float(u_model), (name, float(u_right), float(u_model))
