@@ -1,9 +1,9 @@
 """Shared fixtures: tiny problems that compile fast (a digits MLP, a linear toy problem).
 
-OpenBLAS threads collapse under CPU contention (see ECOSYSTEM.md), so one thread is forced
-before numpy or jax is imported. The tests are dominated by XLA compilation, not by running
-the programs, so LLVM's backend optimizations are turned off (about 25-45% less compile time
-for an EV3 step, measured on this machine). Set the level in ``XLA_FLAGS`` to override.
+OpenBLAS's threads collapse when the CPU is shared (pytest-xdist workers, CLI subprocesses:
+numpy and pycma steps become 30-100x slower), so one thread is forced before numpy or jax is
+imported. The tests are dominated by XLA compilation, not by running the programs, so LLVM's
+backend optimizations are turned off. Set the level in ``XLA_FLAGS`` to override.
 """
 
 from __future__ import annotations
