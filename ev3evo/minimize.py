@@ -84,9 +84,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .explore.evosax import evosax_source
+from .explore.evosax import bipop, evosax_source
+from .explore.evosax.distribution import recentered
 from .explore.mix import mix
-from .explore.restart import bipop
 from .minimize_sources import HostCMA, LocalSearch, QuadraticModel
 from .types import Feedback, Source
 
@@ -241,9 +241,8 @@ def _build(names: tuple, user: tuple, d: int, dtype, sigma0: float, budget: int)
             state = list(state)
             for i in cma_ids:
                 st = state[i]
-                rungs = tuple(r.replace(mean=jnp.where(move, params, r.mean).astype(r.mean.dtype))
-                              for r in st.es)  # fmt: skip
-                state[i] = st._replace(es=rungs)
+                rungs = tuple(recentered(r, jnp.where(move, params, r.es.mean)) for r in st.rungs)
+                state[i] = st._replace(rungs=rungs)
             state = tuple(state)
         return mixed.source.ask(k_ask, state, params, None, jnp.ones(mixed.source.size, bool))
 
@@ -251,8 +250,7 @@ def _build(names: tuple, user: tuple, d: int, dtype, sigma0: float, budget: int)
         active = jnp.ones(mixed.source.size, bool)
         return mixed.source.ask(keys(seed_key, gen)[1], state, params, None, active)
 
-    # init runs eagerly: evosax_source builds its algorithm objects (concrete default params)
-    # on first use, and building them under jit would leak tracers into its cache.
+    # init runs eagerly (each evosax source compiles its own init once per shape).
     out = _Device(mixed, mixed.source.init, wrap(ask), wrap(tell_ask))
     _CACHE[cache_key] = out
     return out
