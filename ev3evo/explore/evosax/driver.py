@@ -230,9 +230,13 @@ def build(spec: AlgorithmSpec, solution, *, key=None) -> Algorithm:
     template = jax.tree.map(lambda x: np.zeros(jnp.shape(x), jnp.result_type(x)), solution)
     with jax.ensure_compile_time_eval():  # concrete even when called while tracing
         es = _construct(spec, template)
-        defaults = compiled_default_params([es])[0] if spec.compile_params else es.default_params
-        params = _hyperparameters(spec, defaults)
-    return Algorithm(es, params, key)
+    if spec.compile_params:  # outside the context, which would run the program op by op
+        defaults = compiled_default_params([es])[0]
+    else:
+        with jax.ensure_compile_time_eval():
+            defaults = es.default_params
+    with jax.ensure_compile_time_eval():
+        return Algorithm(es, _hyperparameters(spec, defaults), key)
 
 
 def algorithm(algorithm, population_size: int, solution, **options) -> Algorithm:
@@ -290,8 +294,10 @@ def compiled_default_params(objects: Sequence[EvolutionaryAlgorithm]) -> tuple:
     """``default_params`` of every algorithm object, computed in one compiled program.
 
     evosax computes them with eager ``jnp`` operations, each compiled on first use for its
-    shapes; one jitted call at XLA's lowest optimization level costs a fraction of that.
-    Falls back to eager evaluation when an algorithm's parameters do not go through ``jit``.
+    shapes; one program at XLA's lowest optimization level costs a fraction of that. It is
+    compiled ahead of time, so that it runs (rather than being staged) when called while a
+    function is traced. Falls back to eager evaluation when an algorithm's parameters do not
+    go through ``jit``.
     """
 
     def eager():
@@ -301,7 +307,7 @@ def compiled_default_params(objects: Sequence[EvolutionaryAlgorithm]) -> tuple:
     try:
         fn = jax.jit(lambda: tuple(o.default_params for o in objects),
                      compiler_options={"xla_backend_optimization_level": 0})  # fmt: skip
-        out = tuple(fn())
+        out = tuple(fn.lower().compile()())
     except Exception:  # parameters that are not JAX types
         return eager()
     if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(out)):

@@ -73,10 +73,10 @@ def evosax_source(
         have one), the noise of the initial population of population-based ones (default 0.1).
       compile_params: compute the algorithms' default hyperparameters (CMA-ES's weights and
         learning rates, ...) in one compiled program rather than with evosax's eager ``jnp``
-        operations, each of which compiles on first use for its shapes (about 1 s per rung of
-        a restart ladder on CPU, once per process). The values agree with evosax's up to float
-        rounding, so the source is then not bit-for-bit identical to raw evosax (near-isotropic
-        covariances amplify such rounding in the eigenvectors). :func:`ev3evo.minimize` uses it.
+        operations, each of which compiles on first use for its shapes (once per process and
+        rung of a restart ladder). The values agree with evosax's up to float rounding, so the
+        source is then not bit-for-bit identical to raw evosax (near-isotropic covariances
+        amplify such rounding in the eigenvectors). :func:`ev3evo.minimize` uses it.
       **algo_kwargs: passed to the algorithm's constructor (``optimizer=``, ``std_schedule=``,
         ``num_populations=``, ``sampling_fn=``, ...).
 
