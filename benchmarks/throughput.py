@@ -396,7 +396,7 @@ def bench_evosax(repeats, generations=20) -> dict:
                 k_ask, k_tell = jax.random.split(jax.random.fold_in(key, g + 1))
                 pop, state = ask(k_ask, state, solution, None, active)
                 state = tell(k_tell, state, pop, ev3evo.Feedback(neg_f(pop), no, solution, false))
-            return state.es[0].mean
+            return state.es.mean
 
         key = jax.random.key(3)
         # the same generations: identical means after 3 generations (over 20, float32

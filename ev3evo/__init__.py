@@ -51,7 +51,11 @@ __version__ = "0.1.0"
 # are slow, and evosax creates arrays at import time, which starts the JAX backend and would
 # make ``jax.distributed.initialize`` (multi-host runs) impossible after ``import ev3evo``.
 _LAZY = {
+    "DistributionState": ".explore.evosax",
     "EvosaxState": ".explore.evosax",
+    "MultiMeanState": ".explore.evosax",
+    "PopulationState": ".explore.evosax",
+    "RestartState": ".explore.evosax",
     "evosax_mean": ".explore.evosax",
     "evosax_source": ".explore.evosax",
     "NevergradState": ".explore.nevergrad",
@@ -60,9 +64,9 @@ _LAZY = {
     "nevergrad_load": ".explore.nevergrad",
     "nevergrad_optimizer": ".explore.nevergrad",
     "nevergrad_source": ".explore.nevergrad",
-    "RestartSchedule": ".explore.restart",
-    "bipop": ".explore.restart",
-    "ipop": ".explore.restart",
+    "RestartSchedule": ".explore.evosax",
+    "bipop": ".explore.evosax",
+    "ipop": ".explore.evosax",
     "MinimizeResult": ".blackbox",
     "minimize": ".blackbox",
     "distill_run": ".distill.pipeline",

@@ -168,6 +168,24 @@ def _evosax(algorithm: str) -> Callable[[ExampleProblem], Source]:
     return make
 
 
+def _evosax_restarts(problem: ExampleProblem) -> Source:
+    """CMA-ES with BIPOP restarts, re-centred on the model; a run stops every 2 generations
+    (evosax's ``generation_cond``), so the table's steps go through restarts.
+
+    One rung (``levels=1``): a ladder of several rungs pads the slots beyond the active rung
+    with NaN candidates by design, which the table's rows forbid (the ladder is tested in
+    ``tests/explore/test_evosax_source.py``).
+    """
+    del problem
+    from evosax.core.restart import generation_cond
+
+    from ev3evo.explore.evosax import bipop, evosax_source
+
+    schedule = bipop(levels=1, min_num_gens=1, stop_criteria=[generation_cond],
+                     generation_threshold=2)
+    return evosax_source("CMA_ES", 6, init_std=0.05, restart=schedule, name="evosax_cma_bipop")
+
+
 def _nevergrad(problem: ExampleProblem) -> Source:
     """A nevergrad optimizer driven on the host (``source.host`` is true)."""
     del problem
@@ -189,6 +207,7 @@ EXAMPLES: dict[str, Callable[[ExampleProblem], Source]] = {
     "guided_es": _guided_es,
     "evosax_cma": _evosax("CMA_ES"),
     "evosax_de": _evosax("DifferentialEvolution"),
+    "evosax_cma_bipop": _evosax_restarts,
     "nevergrad": _nevergrad,
 }
 

@@ -45,7 +45,8 @@ class DeviceStep(NamedTuple):
 
     Attributes:
       mixed: the :func:`ev3evo.mix` of the members (a Source).
-      init: ``(key, x) -> state`` (eager: evosax builds its algorithm objects on first use).
+      init: ``(key, x) -> state`` (eager: each evosax source compiles its own init once per
+        shape).
       ask: ``(seed_key, generation, state, x) -> (population, state)``.
       tell_ask: ``(seed_key, generation, state, population, feedback, x, move) ->
         (population, state)``: tell, move evosax CMA-ES's means to ``x`` when ``move``, ask.
@@ -67,8 +68,7 @@ def _levels(budget: int, lam: int) -> int:
 def _built_in(name: str, lam: int, sigma0: float, levels: int) -> Source:
     # Imported here: evosax starts JAX's backend when imported, which a host-only portfolio
     # never needs.
-    from ..explore.evosax import evosax_source
-    from ..explore.restart import bipop
+    from ..explore.evosax import bipop, evosax_source
 
     if name == "cma_evosax":
         return evosax_source("CMA_ES", lam, init_std=sigma0, recenter=False,
@@ -84,6 +84,8 @@ def _compile(names: tuple, user: tuple, lam: int, sigma0: float, levels: int) ->
     wrap = (lambda f: f) if source.host else functools.partial(
         jax.jit, compiler_options=_FAST_COMPILE)  # fmt: skip
     cma_ids = tuple(i for i, n in enumerate(names) if n == "cma_evosax")
+    if cma_ids:
+        from ..explore.evosax.distribution import recentered
 
     def keys(seed_key, gen):  # the generation's keys, folded in on the device
         return jax.random.split(jax.random.fold_in(jax.random.wrap_key_data(seed_key), gen))
@@ -95,9 +97,8 @@ def _compile(names: tuple, user: tuple, lam: int, sigma0: float, levels: int) ->
             parts = list(state.parts)
             for i in cma_ids:
                 st = parts[i]
-                rungs = tuple(r.replace(mean=jnp.where(move, x, r.mean).astype(r.mean.dtype))
-                              for r in st.es)  # fmt: skip
-                parts[i] = st._replace(es=rungs)
+                rungs = tuple(recentered(r, jnp.where(move, x, r.es.mean)) for r in st.rungs)
+                parts[i] = st._replace(rungs=rungs)
             state = state._replace(parts=tuple(parts))
         return source.ask(k_ask, state, x, None, jnp.ones(source.size, bool))
 

@@ -35,7 +35,6 @@ import time
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
@@ -156,9 +155,10 @@ def es_train(
 ) -> BaselineResult:
     """A pure evolution strategy (evosax) on the student's parameters; fitness = ``metric`` on train.
 
-    The search is centred on ``params`` (the initial student). The distribution's mean is
-    checked on the validation split after every ``chunk`` generations and the best mean is
-    returned.
+    The search is centred on ``params`` (the initial student) and driven by
+    :mod:`ev3evo.explore.evosax.driver` (the metric's utility is the higher-is-better
+    fitness). The distribution's mean is checked on the validation split after every
+    ``chunk`` generations and the best mean is returned.
 
     Args:
       algorithm: a name in ``evosax.algorithms.algorithms`` (``"Open_ES"``, ``"CMA_ES"``,
@@ -167,41 +167,36 @@ def es_train(
       std_init: initial search scale.
       learning_rate: Adam learning rate for gradient-style algorithms that take ``optimizer=``.
     """
-    from evosax.algorithms import algorithms
+    from ..explore.evosax import driver
 
     if time_budget <= 0:
         raise ValueError(f"time_budget must be > 0, got {time_budget}")
-    if algorithm not in algorithms:
-        raise ValueError(f"unknown evosax algorithm {algorithm!r}; known: {sorted(algorithms)}")
     start = time.perf_counter()
+    cls, _ = driver.resolve(algorithm)
     flat, unravel = ravel_pytree(params)
-    cls = algorithms[algorithm]
     accepted = inspect.signature(cls.__init__).parameters
     options: dict[str, Any] = {}
     if "optimizer" in accepted:  # gradient-style ES (Open_ES, PGPE, SNES, ...)
         options["optimizer"] = optax.adam(learning_rate)
     if "std_schedule" in accepted:  # Open_ES keeps its scale in a schedule, not in params
         options["std_schedule"] = optax.constant_schedule(std_init)
-    es = cls(population_size=population_size, solution=flat, **options)
-    es_params = es.default_params
-    if hasattr(es_params, "std_init"):
-        es_params = es_params.replace(std_init=std_init)
+    spec = driver.spec(cls, population_size, init_std=std_init, **options)
+    if spec.population_based:
+        raise ValueError(f"es_train needs a distribution-based algorithm; {algorithm} is not one")
+    algo = driver.build(spec, flat)
     key, k_init = jax.random.split(key)
-    state = es.init(k_init, flat, es_params)
-    # Strong-type the state once so the jitted chunk compiles once (see ECOSYSTEM.md).
-    state = jax.tree.map(lambda a: jnp.asarray(a, dtype=jnp.result_type(a)), state)
+    state = driver.init(k_init, algo, flat)
     sign = 1.0 if metric.maximize else -1.0
 
-    def fitness(x):
-        return -sign * value(metric, metric.stats(unravel(x), train))
+    def fitness(x):  # higher is better
+        return sign * value(metric, metric.stats(unravel(x), train))
 
     @jax.jit
     def run_chunk(key, state):
         def one(state, k):
             k_ask, k_tell = jax.random.split(k)
-            pop, state = es.ask(k_ask, state, es_params)
-            f = jax.vmap(fitness)(pop)
-            state, _ = es.tell(k_tell, pop, f, state, es_params)
+            pop, state = driver.ask(k_ask, algo, state)
+            state = driver.tell(k_tell, algo, state, pop, jax.vmap(fitness)(pop))
             return state, None
 
         state, _ = jax.lax.scan(one, state, jax.random.split(key, chunk))
@@ -216,7 +211,7 @@ def es_train(
         key, sub = jax.random.split(key)
         state = run_chunk(sub, state)
         gens += chunk
-        mean = unravel(state.mean)
+        mean = unravel(driver.center(algo, state))
         u = _val_utility(metric, stats, mean, val)
         curve.append((time.perf_counter() - start, gens, u if metric.maximize else -u))
         if np.isfinite(u) and u > best:

@@ -440,7 +440,7 @@ def build_engine(apply, c: DistillConfig, objectives, constraints, num_classes,
 
 
 def _evosax_source():
-    """Engineer B's evosax source (OpenES re-centred on the accepted model), when present."""
+    """An evosax OpenAI-ES source re-centred on the accepted model (None without evosax)."""
     try:
         from ..explore.evosax import evosax_source
     except ImportError:

@@ -30,7 +30,7 @@ def _feedback(fitness, params):
 
 
 def _strong(state):
-    """The cast after init that ECOSYSTEM.md recommends (avoids evosax's double compile)."""
+    """The cast after init (evosax's weak-typed init state would compile a step twice)."""
     return jax.tree.map(lambda a: jnp.asarray(a, dtype=jnp.result_type(a)), state)
 
 
@@ -46,7 +46,7 @@ def _build(name):
 
 
 def _raw_run(es, keys):
-    """Raw evosax ask/tell with the key derivation documented in ev3evo.explore.evosax."""
+    """Raw evosax ask/tell with the key derivation documented by each source kind's module."""
     cls = type(es)
     p = es.default_params
     key_init, key_asks, key_tells = keys
@@ -141,9 +141,9 @@ def test_population_based_first_tell_uses_the_initial_population():
     assert float(jnp.max(jnp.abs(pop["w"] - 1.0))) < 0.6
     state = src.tell(jax.random.key(2), state, pop, _feedback(-_sphere(pop), params))
     assert bool(state.started)
-    np.testing.assert_allclose(state.es[0].fitness, _sphere(pop), rtol=1e-6)
+    np.testing.assert_allclose(state.es.fitness, _sphere(pop), rtol=1e-6)
     state, _, _ = _drive(src, params, 30, _sphere)
-    assert float(jnp.min(state.es[0].fitness)) < float(jnp.min(_sphere(pop)))
+    assert float(jnp.min(state.es.fitness)) < float(jnp.min(_sphere(pop)))
 
 
 @pytest.mark.parametrize("name", ["CMA_ES", "ARS", "DifferentialEvolution", "PSO"])
@@ -195,9 +195,9 @@ def test_stalled_cma_es_restarts(kind):
         state = tell(jax.random.key(20 + g), state, pop,
                          _feedback(jnp.where(jnp.isfinite(pop["w"][:, 0]), -flat(pop), -jnp.inf),
                                    params))
-        levels.append(int(state.restart.level))
-        stds.append(float(state.es[int(state.restart.level)].std))
-    assert int(state.restart.restarts) >= 2
+        levels.append(int(state.schedule.level))
+        stds.append(float(state.rungs[int(state.schedule.level)].es.std))
+    assert int(state.schedule.restarts) >= 2
     if kind == "ipop":
         assert levels[-1] == 2 and levels == sorted(levels)
         pop, _ = ask(jax.random.key(99), state, params, None, jnp.ones(16, bool))
@@ -219,10 +219,10 @@ def test_compile_params_match_evosax_defaults_up_to_rounding():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-7)
     pop, _ = fast.ask(jax.random.key(1), s_fast, params, None, jnp.ones(fast.size, bool))
     assert int(jnp.sum(jnp.isfinite(pop["w"][:, 0]))) == 6
-    from ev3evo.explore.evosax import _default_params
+    from ev3evo.explore.evosax.driver import compiled_default_params
 
     es = [evosax.algorithms.CMA_ES(population_size=n, solution=jnp.zeros(3)) for n in (6, 12)]
-    for got, want in zip(_default_params(es), [e.default_params for e in es]):
+    for got, want in zip(compiled_default_params(es), [e.default_params for e in es]):
         assert got.weights.shape == want.weights.shape
         np.testing.assert_allclose(got.weights, want.weights, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(got.c_mu, want.c_mu, rtol=1e-5)

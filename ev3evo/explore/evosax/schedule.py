@@ -1,30 +1,28 @@
-"""Restart schedules (IPOP, BIPOP) for stalled distribution-based evosax sources.
+"""Restart schedules (IPOP, BIPOP) for :func:`ev3evo.explore.evosax.restarts.restarts`.
 
 A restart re-initializes the search distribution (mean, step size, covariance) when a stop
 criterion fires, with a larger population (IPOP, Auger & Hansen 2005) or alternating large and
-small populations (BIPOP, Hansen 2009). Pass a schedule to :func:`ev3evo.evosax_source`::
-
-    import jax, jax.numpy as jnp, ev3evo
-    src = ev3evo.evosax_source("CMA_ES", 8, restart=ev3evo.ipop(levels=3, min_num_gens=5))
-    assert src.size == 32  # 8 * 2**(3 - 1) slots: the largest population of the ladder
-
-**Static shapes.** JAX compiles a fixed population size, and an evosax algorithm object bakes
-its population size into its weights. We therefore build one algorithm object per rung of a
-fixed *ladder* ``population_size * multiplier**l`` for ``l < levels`` (each compiled once, the
-rung chosen with ``lax.switch``), and the source always returns ``size`` = the largest rung.
-Slots beyond the current rung's population are filled with NaN: EV3 counts non-finite candidates
-as invalid, never scores them as real candidates (they get ``-inf`` fitness), and
-``minimize`` does not spend evaluations on them. After the top rung, IPOP restarts stay on it.
-BIPOP's small-regime population sizes ``λ0 · (λ_large / 2λ0)^(U²)`` are rounded down to the
-ladder, so that no size outside it is ever compiled.
+small populations (BIPOP, Hansen 2009). Population sizes are rungs of a fixed *ladder*
+``population_size * multiplier**l`` for ``l < levels`` (JAX compiles fixed shapes); after the
+top rung, IPOP restarts stay on it, and BIPOP's small-regime sizes are rounded down to the
+ladder.
 
 **What is reused from evosax.** The stop criteria (``spread_cond``, ``cma_cond``,
 ``amalgam_cond``, ``fitness_std_cond``, ``generation_cond`` from ``evosax.core.restart``), their
 tolerances (``evosax.core.restart.RestartParams``) and ``RestartController.should_restart``.
 evosax's ``IPOPRestart``/``BIPOPRestart.restart`` are host-side (they call ``int()`` on traced
-counters and build new algorithm objects), so the schedule arithmetic is re-written below in
+counters and build new algorithm objects), so the schedule arithmetic is written below in
 ``jnp`` to run inside the compiled step; it follows ``BIPOPRestart._next_population_size`` and
 ``_updated_bipop_budgets`` line for line, except for the rounding to the ladder.
+
+Example::
+
+    import jax, ev3evo
+    from ev3evo.explore.evosax import schedule
+    s = ev3evo.bipop(levels=3, min_num_gens=5)
+    assert schedule.ladder(s, 8) == (8, 16, 32)
+    level, std_scale, state = schedule.next_run(jax.random.key(0), s, schedule.init_state())
+    assert int(state.restarts) == 1 and 0 <= int(level) <= 2
 """
 
 from __future__ import annotations
@@ -36,7 +34,7 @@ import jax
 import jax.numpy as jnp
 from evosax.core import restart as evr
 
-from .._checks import check_positive_int
+from ..._checks import check_positive_int
 
 
 class RestartSchedule(NamedTuple):
@@ -61,8 +59,8 @@ class RestartSchedule(NamedTuple):
     restart_params: evr.RestartParams
 
 
-class RestartState(NamedTuple):
-    """Where a restarted source stands (all int32 / bool scalars, inside the source state).
+class ScheduleState(NamedTuple):
+    """Where a restart schedule stands (int32 / bool scalars).
 
     Attributes:
       level: current rung of the ladder.
@@ -92,7 +90,9 @@ def _schedule(kind, levels, multiplier, min_num_gens, stop_criteria, **tolerance
     if stop_criteria is not None:
         stop_criteria = tuple(stop_criteria)
         if not stop_criteria or not all(callable(c) for c in stop_criteria):
-            raise TypeError("stop_criteria must be a non-empty sequence of evosax restart conditions")
+            raise TypeError(
+                "stop_criteria must be a non-empty sequence of evosax restart conditions"
+            )
     fields = evr.RestartParams.__dataclass_fields__
     unknown = sorted(set(tolerances) - set(fields))
     if unknown:
@@ -174,9 +174,10 @@ def default_criteria(es_state) -> tuple:
     return tuple(criteria)
 
 
-def init_state() -> RestartState:
+def init_state() -> ScheduleState:
+    """The schedule before its first restart: rung 0, nothing counted."""
     zero = jnp.zeros((), jnp.int32)
-    return RestartState(zero, zero, zero, zero, zero, jnp.zeros((), bool), zero)
+    return ScheduleState(zero, zero, zero, zero, zero, jnp.zeros((), bool), zero)
 
 
 def should_restart(schedule, population, fitness, es_state, es_params, rstate) -> jax.Array:
@@ -197,8 +198,8 @@ def should_restart(schedule, population, fitness, es_state, es_params, rstate) -
     return fired & (jnp.sum(finite) >= 2)
 
 
-def next_run(key, schedule: RestartSchedule, rstate: RestartState):
-    """The rung of the next run, the std scale of its ``std_init``, and the new restart state.
+def next_run(key, schedule: RestartSchedule, rstate: ScheduleState):
+    """The rung of the next run, the scale of its ``std_init``, and the new schedule state.
 
     Follows evosax's ``BIPOPRestart`` (budgets, ``_next_population_size``) and IPOP's growth,
     with population sizes expressed as rungs of the ladder.
@@ -207,17 +208,22 @@ def next_run(key, schedule: RestartSchedule, rstate: RestartState):
     one = jnp.ones((), jnp.int32)
     if schedule.kind == "ipop":
         level = jnp.minimum(rstate.level + 1, top)
-        new = rstate._replace(level=level, restarts=rstate.restarts + 1,
-                              evaluations=jnp.zeros_like(rstate.evaluations))
+        new = rstate._replace(
+            level=level,
+            restarts=rstate.restarts + 1,
+            evaluations=jnp.zeros_like(rstate.evaluations),
+        )
         return level, jnp.ones(()), new
     # BIPOP: account the finished run to its regime (the first run counts as neither, as in
     # evosax's _updated_bipop_budgets).
     first = rstate.restarts == 0
     ev = rstate.evaluations
-    small_budget = jnp.where(first | ~rstate.small_active, rstate.small_budget,
-                             rstate.small_budget + ev)
-    large_budget = jnp.where(first | rstate.small_active, rstate.large_budget,
-                             rstate.large_budget + ev)
+    small_budget = jnp.where(
+        first | ~rstate.small_active, rstate.small_budget, rstate.small_budget + ev
+    )
+    large_budget = jnp.where(
+        first | rstate.small_active, rstate.large_budget, rstate.large_budget + ev
+    )
     use_small = small_budget < large_budget
     u = jax.random.uniform(key)
     # Small regime: λ0 · (0.5 · m^large_restarts)^(u²) → rung log_m(...) rounded down.
@@ -227,7 +233,7 @@ def next_run(key, schedule: RestartSchedule, rstate: RestartState):
     large_level = jnp.minimum(rstate.large_restarts + one, top).astype(jnp.int32)
     level = jnp.where(use_small, small_level, large_level)
     std_scale = jnp.where(use_small, 10.0 ** (-2.0 * u), 1.0)
-    new = RestartState(
+    new = ScheduleState(
         level=level,
         restarts=rstate.restarts + 1,
         large_restarts=jnp.where(use_small, rstate.large_restarts, rstate.large_restarts + 1),
