@@ -103,11 +103,11 @@ def _patch(mode: str, hit, nth: int) -> None:
     if mode == "before_replace":  # the temporary file is complete and fsync'ed, not renamed
         real_replace = os.replace
 
-        def replace(src, dst):
+        def replace(src, dst, **kwargs):
             calls["n"] += 1
             if calls["n"] == nth:
                 stop_here()
-            return real_replace(src, dst)
+            return real_replace(src, dst, **kwargs)
 
         os.replace = replace
     elif mode == "torn":  # half of the temporary file reached the disk
