@@ -42,6 +42,7 @@ from .types import Constraint as Constraint
 from .types import Feedback as Feedback
 from .types import Metric as Metric
 from .types import Objective as Objective
+from .types import Pickled as Pickled
 from .types import Source as Source
 
 __version__ = "0.1.0"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from typing import Any
+
+from .io.atomic import atomic_write, open_append
+from .io.strict_json import dumps
 
 
 class Callback:
@@ -52,26 +54,38 @@ class ProgressBar(Callback):
 
 
 class JSONLHistory(Callback):
-    """Appends one JSON line per step to ``path`` (flushed each step, so a crash keeps it)."""
+    """Appends one strict-JSON line per step to ``path`` (flushed each step: a crash keeps it).
 
-    def __init__(self, path: str | os.PathLike, mode: str = "a"):
-        self.path, self.mode = os.fspath(path), mode
+    Non-finite numbers are written as ``null`` (:mod:`ev3evo.io.strict_json`). The file is
+    opened without following a symbolic link at ``path``, and the folders between ``root``
+    and it must not be links either (:mod:`ev3evo.io.atomic`).
+
+    Args:
+      path: the log file.
+      mode: ``"a"`` appends to an existing log, ``"w"`` empties it first.
+      root: the folder trusted as given (default: ``path`` 's own folder).
+    """
+
+    def __init__(self, path: str | os.PathLike, mode: str = "a", *,
+                 root: str | os.PathLike | None = None):
+        if mode not in ("a", "w"):
+            raise ValueError(f"mode must be 'a' or 'w', got {mode!r}")
+        self.path, self.mode, self.root = os.fspath(path), mode, root
         self.file = None
 
     def on_start(self, engine, state):
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        self.file = open(self.path, self.mode, encoding="utf-8")
+        self.file = open_append(self.path, root=self.root, truncate=self.mode == "w")
 
     def on_resume(self, history):
         # Steps after the last checkpoint were logged before the crash and will run again:
-        # rewrite the file from the restored history so that no step appears twice.
+        # replace the file by the restored history so that no step appears twice.
         self.file.close()
-        with open(self.path, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r, allow_nan=True) + "\n" for r in history)
-        self.file = open(self.path, "a", encoding="utf-8")
+        atomic_write(self.path, "".join(dumps(r) + "\n" for r in history).encode("utf-8"),
+                     root=self.root)
+        self.file = open_append(self.path, root=self.root)
 
     def on_step(self, record, state, engine):
-        self.file.write(json.dumps(record, allow_nan=True) + "\n")
+        self.file.write(dumps(record) + "\n")
         self.file.flush()
 
     def on_end(self, result):

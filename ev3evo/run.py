@@ -1,12 +1,18 @@
 """The ``run`` driver: repeat ``EV3.step`` with callbacks, a time budget and a result object.
 
+A run is three steps: start (a fresh state, or the newest intact checkpoint with
+``resume=True``), then one :func:`EV3.step <ev3evo.EV3>` per step number with its record,
+callbacks, stall handling and periodic checkpoint, then finish (the final checkpoint, whatever
+the status, and ``on_end``).
+
 Example::
 
     import jax, jax.numpy as jnp, ev3evo
     score = ev3evo.metrics.per_example("score", lambda p, b: -jnp.sum((p["w"] - b["t"]) ** 2, -1))
     engine = ev3evo.EV3([ev3evo.gaussian(8, sigma=0.3)], [score])
     batch = {"t": jnp.ones((64, 3))}
-    result = ev3evo.run(engine, jax.random.key(0), {"w": jnp.zeros(3)}, batch, batch, steps=5)
+    result = ev3evo.run(engine, jax.random.key(0), {"w": jnp.zeros(3)}, batch, batch, steps=5,
+                        callbacks=[ev3evo.JSONLHistory("history.jsonl")])
     assert result.status == "finished" and len(result.history) == 5
     assert result.history[-1]["stable"]["score"] >= result.history[0]["stable"]["score"]
 """
@@ -75,13 +81,114 @@ def _get_batch(source: Any, key: PRNGKey, step: int) -> Batch:
     return source(key, step) if callable(source) else source
 
 
-def _final_checkpoint(checkpointer, result: RunResult, key: PRNGKey) -> str:
-    """Writes the last good state (if not yet on disk); returns a note for error messages."""
+def _check_budget(steps: int, time_budget) -> None:
+    check_positive_int(steps, "steps")
+    if time_budget is not None and not (
+        isinstance(time_budget, numbers.Real) and not isinstance(time_budget, bool)
+        and time_budget > 0
+    ):
+        raise ValueError(f"time_budget must be a positive number of seconds, got {time_budget!r}")
+
+
+def _checkpointer(directory, every, keep, metadata, resume: bool, trust_pickles: bool):
+    """The run's :class:`~ev3evo.io.Checkpointer`, or ``None`` without ``checkpoint_dir``."""
+    if directory is None:
+        if resume:
+            raise ValueError("resume=True needs checkpoint_dir (the directory of the run to resume)")
+        return None
+    from .io.checkpointer import Checkpointer
+
+    return Checkpointer(directory, every, keep, metadata, trust_pickles=trust_pickles)
+
+
+def _start(engine: EV3, key: PRNGKey, params, state, checkpointer, resume: bool) -> tuple:
+    """Start or resume: ``(result, restored)``; ``restored`` is the checkpoint or ``None``."""
+    if state is None and params is None:
+        raise ValueError("run() needs params or a state to continue from")
+    restored = None
+    if checkpointer is not None and resume:
+        if state is None:  # the structure to restore into (and the fresh start if none)
+            state = engine.init(jax.random.fold_in(key, _INIT_SALT), params)
+        restored = checkpointer.resume(engine, key, state)
+    elif checkpointer is not None:
+        checkpointer.check_fresh()
+    history: list[dict] = []
+    if restored is not None:
+        state, history = restored.state, list(restored.history)
+    elif state is None:
+        state = engine.init(jax.random.fold_in(key, _INIT_SALT), params)
+    return RunResult(state=state, engine=engine, history=history), restored
+
+
+def _notify_start(callbacks, result: RunResult, restored) -> None:
+    for cb in callbacks:
+        cb.on_start(result.engine, result.state)
+    if restored is not None:  # callbacks with a memory (early stopping) may replay it
+        for cb in callbacks:
+            if callable(getattr(cb, "on_resume", None)):
+                cb.on_resume(result.history)
+
+
+def _step(result: RunResult, key: PRNGKey, t: int, data: tuple, callbacks, on_stall,
+          clock: Callable[[], float], checkpointer) -> bool:
+    """Step ``t``: the engine step, its record, callbacks, stall handling and the checkpoint.
+
+    Updates ``result`` in place; returns true when a callback asked to stop.
+    """
+    engine, (train, evaluation) = result.engine, data
+    k_train, k_eval, k_step, k_grow = jax.random.split(jax.random.fold_in(key, t), 4)
+    train_batch = _get_batch(train, k_train, t)
+    eval_batch = _get_batch(evaluation, k_eval, t)
+    state, info = engine.step(k_step, result.state, train_batch, eval_batch)
+    record = engine.record(info)
+    record["seconds"] = clock()
+    result.state, result.steps = state, result.steps + 1
+    result.history.append(record)
+    stop = False
+    for cb in callbacks:
+        stop = bool(cb.on_step(record, state, engine)) or stop
+    if on_stall is not None and record["stalled"]:
+        grown = on_stall(k_grow, engine, state)
+        if grown is not None:
+            result.engine, result.state = grown
+    if checkpointer is not None:
+        checkpointer.save(result.engine, key, result.state, result.history)
+    return stop
+
+
+def _final_checkpoint(checkpointer, result: RunResult, key: PRNGKey) -> Exception | None:
+    """Writes the last good state (if not yet on disk); returns the write's error, if any."""
     try:
         checkpointer.save(result.engine, key, result.state, result.history, force=True)
-    except Exception as e:  # the run's own error matters more; report both
-        return f" (and its final checkpoint could not be written: {type(e).__name__}: {e})"
-    return f" (last checkpoint: step {checkpointer.last_saved} in {checkpointer.directory})"
+    except Exception as e:
+        return e
+    return None
+
+
+def _checkpoint_note(checkpointer, failed: Exception | None) -> str:
+    where = f"step {checkpointer.last_saved} in {checkpointer.directory}"
+    if failed is None:
+        return f"last checkpoint: {where}"
+    last = f"; the last one written is {where}" if checkpointer.last_saved is not None else ""
+    return f"its final checkpoint could not be written: {type(failed).__name__}: {failed}{last}"
+
+
+def _finish(result: RunResult, callbacks, checkpointer, key: PRNGKey, start: float,
+            error: Exception | None) -> Exception | None:
+    """Final checkpoint, wall time, ``on_end``; returns the exception the run ends with."""
+    if error is not None:
+        result.status, result.error = FAILED, f"{type(error).__name__}: {error}"
+    if checkpointer is not None:
+        failed = _final_checkpoint(checkpointer, result, key)
+        note = _checkpoint_note(checkpointer, failed)
+        if error is not None:  # the run's own error matters more; report both
+            result.error += f" ({'and ' if failed is not None else ''}{note})"
+        elif failed is not None:  # the steps went well but their final state is not on disk
+            result.status, result.error, error = FAILED, f"the run ended but {note}", failed
+    result.seconds = time.perf_counter() - start
+    for cb in callbacks:
+        cb.on_end(result)
+    return error
 
 
 def run(
@@ -102,6 +209,7 @@ def run(
     resume: bool = False,
     keep_checkpoints: int = 3,
     checkpoint_metadata: dict | Callable[[EV3, EV3State], dict] | None = None,
+    trust_pickles: bool = False,
 ) -> RunResult:
     """Runs ``steps`` EV3 steps (fewer if the time budget or a callback stops it).
 
@@ -122,8 +230,8 @@ def run(
         the result has ``status="failed"`` and the last good state.
       checkpoint_dir: write checkpoints of the whole run here (see :mod:`ev3evo.io.checkpoint`):
         every ``checkpoint_every`` steps and at the end, whatever the status (a failed run
-        leaves its last good state on disk). Without ``resume`` the directory must not hold
-        checkpoints already.
+        leaves its last good state on disk; a final checkpoint that cannot be written makes
+        the run fail). Without ``resume`` the directory must not hold checkpoints already.
       checkpoint_every: steps between checkpoints.
       resume: continue from the newest intact checkpoint in ``checkpoint_dir`` (state, key
         check and history); starts afresh when there is none yet. A JAX-only run resumed this
@@ -132,85 +240,36 @@ def run(
       keep_checkpoints: how many checkpoints to keep.
       checkpoint_metadata: JSON-ready dict, or ``(engine, state) -> dict``, saved with each
         checkpoint (e.g. the architecture); its ``"config"`` entry is part of the fingerprint.
+      trust_pickles: on resume, let the sources' ``load`` hooks unpickle the host data they
+        saved as pickles (nevergrad optimizers). Unpickling runs whatever code the file holds:
+        pass true only for checkpoints you trust (you wrote them and nobody else could change
+        them). Without it, resuming a run with such data raises a ``CheckpointError``.
+
+    Returns:
+      A :class:`RunResult`. The history's ``"seconds"`` continue across a resume (wall time
+      spent in the run's steps so far, not counting the time it was stopped).
     """
     start = time.perf_counter()
-    check_positive_int(steps, "steps")
-    if time_budget is not None and not (
-        isinstance(time_budget, numbers.Real) and not isinstance(time_budget, bool)
-        and time_budget > 0
-    ):
-        raise ValueError(f"time_budget must be a positive number of seconds, got {time_budget!r}")
-    checkpointer, history = None, []
-    if checkpoint_dir is not None:
-        from .io.checkpoint import Checkpointer
-
-        checkpointer = Checkpointer(
-            checkpoint_dir, checkpoint_every, keep_checkpoints, checkpoint_metadata
-        )
-    elif resume:
-        raise ValueError("resume=True needs checkpoint_dir (the directory of the run to resume)")
-    if state is None and params is None:
-        raise ValueError("run() needs params or a state to continue from")
-    restored = None
-    if checkpointer is not None and resume:
-        template = state
-        if template is None:  # the structure to restore into (and the fresh start if none)
-            template = state = engine.init(jax.random.fold_in(key, _INIT_SALT), params)
-        restored = checkpointer.resume(engine, key, template)
-    elif checkpointer is not None:
-        checkpointer.check_fresh()
-    if restored is not None:
-        state, history = restored.state, list(restored.history)
-    elif state is None:
-        state = engine.init(jax.random.fold_in(key, _INIT_SALT), params)
-    result = RunResult(state=state, engine=engine, history=history)
-    for cb in callbacks:
-        cb.on_start(engine, state)
-    if restored is not None:  # callbacks with a memory (early stopping) may replay it
-        for cb in callbacks:
-            if callable(getattr(cb, "on_resume", None)):
-                cb.on_resume(result.history)
-    first = int(state.step)
+    _check_budget(steps, time_budget)
+    checkpointer = _checkpointer(checkpoint_dir, checkpoint_every, keep_checkpoints,
+                                 checkpoint_metadata, resume, trust_pickles)
+    result, restored = _start(engine, key, params, state, checkpointer, resume)
+    offset = float(result.history[-1].get("seconds", 0.0)) if result.history else 0.0
+    clock = lambda: offset + time.perf_counter() - start
+    _notify_start(callbacks, result, restored)
+    error = None
     try:
-        for t in range(first, steps):
+        for t in range(int(result.state.step), steps):
             if time_budget is not None and time.perf_counter() - start >= time_budget:
                 result.status = TIME_BUDGET
                 break
-            step_key = jax.random.fold_in(key, t)
-            k_train, k_eval, k_step, k_grow = jax.random.split(step_key, 4)
-            train_batch = _get_batch(train, k_train, t)
-            eval_batch = _get_batch(evaluation, k_eval, t)
-            state, info = engine.step(k_step, state, train_batch, eval_batch)
-            record = engine.record(info)
-            record["seconds"] = time.perf_counter() - start
-            result.state, result.steps = state, result.steps + 1
-            result.history.append(record)
-            stop = False
-            for cb in callbacks:
-                stop = bool(cb.on_step(record, state, engine)) or stop
-            if on_stall is not None and record["stalled"]:
-                grown = on_stall(k_grow, engine, state)
-                if grown is not None:
-                    engine, state = grown
-                    result.engine, result.state = engine, state
-            if checkpointer is not None:
-                checkpointer.save(engine, key, state, result.history)
-            if stop:
+            if _step(result, key, t, (train, evaluation), callbacks, on_stall, clock,
+                     checkpointer):
                 result.status = STOPPED
                 break
     except Exception as e:  # keep what we had: callbacks still see the last good state
-        result.status, result.error = FAILED, f"{type(e).__name__}: {e}"
-        if checkpointer is not None:
-            result.error += _final_checkpoint(checkpointer, result, key)
-        result.seconds = time.perf_counter() - start
-        for cb in callbacks:
-            cb.on_end(result)
-        if throw:
-            raise
-        return result
-    if checkpointer is not None:
-        _final_checkpoint(checkpointer, result, key)
-    result.seconds = time.perf_counter() - start
-    for cb in callbacks:
-        cb.on_end(result)
+        error = e
+    error = _finish(result, callbacks, checkpointer, key, start, error)
+    if error is not None and throw:
+        raise error
     return result

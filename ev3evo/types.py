@@ -81,8 +81,23 @@ class TellFn(Protocol):
 
 
 #: What a source's ``dump`` hook returns: a dict of plain data (numpy arrays, numbers, strings,
-#: bytes, lists and dicts of them) that a checkpoint stores as it is.
+#: bytes, ``None``, lists and dicts with string keys of them, and :class:`Pickled` bytes) that a
+#: checkpoint stores as it is (tuples come back as lists).
 HostData = dict
+
+
+class Pickled(NamedTuple):
+    """Bytes that are a pickle, marked as such inside a ``dump`` hook's data.
+
+    A checkpoint stores them as bytes; :mod:`ev3evo.io` hands them back to the ``load`` hook
+    only when the caller trusts the file (``trust_pickles=True``), because unpickling can run
+    arbitrary code. A ``load`` hook unpickles only a :class:`Pickled` value, never bare bytes.
+
+    Attributes:
+      data: the pickle's bytes.
+    """
+
+    data: bytes
 
 
 class DumpFn(Protocol):
@@ -105,11 +120,13 @@ class Source(NamedTuple):
       host: true when ``ask``/``tell`` run Python on the host (nevergrad, pycma, external
         programs); such a source is called outside ``jit``, with concrete arrays.
       dump: optional ``state -> data``: the part of the source's state that lives outside the
-        state pytree (a Python optimizer object on the host), as plain data for a checkpoint.
-        Called between steps only.
+        state pytree (a Python optimizer object on the host), as plain data (:data:`HostData`)
+        for a checkpoint; bytes that are a pickle are wrapped in :class:`Pickled`. Called
+        between steps only.
       load: optional ``(state, data) -> state``: the inverse of ``dump``. ``state`` is a fresh
         state from ``init`` (with the checkpoint's arrays already restored into it); the hook
-        rebuilds the host-side part from ``data`` and returns the state bound to it.
+        rebuilds the host-side part from ``data`` and returns the state bound to it (a handle
+        among the restored arrays belongs to the process that wrote them: bind a new one).
       parts: the sources a :func:`~ev3evo.mix` is made of (empty for a single source); see
         :attr:`layout`.
     """

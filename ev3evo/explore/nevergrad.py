@@ -17,9 +17,16 @@ Example::
 
 **Where the optimizer lives.** A nevergrad optimizer is a mutable Python object; it cannot be
 a pytree leaf. The source state (:class:`NevergradState`) holds an integer *handle* and a step
-counter; the optimizer, the candidates asked but not yet told, and bookkeeping live in a
-module-level table keyed by the handle. ``Source.host`` is true: the engine calls ``ask`` and
-``tell`` on the host, with concrete arrays, outside ``jit``.
+counter; the optimizer, the candidates asked but not yet told, and bookkeeping live in this
+module's private handle table, from the source's ``init`` (or ``load``) until
+:func:`nevergrad_close`, or until the interpreter exits (the table is cleared just before Python
+joins its threads). ``init`` builds the optimizer (so that nevergrad's own errors, e.g. an
+optimizer that cannot ask several candidates at once, surface there); a state made only as a
+template to restore a checkpoint into keeps that optimizer until it is closed (the template
+``ev3evo.run(..., resume=True)`` makes internally lives until the interpreter exits). Handles
+are random, so a handle from another process (a state restored without its ``load`` hook) is
+reported as unknown rather than taken for a live optimizer. ``Source.host`` is true: the
+engine calls ``ask`` and ``tell`` on the host, with concrete arrays, outside ``jit``.
 
 **Candidates.** The parametrization is ``ng.p.Array(init=ravelled params)`` (``sigma`` sets
 its mutation scale), seeded with ``np.random.RandomState(seed)``; candidates are unravelled to
@@ -35,26 +42,29 @@ with ``loss = -feedback.params_fitness`` (the engine fills it in). Optimizers th
 support tell-not-asked raise ``TellNotAskedNotSupportedError`` once; foreign tells are then
 switched off for that optimizer.
 
-**Saving.** :func:`nevergrad_dump` / :func:`nevergrad_load` pickle one optimizer
-(``opt.dump``/``Optimizer.load``); :func:`dump_host_states` / :func:`load_host_states` do it for
-every nevergrad state inside any pytree (an ``EV3State``), for checkpoints. Dump between steps
-(asked-but-untold candidates are not saved).
+**Checkpoints.** The source has ``dump``/``load`` hooks (:class:`~ev3evo.Source`): ``dump``
+returns the optimizer as a pickle (nevergrad serializes optimizers only with ``pickle``, as
+``Optimizer.dump`` does), marked :class:`~ev3evo.Pickled`, with the bookkeeping of foreign
+tells; ``load`` unpickles it into a new handle. :mod:`ev3evo.io` hands the pickle to ``load``
+only with ``trust_pickles=True``. Dump between steps (asked-but-untold candidates are not
+saved). :func:`nevergrad_dump` / :func:`nevergrad_load` write and read one optimizer's pickle
+file directly.
 
-**Known problems** (see ECOSYSTEM.md). ``NGOpt``/``MetaModel`` crash under numpy ≥ 2.4 on
-small continuous problems; the source re-raises that as a ``RuntimeError`` that says so (the
-engine isolates a raising host source for that step). Optimizers wrapping scipy or pycma run a
-non-daemon thread that hangs interpreter exit if the optimizer is alive: call
-:func:`nevergrad_close` when done; as a safety net the table is cleared just before Python joins
-its threads at exit.
+**Known problems.** ``NGOpt``/``MetaModel`` crash under numpy ≥ 2.4 on small continuous
+problems; the source re-raises that as a ``RuntimeError`` that says so (the engine isolates a
+raising host source for that step). Optimizers wrapping scipy or pycma run a non-daemon thread
+that hangs interpreter exit if the optimizer is alive: call :func:`nevergrad_close` when done;
+as a safety net the table is cleared at exit.
 """
 
 from __future__ import annotations
 
 import difflib
 import gc
-import itertools
 import math
 import os
+import pickle
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -63,7 +73,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._checks import check_positive_int
-from ..types import Feedback, Source
+from ..types import Feedback, Pickled, Source
 
 FAILED_LOSS = 1e20
 
@@ -78,74 +88,6 @@ class NevergradState(NamedTuple):
 
     handle: jax.Array
     step: jax.Array
-
-
-@dataclass
-class _Entry:
-    optimizer: Any
-    unravel: Any  # a _Layout: ravel / unravel between the params pytree and nevergrad vectors
-    pending: list = field(default_factory=list)  # (slot, candidate) asked, not yet told
-    foreign: bool = True
-    last_foreign: Any = None
-    foreign_told: int = 0
-
-
-_TABLE: dict[int, _Entry] = {}
-_HANDLES = itertools.count(1)
-
-
-def _close_all():
-    _TABLE.clear()
-    gc.collect()
-
-
-try:  # Runs before Python joins non-daemon threads at exit (atexit runs after: too late).
-    import threading
-
-    threading._register_atexit(_close_all)  # type: ignore[attr-defined]
-except (AttributeError, RuntimeError):  # pragma: no cover - older Pythons / late import
-    pass
-
-
-def _entry(state: NevergradState) -> _Entry:
-    handle = int(np.asarray(state.handle))
-    try:
-        return _TABLE[handle]
-    except KeyError:
-        raise ValueError(
-            f"no nevergrad optimizer with handle {handle} in this process: it was closed, or "
-            "the state comes from a checkpoint; restore it with ev3evo.nevergrad_load / "
-            "load_host_states"
-        ) from None
-
-
-def _check_name(optimizer: str):
-    import nevergrad as ng
-
-    registry = ng.optimizers.registry
-    if not isinstance(optimizer, str):
-        raise TypeError(f"optimizer must be a name in nevergrad.optimizers.registry, got {optimizer!r}")
-    if optimizer not in registry:
-        close = difflib.get_close_matches(optimizer, list(registry), n=5, cutoff=0.5)
-        raise ValueError(
-            f"unknown nevergrad optimizer {optimizer!r}"
-            + (f"; did you mean {', '.join(map(repr, close))}?" if close else "")
-            + f" ({len(registry)} names in nevergrad.optimizers.registry)"
-        )
-    return registry[optimizer]
-
-
-def make_optimizer(optimizer: str, x0: np.ndarray, population_size: int, seed: int,
-                   budget: int | None, sigma: float | None = None):
-    """The nevergrad optimizer the source drives (exposed so tests can build the raw twin)."""
-    import nevergrad as ng
-
-    factory = _check_name(optimizer)
-    param = ng.p.Array(init=np.asarray(x0, dtype=np.float64))
-    if sigma is not None:
-        param.set_mutation(sigma=sigma)
-    param.random_state = np.random.RandomState(seed)
-    return factory(parametrization=param, budget=budget, num_workers=population_size)
 
 
 class _Layout(NamedTuple):
@@ -181,6 +123,106 @@ class _Layout(NamedTuple):
         return jax.tree.unflatten(self.treedef, leaves)
 
 
+@dataclass
+class _Entry:
+    """One live optimizer and the source's bookkeeping around it."""
+
+    optimizer: Any
+    layout: _Layout | None = None  # from the params at init, or at the first ask after a load
+    pending: list = field(default_factory=list)  # (slot, candidate) asked, not yet told
+    foreign: bool = True
+    last_foreign: Any = None
+    foreign_told: int = 0
+
+    def layout_of(self, params) -> _Layout:
+        if self.layout is None:
+            self.layout = _Layout.of(params)
+        return self.layout
+
+
+class _Table:
+    """The live nevergrad optimizers of this process, keyed by the handle a state holds.
+
+    It exists because a pytree leaf must be an array while a nevergrad optimizer is a mutable
+    Python object. Entries are added by a source's ``init`` and ``load`` (and
+    :func:`nevergrad_load`), removed by :func:`nevergrad_close`, and all dropped when the
+    interpreter exits. Handles are random 31-bit numbers (an identifier, not a draw that affects
+    any result), so that a handle restored from another process's arrays is almost surely
+    unknown here instead of naming another live optimizer. Only this module reads the table.
+    """
+
+    def __init__(self):
+        self._entries: dict[int, _Entry] = {}
+
+    def add(self, entry: _Entry) -> int:
+        handle = 0
+        while handle == 0 or handle in self._entries:
+            handle = secrets.randbelow(2**31 - 1) + 1
+        self._entries[handle] = entry
+        return handle
+
+    def get(self, state: NevergradState) -> _Entry:
+        handle = int(np.asarray(state.handle))
+        try:
+            return self._entries[handle]
+        except KeyError:
+            raise ValueError(
+                f"no nevergrad optimizer with handle {handle} in this process: it was closed, "
+                "or the state was restored from arrays alone; restore a checkpoint through the "
+                "source's load hook (ev3evo.io.load_checkpoint with the engine)"
+            ) from None
+
+    def put(self, handle: int, entry: _Entry) -> None:
+        self._entries[handle] = entry
+
+    def close(self, handle: int) -> None:
+        self._entries.pop(handle, None)
+        gc.collect()  # stops the threads of scipy/pycma-backed optimizers now
+
+    def clear(self) -> None:
+        self._entries.clear()
+        gc.collect()
+
+
+_TABLE = _Table()
+
+try:  # Runs before Python joins non-daemon threads at exit (atexit runs after: too late).
+    import threading
+
+    threading._register_atexit(_TABLE.clear)  # type: ignore[attr-defined]
+except (AttributeError, RuntimeError):  # pragma: no cover - older Pythons / late import
+    pass
+
+
+def _check_name(optimizer: str):
+    import nevergrad as ng
+
+    registry = ng.optimizers.registry
+    if not isinstance(optimizer, str):
+        raise TypeError(f"optimizer must be a name in nevergrad.optimizers.registry, got {optimizer!r}")
+    if optimizer not in registry:
+        close = difflib.get_close_matches(optimizer, list(registry), n=5, cutoff=0.5)
+        raise ValueError(
+            f"unknown nevergrad optimizer {optimizer!r}"
+            + (f"; did you mean {', '.join(map(repr, close))}?" if close else "")
+            + f" ({len(registry)} names in nevergrad.optimizers.registry)"
+        )
+    return registry[optimizer]
+
+
+def make_optimizer(optimizer: str, x0: np.ndarray, population_size: int, seed: int,
+                   budget: int | None, sigma: float | None = None):
+    """The nevergrad optimizer the source drives (exposed so tests can build the raw twin)."""
+    import nevergrad as ng
+
+    factory = _check_name(optimizer)
+    param = ng.p.Array(init=np.asarray(x0, dtype=np.float64))
+    if sigma is not None:
+        param.set_mutation(sigma=sigma)
+    param.random_state = np.random.RandomState(seed)
+    return factory(parametrization=param, budget=budget, num_workers=population_size)
+
+
 def _numpy_bug(err: Exception) -> bool:
     return isinstance(err, TypeError) and "0-dimensional arrays" in str(err)
 
@@ -208,7 +250,8 @@ def nevergrad_source(
       sigma: the parametrization's mutation scale (nevergrad's default is 1.0).
 
     Returns:
-      A host :class:`~ev3evo.Source` whose state is a :class:`NevergradState`.
+      A host :class:`~ev3evo.Source` whose state is a :class:`NevergradState`, with ``dump``
+      and ``load`` hooks for checkpoints (the optimizer as a :class:`~ev3evo.Pickled`).
     """
     _check_name(optimizer)
     population_size = check_positive_int(population_size, "population_size")
@@ -224,53 +267,61 @@ def nevergrad_source(
         del key  # nevergrad draws from its own seeded RandomState
         layout = _Layout.of(params)
         opt = make_optimizer(optimizer, layout.ravel(params), population_size, seed, budget, sigma)
-        handle = next(_HANDLES)
-        _TABLE[handle] = _Entry(opt, layout)
+        handle = _TABLE.add(_Entry(opt, layout))
         return NevergradState(jnp.asarray(handle, jnp.int32), jnp.zeros((), jnp.int32))
 
     def ask(key, state, params, batch, active):
         del key, batch
-        entry = _entry(state)
-        flat = entry.unravel.ravel(params)
-        rows = np.broadcast_to(flat, (population_size, flat.size)).copy()
-        entry.pending = []
-        for slot in np.flatnonzero(np.asarray(active)):
-            try:
-                cand = entry.optimizer.ask()
-            except TypeError as e:
-                if _numpy_bug(e):
-                    raise RuntimeError(
-                        f"nevergrad {optimizer} failed inside its MetaModel: {e}. This is a "
-                        "known incompatibility of nevergrad 1.0 with numpy >= 2.4 (NGOpt and "
-                        "MetaModel on small continuous problems); use 'CMA', 'TwoPointsDE', "
-                        "'DE' or 'OnePlusOne', or numpy < 2.4"
-                    ) from e
-                raise
-            rows[slot] = np.asarray(cand.value, dtype=flat.dtype).ravel()
-            entry.pending.append((int(slot), cand))
-        population = entry.unravel.unravel_rows(rows)
-        return population, state
+        return _ask(_TABLE.get(state), optimizer, params, active, population_size), state
 
     def tell(key, state, population, feedback: Feedback):
         del key, population
-        entry = _entry(state)
-        fitness = np.asarray(feedback.fitness, dtype=np.float64)
-        opt = entry.optimizer
-        for slot, cand in entry.pending:
-            f = fitness[slot]
-            opt.tell(cand, float(-f) if math.isfinite(f) else FAILED_LOSS)
-        entry.pending = []
-        mine = bool(np.any(np.asarray(feedback.selected)))
-        pf = getattr(feedback, "params_fitness", None)
-        if tell_foreign and entry.foreign and not mine and pf is not None:
-            pf = float(np.asarray(pf))
-            x = entry.unravel.ravel(feedback.params).astype(np.float64)
-            new = entry.last_foreign is None or not np.array_equal(x, entry.last_foreign)
-            if new and math.isfinite(pf) and np.all(np.isfinite(x)):
-                _tell_foreign(entry, x, -pf)
+        _tell(_TABLE.get(state), feedback, tell_foreign)
         return NevergradState(state.handle, state.step + 1)
 
-    return Source(init, ask, tell, population_size, name, host=True)
+    return Source(init, ask, tell, population_size, name, host=True, dump=_dump, load=_load)
+
+
+def _ask(entry: _Entry, optimizer: str, params, active, population_size: int):
+    """Asks nevergrad for the active slots; inactive slots are copies of ``params``."""
+    layout = entry.layout_of(params)
+    flat = layout.ravel(params)
+    rows = np.broadcast_to(flat, (population_size, flat.size)).copy()
+    opt = entry.optimizer
+    entry.pending = []
+    for slot in np.flatnonzero(np.asarray(active)):
+        try:
+            cand = opt.ask()
+        except TypeError as e:
+            if _numpy_bug(e):
+                raise RuntimeError(
+                    f"nevergrad {optimizer} failed inside its MetaModel: {e}. This is a "
+                    "known incompatibility of nevergrad 1.0 with numpy >= 2.4 (NGOpt and "
+                    "MetaModel on small continuous problems); use 'CMA', 'TwoPointsDE', "
+                    "'DE' or 'OnePlusOne', or numpy < 2.4"
+                ) from e
+            raise
+        rows[slot] = np.asarray(cand.value, dtype=flat.dtype).ravel()
+        entry.pending.append((int(slot), cand))
+    return layout.unravel_rows(rows)
+
+
+def _tell(entry: _Entry, feedback: Feedback, tell_foreign: bool) -> None:
+    """Tells the asked candidates their losses, then the foreign model if there is a new one."""
+    fitness = np.asarray(feedback.fitness, dtype=np.float64)
+    opt = entry.optimizer
+    for slot, cand in entry.pending:
+        f = fitness[slot]
+        opt.tell(cand, float(-f) if math.isfinite(f) else FAILED_LOSS)
+    entry.pending = []
+    mine = bool(np.any(np.asarray(feedback.selected)))
+    pf = getattr(feedback, "params_fitness", None)
+    if tell_foreign and entry.foreign and not mine and pf is not None:
+        pf = float(np.asarray(pf))
+        x = entry.layout_of(feedback.params).ravel(feedback.params).astype(np.float64)
+        new = entry.last_foreign is None or not np.array_equal(x, entry.last_foreign)
+        if new and math.isfinite(pf) and np.all(np.isfinite(x)):
+            _tell_foreign(entry, x, -pf)
 
 
 def _tell_foreign(entry: _Entry, x: np.ndarray, loss: float) -> None:
@@ -286,62 +337,74 @@ def _tell_foreign(entry: _Entry, x: np.ndarray, loss: float) -> None:
     entry.foreign_told += 1
 
 
+def _pickle_optimizer(entry: _Entry) -> bytes:
+    if entry.pending:
+        raise ValueError("cannot dump a nevergrad optimizer with asked-but-untold candidates")
+    return pickle.dumps(entry.optimizer)  # what nevergrad's Optimizer.dump writes
+
+
+def _unpickle_optimizer(blob: bytes):
+    """Unpickles an optimizer: runs whatever code ``blob`` says, so only trusted bytes."""
+    from nevergrad.optimization.base import Optimizer
+
+    opt = pickle.loads(blob)  # the caller trusts the bytes (see the docstring)
+    if not isinstance(opt, Optimizer):
+        raise ValueError(f"the pickle holds a {type(opt).__name__}, not a nevergrad optimizer")
+    return opt
+
+
+def _dump(state: NevergradState) -> dict:
+    """The ``dump`` hook: the optimizer (a marked pickle) and the bookkeeping of foreign tells."""
+    entry = _TABLE.get(state)
+    last = entry.last_foreign
+    return {
+        "optimizer": Pickled(_pickle_optimizer(entry)),
+        "foreign": bool(entry.foreign),
+        "foreign_told": int(entry.foreign_told),
+        "last_foreign": None if last is None else np.asarray(last),
+    }
+
+
+def _load(state: NevergradState, data: dict) -> NevergradState:
+    """The ``load`` hook: unpickles the optimizer of ``data`` into a new handle."""
+    blob = data.get("optimizer") if isinstance(data, dict) else None
+    if not isinstance(blob, Pickled):
+        raise ValueError("the nevergrad host data holds no optimizer marked as a pickle")
+    last = data.get("last_foreign")
+    entry = _Entry(_unpickle_optimizer(blob.data), foreign=bool(data["foreign"]),
+                   foreign_told=int(data["foreign_told"]),
+                   last_foreign=None if last is None else np.asarray(last, np.float64))
+    return NevergradState(jnp.asarray(_TABLE.add(entry), jnp.int32), state.step)
+
+
 def nevergrad_optimizer(state: NevergradState):
     """The live nevergrad optimizer behind a :class:`NevergradState` (e.g. to ``recommend``)."""
-    return _entry(state).optimizer
+    return _TABLE.get(state).optimizer
 
 
 def nevergrad_close(state: NevergradState) -> None:
     """Drops the optimizer (and stops threads of scipy/pycma-backed optimizers)."""
-    _TABLE.pop(int(np.asarray(state.handle)), None)
-    gc.collect()
+    _TABLE.close(int(np.asarray(state.handle)))
 
 
 def nevergrad_dump(state: NevergradState, path: str | os.PathLike) -> None:
-    """Pickles the optimizer behind ``state`` to ``path`` (``opt.dump``)."""
-    entry = _entry(state)
-    if entry.pending:
-        raise ValueError("cannot dump a nevergrad optimizer with asked-but-untold candidates")
-    entry.optimizer.dump(path)
+    """Writes the optimizer behind ``state`` to ``path`` as a pickle (``Optimizer.dump``)."""
+    from ..io.atomic import atomic_write
+
+    atomic_write(path, _pickle_optimizer(_TABLE.get(state)))
 
 
-def nevergrad_load(state: NevergradState, path: str | os.PathLike, params) -> NevergradState:
-    """Loads an optimizer dumped by :func:`nevergrad_dump` and binds it to ``state``'s handle.
+def nevergrad_load(state: NevergradState, path: str | os.PathLike,
+                   params=None) -> NevergradState:
+    """Loads an optimizer written by :func:`nevergrad_dump` and binds it to ``state``'s handle.
 
-    ``params`` (the model, or anything of its shape) gives the pytree to unravel into.
-    Returns ``state`` (its handle now points at the loaded optimizer).
+    The file is unpickled (``Optimizer.load``): that runs whatever code it holds, so load only
+    files you trust. ``params`` (the model, or anything of its shape) gives the pytree to
+    unravel into; by default it is taken from the next ``ask``. Returns ``state`` (its handle
+    now points at the loaded optimizer).
     """
-    from nevergrad.optimization.base import Optimizer
-
-    opt = Optimizer.load(path)
-    handle = int(np.asarray(state.handle))
-    _TABLE[handle] = _Entry(opt, _Layout.of(params))
-    global _HANDLES
-    top = max(_TABLE) + 1
-    _HANDLES = itertools.count(top)
+    with open(path, "rb") as f:
+        opt = _unpickle_optimizer(f.read())
+    layout = None if params is None else _Layout.of(params)
+    _TABLE.put(int(np.asarray(state.handle)), _Entry(opt, layout))
     return state
-
-
-def _nevergrad_states(tree) -> list[NevergradState]:
-    leaves = jax.tree.leaves(tree, is_leaf=lambda x: isinstance(x, NevergradState))
-    return [x for x in leaves if isinstance(x, NevergradState)]
-
-
-def dump_host_states(tree, directory: str | os.PathLike) -> list[str]:
-    """Dumps every nevergrad optimizer referenced in ``tree`` (e.g. an ``EV3State``).
-
-    Files are ``directory/nevergrad_<i>.pkl`` in pytree order; returns their paths.
-    """
-    os.makedirs(directory, exist_ok=True)
-    paths = []
-    for i, st in enumerate(_nevergrad_states(tree)):
-        path = os.path.join(os.fspath(directory), f"nevergrad_{i}.pkl")
-        nevergrad_dump(st, path)
-        paths.append(path)
-    return paths
-
-
-def load_host_states(tree, directory: str | os.PathLike, params) -> None:
-    """Restores the optimizers written by :func:`dump_host_states` for the states in ``tree``."""
-    for i, st in enumerate(_nevergrad_states(tree)):
-        nevergrad_load(st, os.path.join(os.fspath(directory), f"nevergrad_{i}.pkl"), params)

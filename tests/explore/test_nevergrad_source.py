@@ -107,21 +107,55 @@ def test_invalid_fitness_is_told_as_failure():
     ev3evo.nevergrad_close(state)
 
 
-def test_dump_and_load_resume_the_same_asks(tmp_path):
-    src = ev3evo.nevergrad_source("TwoPointsDE", POP, seed=5)
+def _two_generations(seed=5):
+    src = ev3evo.nevergrad_source("TwoPointsDE", POP, seed=seed)
     state = src.init(jax.random.key(0), PARAMS)
     for g in range(2):
         pop, state = src.ask(jax.random.key(g), state, PARAMS, None, jnp.ones(POP, bool))
         state = src.tell(jax.random.key(g), state, pop, _feedback(pop))
-    paths = ngsrc.dump_host_states({"sources": (state,)}, tmp_path)
-    assert len(paths) == 1
+    return src, state
+
+
+def test_dump_and_load_hooks_resume_the_same_asks():
+    src, state = _two_generations()
+    data = src.dump(state)
+    assert isinstance(data["optimizer"], ev3evo.Pickled)  # marked: io restores it only on trust
+    assert set(data) == {"optimizer", "foreign", "foreign_told", "last_foreign"}
     pop_a, _ = src.ask(jax.random.key(9), state, PARAMS, None, jnp.ones(POP, bool))
-    ngsrc.load_host_states({"sources": (state,)}, tmp_path, PARAMS)  # back to the snapshot
+    with pytest.raises(ValueError, match="asked-but-untold"):
+        src.dump(state)
+    restored = src.load(state, data)  # the snapshot, under a new handle
+    assert int(restored.step) == 2 and int(restored.handle) != int(state.handle)
+    pop_b, _ = src.ask(jax.random.key(9), restored, PARAMS, None, jnp.ones(POP, bool))
+    np.testing.assert_array_equal(_flat(pop_a), _flat(pop_b))
+    with pytest.raises(ValueError, match="no optimizer marked as a pickle"):
+        src.load(state, {**data, "optimizer": data["optimizer"].data})  # bare bytes: refused
+    ev3evo.nevergrad_close(state)
+    ev3evo.nevergrad_close(restored)
+    with pytest.raises(ValueError, match="no nevergrad optimizer with handle"):
+        src.ask(jax.random.key(0), state, PARAMS, None, jnp.ones(POP, bool))
+
+
+def test_dump_and_load_files_resume_the_same_asks(tmp_path):
+    src, state = _two_generations()
+    path = tmp_path / "optimizer.pkl"
+    ev3evo.nevergrad_dump(state, path)
+    pop_a, state = src.ask(jax.random.key(9), state, PARAMS, None, jnp.ones(POP, bool))
+    ev3evo.nevergrad_load(state, path, PARAMS)  # back to the snapshot, same handle
     pop_b, _ = src.ask(jax.random.key(9), state, PARAMS, None, jnp.ones(POP, bool))
     np.testing.assert_array_equal(_flat(pop_a), _flat(pop_b))
     ev3evo.nevergrad_close(state)
     with pytest.raises(ValueError, match="no nevergrad optimizer with handle"):
         src.ask(jax.random.key(0), state, PARAMS, None, jnp.ones(POP, bool))
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_nevergrads_own_errors_surface_at_init():
+    """An optimizer that cannot ask several candidates at once fails in ``init``, before any
+    step, not later inside a step (where the engine would isolate it as a host error)."""
+    src = ev3evo.nevergrad_source("Powell", POP, seed=0)
+    with pytest.raises(ValueError, match="does not support parallelization"):
+        src.init(jax.random.key(0), PARAMS)
 
 
 def test_bad_input():

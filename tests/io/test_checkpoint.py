@@ -187,32 +187,50 @@ def test_non_array_state_leaves_are_refused_clearly(tmp_path):
         save_checkpoint(tmp_path, {"w": np.zeros(1)}, metadata={"f": object()})
 
 
-def test_nevergrad_optimizers_are_saved_through_their_own_dump(tmp_path):
-    from ev3evo.explore import nevergrad as NG
+def _nevergrad_engine(hooks=True):
+    ng_src = ev3evo.nevergrad_source("TwoPointsDE", 4, seed=1, sigma=0.3)
+    if not hooks:
+        ng_src = ng_src._replace(dump=None, load=None)
+    metric = ev3evo.metrics.per_example("neg_sq", lambda p, b: -jnp.sum((p["w"] - 1) ** 2) + 0 * b)
+    return ev3evo.EV3([ng_src, ev3evo.gaussian(2, 0.1)], [metric])
 
-    src = NG.nevergrad_source("TwoPointsDE", 4, seed=1)
-    params = {"w": jnp.ones(3)}
-    active = jnp.ones(4, bool)
 
-    def generation(state):
-        pop, s = src.ask(None, state["ng"], params, None, active)
-        fitness = -jnp.sum(pop["w"] ** 2, axis=1)
-        fb = ev3evo.Feedback(fitness, jnp.zeros(4, bool), params, jnp.array(False))
-        return {"ng": src.tell(None, s, pop, fb)}, np.asarray(pop["w"])
+def test_nevergrad_optimizers_are_saved_through_their_dump_hook(tmp_path):
+    """The optimizer goes through the source's hooks as a marked pickle, restored only on trust;
+    the restored optimizer then proposes exactly what the original does."""
+    engine, batch = _nevergrad_engine(), jnp.zeros(8)
+    state = engine.init(jax.random.key(0), {"w": jnp.zeros(3, jnp.float32)})
+    for t in range(3):
+        state, _ = engine.step(jax.random.key(t), state, batch, batch)
+    save_checkpoint(tmp_path, state, engine=engine)
+    saved = read_checkpoint(tmp_path)
+    assert saved.pickles == ("host['0']['optimizer']",)
+    template = engine.init(jax.random.key(0), {"w": jnp.zeros(3, jnp.float32)})
+    with pytest.raises(CheckpointError, match=r"pickled host data .*trust_pickles=True"):
+        load_checkpoint(tmp_path, template, engine=engine)
+    restored = load_checkpoint(tmp_path, template, engine=engine, trust_pickles=True).state
+    ng_state = restored.sources.parts[0]
+    assert int(ng_state.step) == 3 and ev3evo.nevergrad_optimizer(ng_state).num_tell > 0
+    for t in range(3, 6):  # the restored optimizer proposes exactly what the original does
+        state, a = engine.step(jax.random.key(t), state, batch, batch)
+        restored, b = engine.step(jax.random.key(t), restored, batch, batch)
+        assert engine.record(a) == engine.record(b)
+        np.testing.assert_array_equal(restored.current["w"], state.current["w"])
+    for s in (state, restored, template):
+        ev3evo.nevergrad_close(s.sources.parts[0])
 
-    state = {"ng": src.init(None, params)}
-    for _ in range(3):
-        state, _ = generation(state)
-    save_checkpoint(tmp_path, state)
-    template = {"ng": src.init(None, params)}
-    restored = load_checkpoint(tmp_path, template).state
-    assert int(restored["ng"].handle) == int(template["ng"].handle)  # a live handle here
-    for _ in range(3):  # the restored optimizer proposes exactly what the original does
-        state, a = generation(state)
-        restored, b = generation(restored)
-        np.testing.assert_array_equal(a, b)
-    NG.nevergrad_close(state["ng"])
-    NG.nevergrad_close(restored["ng"])
+
+def test_host_data_and_hooks_must_go_together(tmp_path):
+    """Same configuration, but hooks on one side only: refused, naming what is missing."""
+    hooked, bare = _nevergrad_engine(), _nevergrad_engine(hooks=False)
+    state = hooked.init(jax.random.key(0), {"w": jnp.zeros(3, jnp.float32)})
+    save_checkpoint(tmp_path / "a", state, engine=hooked)
+    with pytest.raises(CheckpointError, match="holds host data, but no source here has a load"):
+        load_checkpoint(tmp_path / "a", state, engine=bare, trust_pickles=True)
+    save_checkpoint(tmp_path / "b", state, engine=bare)
+    with pytest.raises(CheckpointError, match=r"holds no host data, but source .* dump hook"):
+        load_checkpoint(tmp_path / "b", state, engine=hooked, trust_pickles=True)
+    ev3evo.nevergrad_close(state.sources.parts[0])
 
 
 # ----------------------------------------------------------------------------- with a run

@@ -103,11 +103,11 @@ def _patch(mode: str, hit, nth: int) -> None:
     if mode == "before_replace":  # the temporary file is complete and fsync'ed, not renamed
         real_replace = os.replace
 
-        def replace(src, dst):
+        def replace(src, dst, **kwargs):
             calls["n"] += 1
             if calls["n"] == nth:
                 stop_here()
-            return real_replace(src, dst)
+            return real_replace(src, dst, **kwargs)
 
         os.replace = replace
     elif mode == "torn":  # half of the temporary file reached the disk
@@ -308,8 +308,8 @@ def test_distill_cli_killed_and_resumed_matches_the_uninterrupted_run(tmp_path):
     resumed = _distill(b_dir, "--resume", str(b_dir), env=env)
     out_b = resumed.communicate(timeout=600)[0]
     assert resumed.returncode == 0, out_b
-    final_a = ck._read_newest(a_dir / "checkpoints")
-    final_b = ck._read_newest(b_dir / "checkpoints")
+    final_a = ck.read_document(a_dir / "checkpoints")
+    final_b = ck.read_document(b_dir / "checkpoints")
     assert final_a["step"] == final_b["step"] == 4 and killed_at < 4
     assert _strip(final_a["history"]) == _strip(final_b["history"])
     assert final_a["fingerprint"] == final_b["fingerprint"]
