@@ -11,7 +11,7 @@ import ev3evo
 from ev3evo.assess.evaluate import evaluate_population
 from ev3evo.assess.population import dense_population_logits, with_population_rule
 from ev3evo.demo import mlp_apply, mlp_forward, mlp_init
-from ev3evo.distill.models import MLP, functional
+from ev3evo.distillation.models import MLP, functional
 
 P, N = 5, 17
 

@@ -16,7 +16,7 @@ Example::
 
     import jax, jax.numpy as jnp, optax
     from ev3evo import losses, metrics
-    from ev3evo.distill import baselines
+    from ev3evo.distillation import baselines
     apply = lambda p, x: x @ p["w"] + p["b"]
     x = jax.random.normal(jax.random.key(0), (200, 4)); y = (x[:, 0] > 0).astype(jnp.int32)
     data = {"x": x, "y": y, "teacher": jax.nn.one_hot(y, 2) * 4.0}
@@ -188,7 +188,8 @@ def es_train(
         es_params = es_params.replace(std_init=std_init)
     key, k_init = jax.random.split(key)
     state = es.init(k_init, flat, es_params)
-    # Strong-type the state once so the jitted chunk compiles once (see ECOSYSTEM.md).
+    # Strong-type the state once: evosax's init returns weak-typed leaves that turn strong
+    # after one tell, which would compile the jitted chunk twice.
     state = jax.tree.map(lambda a: jnp.asarray(a, dtype=jnp.result_type(a)), state)
     sign = 1.0 if metric.maximize else -1.0
 
