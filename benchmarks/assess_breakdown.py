@@ -8,7 +8,7 @@ the output layer and argmax), each next to the same 2048² matmul as ``throughpu
 peak counted with the *full* MLP's FLOPs, i.e. the fraction the full evaluation would reach if
 the removed parts cost nothing. That bounds what any evaluation of this model can reach on this
 machine. "plain vmap" is what ``vmap`` of any model gets; "population rule" is
-``ev3evo.demo.mlp_apply``, evaluated feature-major (``ev3evo.assess.population``).
+``mlp_apply`` of ``examples/digits_mlp.py``, evaluated feature-major (``ev3evo.assess.population``).
 """
 
 import os
@@ -16,13 +16,15 @@ import sys
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The digits MLP problem lives in examples/digits_mlp.py.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "examples"))
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import throughput as T
-
-from ev3evo.demo import digits_splits, mlp_apply, mlp_init
+from digits_mlp import digits_splits, mlp_apply, mlp_init
 
 
 def main(p=64, b=1024, hidden=32, n=2048, repeats=7):

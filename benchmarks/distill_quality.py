@@ -1,6 +1,6 @@
 """Distillation quality: EV3's student against KD and ES baselines at equal wall time.
 
-For each configuration (dataset, metric) and seed, one :func:`ev3evo.distill.pipeline.distill`
+For each configuration (dataset, metric) and seed, one :func:`ev3evo.distill`
 run: EV3 optimizes the metric on the validation split for ``--time-budget`` seconds (its step
 compiled before the clock starts), then every baseline (KD with each optimizer of the grid,
 OpenES) gets EV3's wall time. Reported: the **test** metric of EV3's stable model, of the best
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     p.add_argument("--tie-examples", type=float, default=4.0,
                    help="primary ties within this many selection examples go to fidelity")
     p.add_argument("--kd-loss", default="kl_t4",
-                   help="the KD baselines' loss (a name of ev3evo.distill.pipeline.MIXTURES)")
+                   help="the KD baselines' loss (a name of ev3evo.distillation.grid.MIXTURES)")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), help="DATA:METRIC pairs")
     p.add_argument("--notes", default=None,
                    help="a markdown file appended to the results (what was tried)")
@@ -137,9 +137,9 @@ def main(argv=None) -> int:
     os.makedirs(args.work, exist_ok=True)
     # Seeds of one dataset share shapes: the persistent cache compiles each step program once.
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(args.work, "jax-cache"))
-    from ev3evo.distill import data as D
-    from ev3evo.distill import teacher as T
-    from ev3evo.distill.pipeline import distill
+    from ev3evo import distill
+    from ev3evo.distillation import data as D
+    from ev3evo.distillation import teacher as T
 
     os.makedirs(args.results, exist_ok=True)
     md = os.path.join(args.results, f"{args.name}.md")

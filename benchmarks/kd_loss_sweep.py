@@ -4,7 +4,7 @@ The KD baselines of :mod:`benchmarks.distill_quality` train with one loss (``--k
 T=4 by default, the best on digits). Which loss is best depends on the data: a baseline with the
 wrong one is a weak baseline. This sweep trains the same 8-unit student as the quality benchmark
 (same seed, split, teacher cache and initial parameters) with each loss of
-:data:`ev3evo.distill.pipeline.MIXTURES` and each optimizer, ``--budget`` seconds each, and
+:data:`ev3evo.distillation.grid.MIXTURES` and each optimizer, ``--budget`` seconds each, and
 prints validation and test accuracy of every best-on-validation checkpoint, then the loss a user
 would pick (best on validation).
 
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
     p.add_argument("--hidden", type=int, default=8)
     p.add_argument("--metric", default="accuracy")
     p.add_argument("--optimizers", nargs="+", default=None,
-                   help="names from ev3evo.distill.pipeline.optimizer_grid() (default: all)")
+                   help="names from ev3evo.distillation.grid.optimizer_grid() (default: all)")
     p.add_argument("--work", default="/tmp/ev3evo-distill-quality",
                    help="the quality benchmark's folder: its cached teachers are reused")
     args = p.parse_args(argv)
@@ -40,12 +40,14 @@ def main(argv=None) -> int:
     import numpy as np
 
     from ev3evo.assess import metrics as M
-    from ev3evo.distill import baselines as B
-    from ev3evo.distill import data as D
-    from ev3evo.distill import pipeline as P
-    from ev3evo.distill import teacher as T
+    from ev3evo.distillation import baselines as B
+    from ev3evo.distillation import data as D
+    from ev3evo.distillation import grid as G
+    from ev3evo.distillation import teacher as T
+    from ev3evo.distillation.pipeline import run_keys
+    from ev3evo.distillation.student import Student
 
-    grid = P.optimizer_grid()
+    grid = G.optimizer_grid()
     names = args.optimizers or list(grid)
     unknown = sorted(set(names) - set(grid))
     if unknown:
@@ -54,21 +56,20 @@ def main(argv=None) -> int:
     for seed in args.seeds:
         ds = D.load(args.data, seed=seed)
         teacher = T.load_or_train_teacher(ds, os.path.join(args.work, "teachers"), seed=seed)
-        splits = P.teacher_splits(ds, teacher)
-        _, k_kd, _ = P.run_keys(seed)  # the key and initial student of distill's KD baselines
-        student, params0 = P.Student.create(int(np.prod(ds.feature_shape)), (args.hidden,),
-                                            ds.num_classes, seed)
+        splits = T.teacher_splits(ds, teacher)
+        _, k_kd, _ = run_keys(seed)  # the key and initial student of distill's KD baselines
+        student, params0 = Student.create(int(np.prod(ds.feature_shape)), (args.hidden,),
+                                          ds.num_classes, seed)
         metric = M.get(args.metric, student.apply, ds.num_classes)
-        for loss_name in P.MIXTURES:
-            loss = P.named_loss(student.apply, loss_name)
+        for loss_name in G.MIXTURES:
+            loss = G.named_loss(student.apply, loss_name)
             for opt in names:
                 r = B.kd_train(k_kd, student.apply, params0, splits["train"], splits["val"],
                                loss, grid[opt], metric, time_budget=args.budget)
                 row = {"seed": seed, "loss": loss_name, "optimizer": opt,
                        "seconds": round(r.seconds, 1), "steps": r.steps}
                 for s in ("val", "test"):
-                    row[s] = P._evaluate(student.apply, r.params, splits[s], [args.metric],
-                                         ds.num_classes)[args.metric]
+                    row[s] = student.evaluate(r.params, splits[s], [args.metric])[args.metric]
                 rows.append(row)
                 print(json.dumps(row), flush=True)
         mine = [r for r in rows if r["seed"] == seed]

@@ -41,15 +41,18 @@ import sys
 import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# The digits MLP problem lives in examples/digits_mlp.py.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "examples"))
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from digits_mlp import digits_splits, mlp_apply, mlp_forward, mlp_init
 
 import ev3evo
 from ev3evo.assess.evaluate import evaluate_population
-from ev3evo.demo import digits_splits, mlp_apply, mlp_forward, mlp_init
 from ev3evo.explore import sampling
 
 

@@ -70,7 +70,9 @@ _LAZY = {
     "ipop": ".explore.evosax",
     "MinimizeResult": ".blackbox",
     "minimize": ".blackbox",
-    "distill_run": ".distill.pipeline",
+    "DistillConfig": ".distillation.options",
+    "DistillResult": ".distillation.pipeline",
+    "distill": ".distillation.pipeline",
 }
 
 
@@ -79,7 +81,7 @@ def __getattr__(name: str):
         import importlib
 
         module = importlib.import_module(_LAZY[name], __name__)
-        value = getattr(module, "distill" if name == "distill_run" else name)
+        value = getattr(module, name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'ev3evo' has no attribute {name!r}")

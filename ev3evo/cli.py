@@ -13,8 +13,7 @@ import sys
 
 #: subcommand -> (module, one-line help)
 COMMANDS = {
-    "demo": ("ev3evo.demo", "a short EV3 run on a built-in problem (digits, accuracy)"),
-    "distill": ("ev3evo.distill.command",
+    "distill": ("ev3evo.distillation.command",
                 "distill a teacher into a small student with EV3, against KD and ES baselines"),
 }
 

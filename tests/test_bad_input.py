@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 import ev3evo
 from ev3evo.cli import main as cli_main
-from ev3evo.distill import data as D
+from ev3evo.distillation import data as D
 from ev3evo.io import CheckpointError, read_checkpoint, save_checkpoint
 
 FAST = settings(max_examples=60, deadline=None,
@@ -415,9 +415,10 @@ def test_cli_reports_bad_input_in_one_line_with_exit_code_2(tmp_path, capsys):
 def test_cli_refuses_damaged_or_foreign_checkpoints(tmp_path, capsys):
     run_dir = tmp_path / "run"
     ckpts = run_dir / "checkpoints"
-    from ev3evo.distill.pipeline import DistillConfig, _run_config
+    from ev3evo.distillation.options import DistillConfig
+    from ev3evo.distillation.resume import run_config
 
-    config = _run_config(DistillConfig(seed=99))
+    config = run_config(DistillConfig(seed=99))
     path = save_checkpoint(ckpts, {"step": np.int32(2)}, metadata={"config": config})
     code, err = _cli(capsys, "distill", "--resume", str(run_dir), "--quiet", "--no-baselines",
                      "--out", str(run_dir))

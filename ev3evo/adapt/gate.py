@@ -44,6 +44,9 @@ from .acceptance import ACCEPTANCE
 from .certification import CERTIFICATION, HOLD_OUT
 from .selection import least_violation_winner, metric_values, utilities, violations
 
+#: the values of ``Gate.certify``
+CERTIFY = ("primary", "lexicographic")
+
 
 class Gate(NamedTuple):
     """Settings of the gate (static; :meth:`validated` checks them).
@@ -71,7 +74,7 @@ class Gate(NamedTuple):
         """These settings, checked; raises ``ValueError``/``TypeError`` naming the problem."""
         _known("correction", self.correction, CERTIFICATION)
         _known("accept", self.accept, ACCEPTANCE)
-        _known("certify", self.certify, ("primary", "lexicographic"))
+        _known("certify", self.certify, CERTIFY)
         if self.certify == "lexicographic" and self.correction not in HOLD_OUT:
             raise ValueError('certify="lexicographic" needs correction="split" (the winner is '
                              "then tested alone, so the paths need no correction over candidates)")

@@ -1,22 +1,29 @@
 """Population rules (ev3evo.assess.population): same values and gradients as the plain model,
 and the rule really runs when a population is evaluated."""
 
+import sys
+from pathlib import Path
+
+# The tanh MLP of examples/digits_mlp.py (with its population rule).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from digits_mlp import mlp_apply, mlp_forward, mlp_init
 from flax import nnx
 
 import ev3evo
 from ev3evo.assess.evaluate import evaluate_population
 from ev3evo.assess.population import dense_population_logits, with_population_rule
-from ev3evo.demo import mlp_apply, mlp_forward, mlp_init
-from ev3evo.distill.models import MLP, functional
+from ev3evo.distillation.models import MLP, functional
 
+EXAMPLES = str(Path(__file__).resolve().parents[2] / "examples")
 P, N = 5, 17
 
 
-def _demo():
+def _digits_mlp():
     params = jax.vmap(lambda k: mlp_init(k, (12, 6, 4)))(jax.random.split(jax.random.key(0), P))
     return mlp_apply, mlp_forward, params, (N, 12)
 
@@ -33,7 +40,7 @@ def _nnx(hidden, activation, shape=(N, 12)):
 
 
 MODELS = {
-    "demo_tanh_mlp": _demo,
+    "digits_tanh_mlp": _digits_mlp,
     "nnx_relu_one_hidden": _nnx([7], "relu"),
     "nnx_gelu_two_hidden": _nnx([7, 5], "gelu"),
     "nnx_linear": _nnx([], "relu"),
@@ -139,13 +146,14 @@ def test_dense_population_logits_is_the_stacked_networks():
 
 
 SHARDED = """
-import os
+import os, sys
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+sys.path.insert(0, EXAMPLES_DIR)
 import jax, jax.numpy as jnp, numpy as np
 import ev3evo
 from ev3evo import parallel
 from ev3evo.assess.evaluate import evaluate_population
-from ev3evo.demo import mlp_apply, mlp_forward, mlp_init
+from digits_mlp import mlp_apply, mlp_forward, mlp_init
 assert len(jax.devices()) == 2
 pop = jax.vmap(lambda k: mlp_init(k, (12, 6, 4)))(jax.random.split(jax.random.key(0), 6))
 batch = {"x": jax.random.normal(jax.random.key(1), (40, 12)), "y": jnp.arange(40) % 4}
@@ -163,10 +171,10 @@ print("OK")
 
 def test_population_rule_inside_shard_map_across_devices():
     import subprocess
-    import sys
 
     proc = subprocess.run(
-        [sys.executable, "-c", SHARDED], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", SHARDED.replace("EXAMPLES_DIR", repr(EXAMPLES))],
+        capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-2000:]
 

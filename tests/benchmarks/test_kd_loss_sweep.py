@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 
 import kd_loss_sweep as S  # noqa: E402
 
-from ev3evo.distill.pipeline import MIXTURES  # noqa: E402
+from ev3evo.distillation.grid import MIXTURES  # noqa: E402
 
 
 def test_sweep_runs_every_loss_and_picks_on_validation(tmp_path, capsys):

@@ -3,15 +3,13 @@ function, and every docstring ``Example::`` of the subpackage runs as written.""
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import os
 import pkgutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
+from _docstrings import example_blocks, examples
 
 import ev3evo.blackbox
 
@@ -54,45 +52,8 @@ def test_importing_any_module_leaves_minimize_a_function(access_first):
     assert proc.stdout.startswith("imported")
 
 
-def examples(doc: str | None) -> list[str]:
-    """The ``Example::`` blocks of a docstring, dedented."""
-    lines = (doc or "").splitlines()
-    blocks = []
-    for i, line in enumerate(lines):
-        if not line.rstrip().endswith("Example::"):
-            continue
-        indent = len(line) - len(line.lstrip())
-        body = []
-        for nxt in lines[i + 1 :]:
-            if nxt.strip() and len(nxt) - len(nxt.lstrip()) <= indent:
-                break
-            body.append(nxt)
-        blocks.append(textwrap.dedent("\n".join(body)).strip() + "\n")
-    return blocks
-
-
-def _documented(module):
-    yield module.__name__, module.__doc__
-    for name, obj in vars(module).items():
-        if getattr(obj, "__module__", None) != module.__name__:
-            continue
-        if inspect.isfunction(obj):
-            yield f"{module.__name__}.{name}", obj.__doc__
-        elif inspect.isclass(obj):
-            yield f"{module.__name__}.{name}", obj.__doc__
-            for attr, member in vars(obj).items():
-                if inspect.isfunction(member):
-                    yield f"{module.__name__}.{name}.{attr}", member.__doc__
-
-
 def _all_examples():
-    modules = [ev3evo.blackbox] + [
-        importlib.import_module(m.name)
-        for m in pkgutil.walk_packages(ev3evo.blackbox.__path__, "ev3evo.blackbox.")
-    ]
-    return [pytest.param(code, id=f"{where}[{k}]")
-            for module in modules for where, doc in _documented(module)
-            for k, code in enumerate(examples(doc))]  # fmt: skip
+    return [pytest.param(code, id=where) for where, code in example_blocks(ev3evo.blackbox)]
 
 
 def test_example_extraction():

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ev3evo.distill import data
-from ev3evo.distill.data import DataError, Dataset
+from ev3evo.distillation import data
+from ev3evo.distillation.data import DataError, Dataset
 
 
 def _check_valid(ds: Dataset, n_total: int | None = None) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from ev3evo.distill import models
+from ev3evo.distillation import models
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_checkpoint_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def digits_teacher(tmp_path_factory):
-    from ev3evo.distill import data, teacher
+    from ev3evo.distillation import data, teacher
 
     ds = data.load_digits()
     folder = tmp_path_factory.mktemp("teacher")
@@ -119,7 +119,7 @@ def digits_teacher(tmp_path_factory):
 
 
 def test_teacher_trains_on_digits_and_is_cached(digits_teacher):
-    from ev3evo.distill import teacher
+    from ev3evo.distillation import teacher
 
     ds, folder, t = digits_teacher
     assert t.source == "trained" and 1 <= t.epochs <= 40
@@ -141,7 +141,7 @@ def test_teacher_trains_on_digits_and_is_cached(digits_teacher):
 
 
 def test_teacher_checkpoint_from_user(digits_teacher, tmp_path):
-    from ev3evo.distill import data, teacher
+    from ev3evo.distillation import data, teacher
 
     ds, _, t = digits_teacher
     p = models.save(tmp_path / "mine.msgpack", (t.arch, t.params))

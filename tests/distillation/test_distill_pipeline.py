@@ -4,7 +4,6 @@ source, baselines and the report."""
 from __future__ import annotations
 
 import itertools
-import types
 
 import jax
 import jax.numpy as jnp
@@ -13,11 +12,16 @@ import optax
 import pytest
 import scipy.stats
 
+import ev3evo
 from ev3evo import losses
 from ev3evo.assess import metrics as M
-from ev3evo.distill import baselines as B
-from ev3evo.distill import models, report
-from ev3evo.distill import pipeline as P
+from ev3evo.distillation import baselines as B
+from ev3evo.distillation import engine as E
+from ev3evo.distillation import grid as G
+from ev3evo.distillation import models, report
+from ev3evo.distillation.final_check import final_check
+from ev3evo.distillation.options import DistillConfig
+from ev3evo.distillation.student import Student, grow_student
 from ev3evo.types import Objective
 
 
@@ -29,8 +33,8 @@ def run(tmp_path_factory):
     x, y = make_classification(n_samples=150, n_features=6, n_informative=4, n_redundant=0,
                                n_classes=3, n_clusters_per_class=1, random_state=3)
     np.savez(root / "toy.npz", x=x, y=y)
-    result = P.distill(data=str(root / "toy.npz"), steps=6, student_hidden=(4,),
-                       teacher_epochs=3, teacher_hidden=(16,), grow=True, patience=1,
+    result = ev3evo.distill(data=str(root / "toy.npz"), steps=6, student_hidden=(4,),
+                            teacher_epochs=3, teacher_hidden=(16,), grow=True, patience=1,
                        constraints=["agreement>=0.5"],
                        max_growths=1, baselines=False, progress=False, out=str(root / "out"))
     return result
@@ -70,22 +74,20 @@ def test_growth_events_preserve_the_function(run):
 
 
 def test_grow_helper_is_exact_and_the_grown_student_saves(run, tmp_path):
-    student = P.Student(run.arch)
+    student = Student(run.arch)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(40, 6)), jnp.float32)
     val = {"x": x, "y": jnp.zeros(40, jnp.int32), "teacher": student.apply(run.stable, x)}
-    holder = {"student": student}
-    state = types.SimpleNamespace(current=run.stable, stable=run.stable)
-    config = P.DistillConfig(grow_kind="widen", grow_amount=3)
     names = ["accuracy", "agreement", "ece"]
-    grown = P._grow(jax.random.key(1), holder, state, config, val, names, 3)
-    assert grown["event"]["accepted"]
-    assert grown["event"]["hidden_after"] == [h + 3 for h in run.arch["hidden"]]
-    new = grown["student"]
-    np.testing.assert_allclose(new.apply(grown["stable"], x), student.apply(run.stable, x),
+    grown = grow_student(jax.random.key(1), student, run.stable, run.stable, "widen", 3, val,
+                         names)
+    assert grown.event["accepted"]
+    assert grown.event["hidden_after"] == [h + 3 for h in run.arch["hidden"]]
+    new = grown.student
+    np.testing.assert_allclose(new.apply(grown.stable, x), student.apply(run.stable, x),
                                atol=1e-5)
-    path = models.save(tmp_path / "grown.msgpack", (new.arch, grown["stable"]))
+    path = models.save(tmp_path / "grown.msgpack", (new.arch, grown.stable))
     module, config_ = models.load(path)
-    assert config_["hidden"] == grown["event"]["hidden_after"]
+    assert config_["hidden"] == grown.event["hidden_after"]
     np.testing.assert_allclose(module(x), student.apply(run.stable, x), atol=1e-5)
 
 
@@ -123,7 +125,7 @@ def test_baselines_select_on_validation():
                    algorithm="NoSuchES")
 
 
-@pytest.mark.parametrize("name", list(P.MIXTURES))
+@pytest.mark.parametrize("name", list(G.MIXTURES))
 def test_named_losses_are_the_weighted_sums_of_their_parts(name):
     rng = np.random.default_rng(0)
     batch = {"x": jnp.asarray(rng.normal(size=(32, 5)), jnp.float32),
@@ -131,30 +133,30 @@ def test_named_losses_are_the_weighted_sums_of_their_parts(name):
              "teacher": jnp.asarray(rng.normal(size=(32, 3)) * 3, jnp.float32)}
     apply = lambda p, x: x @ p
     params = jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)
-    parts = [float(f(params, batch)) for f in P._loss_parts(apply)]
-    expected = sum(w * v for w, v in zip(P.MIXTURES[name], parts))
-    loss = P.named_loss(apply, name)
+    parts = [float(f(params, batch)) for f in G.loss_parts(apply)]
+    expected = sum(w * v for w, v in zip(G.MIXTURES[name], parts))
+    loss = G.named_loss(apply, name)
     assert float(loss(params, batch)) == pytest.approx(expected, rel=1e-5)
     grad = jax.grad(loss)(params, batch)
     assert grad.shape == params.shape and bool(jnp.all(jnp.isfinite(grad)))
     if name == "kl_t4":  # the default baseline loss is Hinton's KL at T=4
-        assert float(loss(params, batch)) == pytest.approx(float(P.kd_loss(apply)(params, batch)))
+        assert float(loss(params, batch)) == pytest.approx(float(G.kd_loss(apply)(params, batch)))
 
 
 def test_named_loss_unknown_name():
     with pytest.raises(ValueError, match="unknown KD loss 'nope'; known: kl_t4"):
-        P.named_loss(lambda p, x: x, "nope")
+        G.named_loss(lambda p, x: x, "nope")
 
 
 def test_engine_objectives_tie_break():
-    objs = P.engine_objectives([Objective("accuracy")], True, 300)
+    objs = E.engine_objectives([Objective("accuracy")], True, 300)
     assert objs[0].tolerance == pytest.approx(1.5 / 300) and objs[-1].metric == "fidelity"
-    assert P.engine_objectives([Objective("accuracy", 0.01)], True, 300)[0].tolerance == 0.01
-    assert P.engine_objectives([Objective("ece")], False, 300) == [Objective("ece")]
+    assert E.engine_objectives([Objective("accuracy", 0.01)], True, 300)[0].tolerance == 0.01
+    assert E.engine_objectives([Objective("ece")], False, 300) == [Objective("ece")]
     # ECE's tie band is 0.6 examples' worth per example of the band and shrinks with the
     # validation split like accuracy's (0.0133 at 180 selection examples, 0.0012 at 2000).
-    small = P.engine_objectives([Objective("ece")], True, 180, 4.0)[0].tolerance
-    large = P.engine_objectives([Objective("ece")], True, 2000, 4.0)[0].tolerance
+    small = E.engine_objectives([Objective("ece")], True, 180, 4.0)[0].tolerance
+    large = E.engine_objectives([Objective("ece")], True, 2000, 4.0)[0].tolerance
     assert small == pytest.approx(0.6 * 4 / 180) and large == pytest.approx(0.6 * 4 / 2000)
 
 
@@ -166,7 +168,7 @@ def test_engine_objectives_tie_break():
 )
 def test_config_errors_are_clear(overrides, needle):
     with pytest.raises(ValueError, match=needle):
-        P.distill(progress=False, **overrides)
+        ev3evo.distill(progress=False, **overrides)
 
 
 def test_report_table_and_best_method():
@@ -195,11 +197,10 @@ def test_final_check_certifies_a_clearly_better_current_model_only(accept):
     x = jax.nn.one_hot(y, 3) + 0.1 * jnp.asarray(rng.normal(size=(200, 3)), jnp.float32)
     val = {"x": x, "y": y, "teacher": 5.0 * x}
     apply = lambda p, x: x @ p["w"]
-    c = P.DistillConfig(accept=accept)
-    objectives, constraints = P._check_config(c)
-    engine = P.build_engine(apply, c, objectives, constraints, 3, 200)
+    c = DistillConfig(accept=accept)
+    engine = E.build_engine(apply, c, E.engine_settings(c), 3, 200)
     good, bad = {"w": 5.0 * jnp.eye(3)}, {"w": jnp.zeros((3, 3))}
-    better = P.final_check(jax.random.key(0), engine, good, bad, val)
+    better = final_check(jax.random.key(0), engine, good, bad, val)
     assert better["certified"] and better["pvalue"] < 1e-6
     assert better["current"]["accuracy"] == 1.0
     # The power report: the gain on the held-out (odd) half, and the gain that is significant
@@ -211,8 +212,8 @@ def test_final_check_certifies_a_clearly_better_current_model_only(accept):
     assert better["primary"] == "accuracy" and better["held_out_examples"] == 100
     assert better["gain"] == pytest.approx(d.mean(), abs=1e-6)
     assert better["needed"] == pytest.approx(z * d.std(ddof=1) / np.sqrt(d.size), rel=1e-4)
-    same = P.final_check(jax.random.key(0), engine, good, good, val)
+    same = final_check(jax.random.key(0), engine, good, good, val)
     assert not same["certified"] and same["gain"] == 0.0
-    worse = P.final_check(jax.random.key(0), engine, bad, good, val)
+    worse = final_check(jax.random.key(0), engine, bad, good, val)
     assert not worse["certified"]
     assert worse["gain"] == pytest.approx(-d.mean(), abs=1e-6) and worse["needed"] > 0

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ev3evo.distill import models
-from ev3evo.distill.sources import head_bias, temperature
+from ev3evo.distillation import models
+from ev3evo.distillation.sources import head_bias, temperature
 from ev3evo.explore import sampling
 
 

@@ -14,7 +14,7 @@ from jax.flatten_util import ravel_pytree
 
 from ev3evo.assess import metrics as M
 from ev3evo.assess.metrics import utility, value
-from ev3evo.distill import baselines as B
+from ev3evo.distillation import baselines as B
 
 
 def _toy():

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ev3evo.distill import growth, models
+from ev3evo.distillation import growth, models
 
 
 def _model(hidden, activation="relu", seed=0, in_features=5, num_classes=3):

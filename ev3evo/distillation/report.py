@@ -12,7 +12,7 @@ Plots use matplotlib's Agg backend (no display needed).
 
 Example::
 
-    from ev3evo.distill import report
+    from ev3evo.distillation import report
     summary = {"primary": "accuracy", "metrics": ["accuracy"],
                "teacher": {"test": {"accuracy": 0.98}, "validation": {"accuracy": 0.97},
                            "params": 100},
@@ -77,6 +77,15 @@ def best_method(summary: dict, metric: str, split: str = "test", exclude=()) -> 
         if name not in exclude and r.get(split, {}).get(metric) is not None
     ]
     return max(scored)[1] if scored else None
+
+
+def jsonable(x):
+    """``x`` with every tuple made a list (JSON's only sequence), recursively through dicts."""
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    return x
 
 
 def write_summary(path: str | os.PathLike, summary: dict) -> None:

@@ -8,7 +8,7 @@ improvement. ``load_or_train_teacher`` caches the result under a folder, keyed b
 checkpoint the user gives.
 
 Example:
-    >>> from ev3evo.distill import data, teacher
+    >>> from ev3evo.distillation import data, teacher
     >>> t = teacher.train_teacher(data.load_digits(), hidden=(32,), epochs=5)
     >>> t.metrics["test"]["accuracy"] > 0.8
     True
@@ -34,7 +34,8 @@ from flax import nnx
 from . import models
 from .data import Dataset
 
-__all__ = ["Teacher", "evaluate", "load_or_train_teacher", "teacher_logits", "train_teacher"]
+__all__ = ["Teacher", "evaluate", "load_or_train_teacher", "teacher_logits", "teacher_splits",
+           "train_teacher"]
 
 
 class Teacher(NamedTuple):
@@ -43,7 +44,7 @@ class Teacher(NamedTuple):
     Attributes:
         apply: jitted pure function ``apply(params, x) -> logits``.
         params: plain dict of parameters (``nnx.to_pure_dict``).
-        arch: architecture dict (see :func:`ev3evo.distill.models.build`).
+        arch: architecture dict (see :func:`ev3evo.distillation.models.build`).
         metrics: ``{"train"|"val"|"test": {"accuracy": ..., "loss": ...}}`` on the dataset.
         source: ``"trained"``, ``"cache"`` or ``"checkpoint"``.
         path: the checkpoint file it was saved to or loaded from (``None`` if not saved).
@@ -74,6 +75,15 @@ def teacher_logits(teacher: Teacher, x, batch_size: int = 4096) -> jax.Array:
     return jnp.concatenate(chunks)
 
 
+def teacher_splits(dataset: Dataset, teacher: Teacher) -> dict:
+    """``{"train"|"val"|"test": {"x", "y", "teacher"}}``: each split of ``dataset`` with the
+    teacher's logits (float32) under ``"teacher"``, the batches distillation works on."""
+    return {split: {"x": getattr(dataset, split)["x"], "y": getattr(dataset, split)["y"],
+                    "teacher": jnp.asarray(teacher_logits(teacher, getattr(dataset, split)["x"]),
+                                           jnp.float32)}
+            for split in ("train", "val", "test")}
+
+
 def _cross_entropy(logits, y):
     return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
@@ -101,6 +111,14 @@ def _evaluate_all(apply: Callable, params, dataset: Dataset) -> dict:
     return jax.tree.map(float, run(params))
 
 
+def _check_training(epochs, batch_size, patience, lr) -> None:
+    for name, v in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive number, got {lr!r}")
+
+
 def train_teacher(
     dataset: Dataset,
     hidden: Sequence[int] = (128, 128),
@@ -116,7 +134,7 @@ def train_teacher(
     """Train an MLP teacher on ``dataset.train``, keeping the best parameters on ``dataset.val``.
 
     Args:
-        dataset: a :class:`~ev3evo.distill.data.Dataset`.
+        dataset: a :class:`~ev3evo.distillation.data.Dataset`.
         hidden: hidden widths of the MLP.
         epochs: maximum number of passes over the train split.
         seed: initialization and shuffling seed.
@@ -124,16 +142,12 @@ def train_teacher(
         batch_size: mini-batch size (capped at the train size).
         weight_decay: AdamW decoupled weight decay.
         patience: stop after this many epochs without a better validation accuracy.
-        activation: hidden activation (see :data:`ev3evo.distill.models.ACTIVATIONS`).
+        activation: hidden activation (see :data:`ev3evo.distillation.models.ACTIVATIONS`).
 
     Returns:
         A :class:`Teacher` with train/val/test metrics of the kept parameters.
     """
-    for name, v in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+    _check_training(epochs, batch_size, patience, lr)
     in_features = math.prod(dataset.feature_shape)
     model = models.MLP(in_features, list(hidden), dataset.num_classes,
                        rngs=nnx.Rngs(seed), activation=activation)
@@ -239,7 +253,7 @@ def load_or_train_teacher(
 
     Example:
         >>> import tempfile
-        >>> from ev3evo.distill import data
+        >>> from ev3evo.distillation import data
         >>> d, folder = data.load_digits(), tempfile.mkdtemp()
         >>> load_or_train_teacher(d, folder, hidden=(16,), epochs=2).source
         'trained'

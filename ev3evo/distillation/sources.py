@@ -3,7 +3,7 @@
 Example::
 
     import jax, jax.numpy as jnp
-    from ev3evo.distill.sources import temperature
+    from ev3evo.distillation.sources import temperature
     p = {"layers": {0: {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}}}
     src = temperature(4)
     pop, _ = src.ask(jax.random.key(0), src.init(jax.random.key(1), p), p, None,
@@ -23,7 +23,7 @@ from ..types import Source
 
 def _with_head(params, fn):
     """``params`` with the student's output layer (the last of ``params["layers"]``) mapped by
-    ``fn(layer) -> layer``; :mod:`ev3evo.distill.models` students (flax nnx pure dicts)."""
+    ``fn(layer) -> layer``; :mod:`ev3evo.distillation.models` students (flax nnx pure dicts)."""
     layers = params["layers"]
     last = max(layers)
     return {**params, "layers": {**layers, last: fn(layers[last])}}
@@ -42,7 +42,7 @@ def temperature(size: int, sigma: float = 0.2, name: str = "temperature") -> Sou
     Example::
 
         import jax, jax.numpy as jnp
-        from ev3evo.distill.sources import temperature
+        from ev3evo.distillation.sources import temperature
         p = {"layers": {0: {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)}}}
         src = temperature(4)
         pop, _ = src.ask(jax.random.key(0), src.init(jax.random.key(1), p), p, None,

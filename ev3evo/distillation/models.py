@@ -8,7 +8,7 @@ a small JSON-able *architecture* dict::
 
     {"kind": "mlp", "in_features": 64, "hidden": [16], "num_classes": 10, "activation": "relu"}
 
-which :func:`build` turns back into a module; :mod:`ev3evo.distill.growth` edits that dict and
+which :func:`build` turns back into a module; :mod:`ev3evo.distillation.growth` edits that dict and
 the params together. Checkpoints are one msgpack file (flax.serialization) holding the params
 and the JSON config: no pickle.
 

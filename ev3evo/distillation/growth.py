@@ -18,13 +18,13 @@ assessed like any other update and the stable model's guarantee still holds. Fol
   ``relu(x) W - relu(-x) W = x W``. Other activations have no exact identity layer: refused.
 
 Everything works on the engine's view of a model: the architecture dict of
-:func:`ev3evo.distill.models.build` and the plain params dict (``nnx.to_pure_dict``), returning
+:func:`ev3evo.distillation.models.build` and the plain params dict (``nnx.to_pure_dict``), returning
 a new ``(arch, params)`` pair (nothing is modified in place). :func:`grow_module` does the same
-on an nnx :class:`~ev3evo.distill.models.MLP`.
+on an nnx :class:`~ev3evo.distillation.models.MLP`.
 
 Example:
     >>> import jax, jax.numpy as jnp
-    >>> from ev3evo.distill import models
+    >>> from ev3evo.distillation import models
     >>> f = models.functional(models.build({"in_features": 4, "hidden": [3], "num_classes": 2}))
     >>> arch, params = grow(f.arch, f.params, "widen", jax.random.key(0), 2)
     >>> arch, params = grow(arch, params, "deepen", jax.random.key(1))
@@ -109,7 +109,7 @@ def widen(
 
     Example:
         >>> import jax
-        >>> from ev3evo.distill import models
+        >>> from ev3evo.distillation import models
         >>> f = models.functional(models.build({"in_features": 4, "hidden": [3], "num_classes": 2}))
         >>> arch, p = widen(f.arch, f.params, 0, 6, jax.random.key(0))
         >>> arch["hidden"], p["layers"][1]["kernel"].shape
@@ -176,7 +176,7 @@ def deepen(
         ``(new_arch, new_params)``.
 
     Example:
-        >>> from ev3evo.distill import models
+        >>> from ev3evo.distillation import models
         >>> f = models.functional(models.build({"in_features": 4, "hidden": [3], "num_classes": 2}))
         >>> deepen(f.arch, f.params)[0]["hidden"]
         [3, 3]
@@ -233,7 +233,7 @@ def grow(
 
     Example:
         >>> import jax
-        >>> from ev3evo.distill import models
+        >>> from ev3evo.distillation import models
         >>> f = models.functional(models.build({"in_features": 4, "hidden": [8], "num_classes": 2}))
         >>> grow(f.arch, f.params, "widen", jax.random.key(0))[0]["hidden"]
         [12]
@@ -259,7 +259,7 @@ def grow(
 def grow_module(
     model: models.MLP, kind: str, key: jax.Array, amount: int | None = None, **kwargs
 ) -> models.MLP:
-    """:func:`grow` on an nnx :class:`~ev3evo.distill.models.MLP`: returns a new, grown MLP.
+    """:func:`grow` on an nnx :class:`~ev3evo.distillation.models.MLP`: returns a new, grown MLP.
 
     Example:
         >>> import jax

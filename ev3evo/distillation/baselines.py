@@ -16,7 +16,7 @@ Example::
 
     import jax, jax.numpy as jnp, optax
     from ev3evo import losses, metrics
-    from ev3evo.distill import baselines
+    from ev3evo.distillation import baselines
     apply = lambda p, x: x @ p["w"] + p["b"]
     x = jax.random.normal(jax.random.key(0), (200, 4)); y = (x[:, 0] > 0).astype(jnp.int32)
     data = {"x": x, "y": y, "teacher": jax.nn.one_hot(y, 2) * 4.0}

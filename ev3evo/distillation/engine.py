@@ -1,0 +1,191 @@
+"""The EV3 engine of a distillation run: objectives, tie-break, gate, sources.
+
+:func:`engine_settings` turns a :class:`~ev3evo.distillation.options.DistillConfig` into what
+the engine is built from (objectives, constraints, a validated :class:`~ev3evo.Gate`), before
+any work is done, so bad settings are reported at once. :func:`build_engine` builds the engine
+for one student architecture (the sources close over the student's ``apply``; a grown student
+gets a new engine):
+
+- gradient rollouts of the KD grid (:mod:`ev3evo.distillation.grid`), one source per
+  optimizer family, so the allocation learns which pays;
+- deliberately biased gradients: a sparse random mask on the gradient, guided ES;
+- an evosax OpenES re-centred on the accepted model, gaussian mutations;
+- the output-layer moves (:mod:`ev3evo.distillation.sources`): softmax temperature and
+  per-class biases.
+
+Candidates are assessed on the validation split with the user's objectives and constraints;
+with the tie-breaker (:func:`engine_objectives`) fidelity to the teacher is the last objective.
+
+Example::
+
+    import jax.numpy as jnp
+    from ev3evo.distillation.engine import build_engine, engine_settings
+    from ev3evo.distillation.options import DistillConfig
+    config = DistillConfig(metrics=("accuracy",), population_size=8)
+    settings = engine_settings(config)
+    engine = build_engine(lambda p, x: x @ p["w"], config, settings, 3, 200)
+    assert engine.population_size == 8 and engine.objectives[-1].metric == "fidelity"
+    assert settings.gate.correction == "split" and settings.gate.certify == "lexicographic"
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import optax
+
+from ..adapt.allocation import Allocation
+from ..adapt.certification import HOLD_OUT
+from ..adapt.gate import Gate
+from ..assess import metrics as M
+from ..assess.objectives import parse_constraint, parse_objective
+from ..explore import biased
+from ..explore.gradient import gradient_rollouts, mixture_grid
+from ..explore.mutation import gaussian
+from ..loop import EV3
+from ..types import Constraint, Objective, Source
+from .grid import MIXTURES, OPTIMIZERS, fidelity, kd_loss, loss_parts
+from .scores import REPORTED, metric_objects
+from .sources import head_bias, temperature
+
+
+class EngineSettings(NamedTuple):
+    """What a run's engines are built from (checked once, before any work).
+
+    Attributes:
+      objectives: the user's objectives in priority order (the tie-breaker not yet added).
+      constraints: the user's constraints.
+      gate: the validated gate settings.
+    """
+
+    objectives: tuple[Objective, ...]
+    constraints: tuple[Constraint, ...]
+    gate: Gate
+
+    @property
+    def metric_names(self) -> list[str]:
+        """Every metric a run reports: objectives, constraints, then the reported ones."""
+        return list(dict.fromkeys([o.metric for o in self.objectives]
+                                  + [k.metric for k in self.constraints] + list(REPORTED)))
+
+
+def _known_metric(name: str, message: str) -> None:
+    if name not in M.REGISTRY:
+        raise ValueError(message.format(name=name, known=", ".join(sorted(M.REGISTRY))))
+
+
+def engine_settings(config) -> EngineSettings:
+    """The objectives, constraints and gate of ``config``, checked.
+
+    Raises:
+      ValueError, TypeError: an unknown metric, an unreadable objective or constraint, or a
+        gate setting :meth:`ev3evo.Gate.validated` refuses.
+    """
+    objectives = tuple(parse_objective(spec) for spec in config.metrics)
+    if not objectives:
+        raise ValueError("give at least one metric to optimize")
+    for o in objectives:
+        _known_metric(o.metric, "unknown metric {name!r}; known metrics: {known}")
+    constraints = tuple(parse_constraint(spec) for spec in config.constraints)
+    for k in constraints:
+        _known_metric(k.metric, "constraint names unknown metric {name!r}; known: {known}")
+    gate = Gate(alpha=config.alpha, correction=config.correction, accept=config.accept,
+                certify=certify_mode(config)).validated()
+    return EngineSettings(objectives, constraints, gate)
+
+
+def certify_mode(config) -> str:
+    """The gate's certification rule: ``config.certify``, or by default ``"lexicographic"``
+    with the split gate and the fidelity tie-breaker (the stable model then also follows a
+    winner that ties it on the metric and is significantly closer to the teacher), else
+    ``"primary"``."""
+    if config.certify is not None:
+        return config.certify
+    return "lexicographic" if config.correction in HOLD_OUT and config.tie_break else "primary"
+
+
+def engine_objectives(objectives: Sequence[Objective], tie_break: bool, n_val: int,
+                      examples: float = 1.5) -> list[Objective]:
+    """The user's objectives, plus (``tie_break``) the fidelity tie-breaker.
+
+    With the tie-breaker, a primary objective given without tolerance gets ``examples``
+    examples' worth, ``examples / n_val`` (for ECE ``0.6 · examples / n_val``): candidates
+    within it count as tied and the one closest to the teacher wins, instead of whichever won
+    a coin flip on one validation example. Moving one example changes ECE by at most
+    ``1 / n_val`` too (one bin's accuracy moves by ``1 / n_bin``, weighted by
+    ``n_bin / n_val``), so its band shrinks with the validation split like accuracy's; the
+    factor 0.6 gives a band of 0.0133 at 180 selection examples. A fixed band would swallow
+    every ECE difference on a large validation split, where the models' ECE is itself about
+    0.01–0.03.
+    """
+    objectives = list(objectives)
+    if not tie_break:
+        return objectives
+    first = objectives[0]
+    if first.tolerance == 0.0 and first.metric != "neg_loss":
+        scale = 0.6 if first.metric == "ece" else 1.0
+        objectives[0] = first._replace(tolerance=scale * examples / n_val)
+    return [*objectives, Objective("fidelity", 1e9)]
+
+
+def distillation_sources(apply, config) -> list[Source]:
+    """The sources of a run for a student ``apply`` (see the module docstring)."""
+    weights = list(MIXTURES.values())
+    sources = [
+        mixture_grid(loss_parts(apply), weights, factory, lrs, steps=config.rollout_steps,
+                     batch_size=config.batch_size, name=f"kd_{name}")
+        for name, (factory, lrs) in OPTIMIZERS.items()
+    ]
+    kd = kd_loss(apply)
+    # Deliberately biased gradients: a sparse random mask on the gradient (two streams).
+    sources.append(
+        gradient_rollouts([kd], [biased.masked(optax.adam(3e-3), keep=0.3, seed=config.seed)],
+                          steps=config.rollout_steps, batch_size=None, repeats=2,
+                          name="masked")
+    )
+    sources.append(biased.guided_es(kd, size=5, sigma=0.05, name="guided_es"))
+    sources.append(open_es_source())
+    sources.append(gaussian(4, sigma=0.01))
+    # Output-layer moves: the softmax temperature (calibration) and per-class thresholds.
+    sources.append(temperature(2))
+    sources.append(head_bias(2))
+    return sources
+
+
+def open_es_source() -> Source:
+    """An evosax OpenES (8 candidates, scale 0.02) re-centred on the accepted model."""
+    from ..explore.evosax import evosax_source  # imports evosax: loaded when first needed
+
+    return evosax_source("Open_ES", 8, std_schedule=optax.constant_schedule(0.02),
+                         optimizer=optax.sgd(1.0), name="open_es")
+
+
+def build_engine(apply, config, settings: EngineSettings, num_classes: int, n_val: int) -> EV3:
+    """The EV3 engine of a run for one student architecture ``apply``.
+
+    Args:
+      apply: the student's ``(params, x) -> logits``.
+      config: the run's :class:`~ev3evo.distillation.options.DistillConfig`.
+      settings: its :func:`engine_settings`.
+      num_classes: the number of classes.
+      n_val: the number of validation examples (the tie band is relative to the examples the
+        winner is selected on: half of them with the split gate).
+    """
+    sources = distillation_sources(apply, config)
+    held_out = settings.gate.correction in HOLD_OUT
+    objectives = engine_objectives(settings.objectives, config.tie_break,
+                                   n_val // 2 if held_out else n_val, config.tie_examples)
+    metrics = metric_objects(apply, settings.metric_names, num_classes)
+    if config.tie_break:
+        metrics.append(fidelity(apply))
+    capacity = sum(s.size for s in sources)
+    return EV3(
+        sources,
+        metrics,
+        objectives=objectives,
+        constraints=settings.constraints,
+        gate=settings.gate,
+        allocation=Allocation(population_size=min(config.population_size, capacity)),
+        patience=config.patience,
+    )

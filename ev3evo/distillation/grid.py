@@ -1,0 +1,105 @@
+"""The KD grid: the distillation losses, their mixtures, the optimizers, and fidelity.
+
+EV3's gradient sources and the KD baselines draw from the same grid. A loss of the grid is a
+weighted sum of five parts (:func:`loss_parts`): Hinton et al.'s KL to the teacher at T=1 and
+T=4, the reverse KL at T=2, the MSE between logits and cross-entropy with the labels;
+:data:`MIXTURES` names the weightings (pure losses and one mixture). :data:`OPTIMIZERS` names
+the optax optimizers and their learning rates. :func:`fidelity` scores each example by how
+close the student's softmax is to the teacher's: the tie-breaker among equally good students.
+
+Example::
+
+    import jax.numpy as jnp
+    from ev3evo.distillation.grid import MIXTURES, named_loss, optimizer_grid
+    apply = lambda p, x: x @ p
+    batch = {"x": jnp.ones((4, 3)), "y": jnp.zeros(4, jnp.int32), "teacher": jnp.ones((4, 2))}
+    loss = named_loss(apply, "kl_t4+ce")            # (params, batch) -> scalar
+    assert loss(jnp.zeros((3, 2)), batch).shape == ()
+    assert "kl_t4" in MIXTURES and "adam_0.003" in optimizer_grid()
+
+References:
+  Hinton, Vinyals & Dean (2015), "Distilling the knowledge in a neural network".
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from .. import losses as L
+from ..assess import metrics as M
+from ..types import LossFn, Metric
+
+#: the optimizer grid: name -> (optax factory taking ``learning_rate``, learning rates)
+OPTIMIZERS = {
+    "adam": (optax.adam, (3e-3, 1e-2)),
+    "sgdm": (functools.partial(optax.sgd, momentum=0.9, nesterov=True), (0.05,)),
+}
+
+#: the KD losses of the grid: name -> weights over :func:`loss_parts`
+MIXTURES = {
+    "kl_t4": (0, 1, 0, 0, 0),
+    "kl_t1": (1, 0, 0, 0, 0),
+    "rkl_t2": (0, 0, 1, 0, 0),
+    "logit_mse": (0, 0, 0, 1, 0),
+    "ce": (0, 0, 0, 0, 1),
+    "kl_t4+ce": (0, 0.5, 0, 0, 0.5),
+}
+
+
+def optimizer_grid() -> dict[str, optax.GradientTransformation]:
+    """The optimizers shared by EV3's gradient sources and the KD baselines, by name
+    (``"adam_0.003"``, ``"adam_0.01"``, ``"sgdm_0.05"``)."""
+    return {
+        f"{name}_{lr:g}": factory(learning_rate=lr)
+        for name, (factory, lrs) in OPTIMIZERS.items()
+        for lr in lrs
+    }
+
+
+def loss_parts(apply) -> list[LossFn]:
+    """The five parts the losses of :data:`MIXTURES` weight, for a student ``apply``."""
+    return [
+        L.kl_to_teacher(apply, 1.0),
+        L.kl_to_teacher(apply, 4.0),
+        L.kl_to_teacher(apply, 2.0, reverse=True),
+        L.logit_mse(apply),
+        L.cross_entropy(apply),
+    ]
+
+
+def check_loss_name(name) -> str:
+    """``name`` if it names a loss of :data:`MIXTURES`; raises ``ValueError`` listing them."""
+    if name not in MIXTURES:
+        raise ValueError(f"unknown KD loss {name!r}; known: {', '.join(MIXTURES)}")
+    return name
+
+
+def named_loss(apply, name: str) -> LossFn:
+    """The loss of :data:`MIXTURES` called ``name``: its weighted sum of :func:`loss_parts`."""
+    terms = [(f, w) for f, w in zip(loss_parts(apply), MIXTURES[check_loss_name(name)]) if w]
+    return L.mixture([f for f, _ in terms], [w for _, w in terms])
+
+
+def kd_loss(apply) -> LossFn:
+    """Hinton et al.'s KL at T=4: the loss of EV3's biased-gradient sources and the KD
+    baselines' default."""
+    return L.kl_to_teacher(apply, 4.0)
+
+
+def fidelity(apply) -> Metric:
+    """``-KL(teacher ‖ student)`` per example: the smooth tie-breaker among equally good
+    candidates (higher is better).
+
+    .. math:: s_i = -\\sum_c p^T_{ic} (\\log p^T_{ic} - \\log p^S_{ic})
+    """
+
+    def score(params, batch):
+        s = jax.nn.log_softmax(apply(params, batch["x"]), axis=-1)
+        t = jax.nn.log_softmax(batch["teacher"], axis=-1)
+        return -jnp.sum(jnp.exp(t) * (t - s), axis=-1)
+
+    return M.per_example("fidelity", score)

@@ -1,0 +1,69 @@
+"""The run's ``history.jsonl``: step records with the student's size, and the events between.
+
+Besides :class:`ev3evo.JSONLHistory`'s one line per step, a distillation history holds events:
+growth (``{"event": "grow", ...}``, written when it happens) and the final check
+(``{"event": "final_check", ...}``, appended after the run). :class:`Annotate` adds the
+student's hidden widths and parameter count to every step record; :class:`Replay` rewrites the
+file on resume with the restored records and the growth events at their steps.
+
+Example::
+
+    import os, tempfile
+    from ev3evo.distillation.history import append_event
+    path = os.path.join(tempfile.mkdtemp(), "history.jsonl")
+    append_event(path, {"event": "final_check", "certified": False})
+    assert open(path).read() == '{"event": "final_check", "certified": false}\\n'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ..callbacks import Callback, JSONLHistory
+
+
+class Annotate(Callback):
+    """Adds the student's shape (``hidden``, ``params``) to every step record, read from a
+    :class:`~ev3evo.distillation.student.Growth` (list it before the JSONL writer)."""
+
+    def __init__(self, growth):
+        self.growth = growth
+
+    def on_step(self, record, state, engine):
+        record["hidden"] = list(self.growth.student.arch["hidden"])
+        record["params"] = self.growth.size
+
+
+class Replay(Callback):
+    """On resume, rewrites ``history.jsonl`` with the restored records and growth events."""
+
+    def __init__(self, jsonl: JSONLHistory, events: list):
+        self.jsonl, self.events = jsonl, events
+
+    def on_resume(self, history):
+        # JSONLHistory.on_resume wrote the step records alone; write them again interleaved
+        # with the growth events, in place of that.
+        self.jsonl.file.seek(0)
+        self.jsonl.file.truncate()
+        at: dict = {}
+        for event in self.events:
+            at.setdefault(event["step"], []).append(event)
+        for record in history:
+            self.jsonl.on_step(record, None, None)
+            for event in at.get(record["step"], []):
+                self.jsonl.file.write(json.dumps(event) + "\n")
+        self.jsonl.file.flush()
+
+
+def write_event(jsonl: JSONLHistory, event: dict) -> None:
+    """Writes ``event`` into the open history of a running run (nothing when it is closed)."""
+    if jsonl.file is not None:
+        jsonl.file.write(json.dumps(event) + "\n")
+        jsonl.file.flush()
+
+
+def append_event(path: str | os.PathLike, event: dict) -> None:
+    """Appends ``event`` to the history file at ``path`` (after the run)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(event) + "\n")

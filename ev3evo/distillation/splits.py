@@ -1,0 +1,221 @@
+"""A classification dataset as train / validation / test splits, built from arrays.
+
+:func:`from_arrays` splits features and labels class by class with a fixed seed, maps the
+labels to ``0 .. C-1`` (the original labels are kept in ``Dataset.classes``) and standardizes
+every split with statistics of the *train* split only (a feature with zero train spread is
+divided by 1). Anything unusable raises :class:`DataError` (a ``ValueError``) whose message
+names the problem. The loaders of :mod:`ev3evo.distillation.data` and
+:mod:`ev3evo.distillation.files` build on it.
+
+Example::
+
+    import numpy as np
+    from ev3evo.distillation.splits import from_arrays
+    ds = from_arrays(np.random.rand(30, 3), np.arange(30) % 2)
+    assert ds.num_classes == 2 and ds.train["x"].shape[1:] == (3,)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["DEFAULT_FRACTIONS", "DataError", "Dataset", "assemble", "check_finite",
+           "check_fractions", "encode_labels", "from_arrays", "stratified_split"]
+
+DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
+
+
+class DataError(ValueError):
+    """A dataset (file, arrays or splits) that ev3evo cannot use; the message says why."""
+
+
+class Dataset(NamedTuple):
+    """Train / validation / test splits of a classification problem.
+
+    Attributes:
+        train, val, test: dicts ``{"x": float32 (N, *feature_shape), "y": int32 (N,)}``.
+        num_classes: number of classes ``C``; labels are ``0 .. C-1``.
+        feature_shape: shape of one example, e.g. ``(64,)``.
+        name: a short name (``"digits"``, ``"hard"``, the file's stem) used in cache keys.
+        mean, std: numpy arrays of shape ``feature_shape``, the train statistics used to
+            standardize every split (``x = (raw - mean) / std``).
+        classes: the original label of each class index (``classes[k]`` is class ``k``).
+    """
+
+    train: dict
+    val: dict
+    test: dict
+    num_classes: int
+    feature_shape: tuple
+    name: str
+    mean: np.ndarray
+    std: np.ndarray
+    classes: tuple = ()
+
+
+def check_fractions(fractions) -> tuple[float, float, float]:
+    try:
+        fr = tuple(float(f) for f in fractions)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"fractions must be three numbers (train, val, test), got {fractions!r}"
+        ) from None
+    if len(fr) != 3 or not all(math.isfinite(f) and f > 0 for f in fr):
+        raise ValueError(f"fractions must be three positive numbers (train, val, test), got {fr}")
+    if abs(sum(fr) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must sum to 1, got {fr} (sum {sum(fr):.6g})")
+    return fr
+
+
+def _apportion(total: int, quotas: np.ndarray) -> list[int]:
+    """Integers summing to ``total`` close to ``quotas`` (largest-remainder rounding)."""
+    base = np.floor(quotas).astype(int)
+    extra = int(total) - int(base.sum())
+    order = np.argsort(-(quotas - base), kind="stable")
+    base[order[: max(extra, 0)]] += 1
+    return base.tolist()
+
+
+def stratified_split(y: np.ndarray, fractions, seed: int) -> tuple[np.ndarray, ...]:
+    """Indices of train / val / test, split class by class with a fixed seed.
+
+    Written by hand rather than with ``sklearn.model_selection.train_test_split`` because the
+    latter refuses classes with fewer than two members; here a small class simply goes to train
+    (every class must appear in train; val and test must not be empty).
+    """
+    rng = np.random.default_rng(seed)
+    _, f_val, f_test = fractions
+    values, counts = np.unique(y, return_counts=True)
+    n_val = _apportion(round(f_val * len(y)), counts * f_val)
+    n_test = _apportion(round(f_test * len(y)), counts * f_test)
+    parts: tuple[list, list, list] = ([], [], [])
+    for c, n, nv, nt in zip(values, counts, n_val, n_test):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        while n - nv - nt < 1:  # keep at least one example of every class in train
+            if nt >= nv and nt > 0:
+                nt -= 1
+            else:
+                nv -= 1
+        parts[1].append(idx[:nv])
+        parts[2].append(idx[nv : nv + nt])
+        parts[0].append(idx[nv + nt :])
+    out = tuple(rng.permutation(np.concatenate(p)).astype(np.int64) for p in parts)
+    for name, idx, f in zip(("train", "validation", "test"), out, fractions):
+        if len(idx) == 0 and f > 0:
+            raise DataError(
+                f"too few examples ({len(y)}) to split into train/validation/test with "
+                f"fractions {tuple(fractions)}: the {name} split would be empty"
+            )
+    return out
+
+
+def encode_labels(labels: Sequence, where: str) -> tuple[np.ndarray, tuple]:
+    """Map arbitrary labels to ``0 .. C-1`` (sorted order); return codes and the originals."""
+    classes, codes = np.unique(np.asarray(labels), return_inverse=True)
+    return codes.astype(np.int32).reshape(-1), tuple(c.item() for c in classes)
+
+
+def check_finite(x: np.ndarray, where: str) -> None:
+    bad = ~np.isfinite(x)
+    if bad.any():
+        i = int(np.argwhere(bad)[0][0])
+        kind = "NaN" if np.isnan(x[bad]).any() else "inf"
+        raise DataError(f"{where}: features contain {kind} (first at example {i})")
+
+
+def assemble(
+    splits: dict[str, tuple[np.ndarray, np.ndarray]],
+    classes: tuple,
+    name: str,
+) -> Dataset:
+    """Standardize with train statistics and build the Dataset; checks classes."""
+    x_tr, y_tr = splits["train"]
+    num_classes = len(classes)
+    if num_classes < 2:
+        raise DataError(
+            f"{name}: only one class ({classes[0]!r}) in the data; classification needs at least 2"
+        )
+    seen = set(np.unique(y_tr).tolist())
+    for split in ("val", "test"):
+        missing = sorted(set(np.unique(splits[split][1]).tolist()) - seen)
+        if missing:
+            labels = [classes[k] for k in missing]
+            raise DataError(
+                f"{name}: labels {labels} appear in the {split} split but not in train"
+            )
+    if len(seen) < 2:
+        raise DataError(f"{name}: the train split holds a single class ({classes[y_tr[0]]!r})")
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+        mean = x_tr.mean(axis=0)
+        std = x_tr.std(axis=0)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+        raise DataError(f"{name}: feature values too large to standardize (overflow)")
+    std = np.where(std > 0, std, 1.0)  # constant feature: divide by 1 (it becomes all zeros)
+
+    def pack(x, y):
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = ((x - mean) / std).astype(np.float32)
+        if not np.all(np.isfinite(z)):
+            raise DataError(f"{name}: feature values too large to standardize (overflow)")
+        return {"x": jnp.asarray(z), "y": jnp.asarray(y, dtype=jnp.int32)}
+
+    return Dataset(
+        train=pack(*splits["train"]),
+        val=pack(*splits["val"]),
+        test=pack(*splits["test"]),
+        num_classes=num_classes,
+        feature_shape=tuple(int(d) for d in x_tr.shape[1:]),
+        name=name,
+        mean=mean.astype(np.float32),
+        std=std.astype(np.float32),
+        classes=classes,
+    )
+
+
+def from_arrays(
+    x,
+    y,
+    *,
+    name: str = "arrays",
+    seed: int = 0,
+    fractions=DEFAULT_FRACTIONS,
+    classes: tuple | None = None,
+) -> Dataset:
+    """Build a Dataset from features ``x`` (N, ...) and labels ``y`` (N,) with a stratified split.
+
+    Labels are mapped to ``0 .. C-1`` unless ``classes`` is given (then ``y`` must already be
+    class indices into it).
+
+    Example:
+        >>> import numpy as np
+        >>> ds = from_arrays(np.random.rand(30, 3), np.arange(30) % 2)
+        >>> ds.num_classes, len(ds.train["y"]) + len(ds.val["y"]) + len(ds.test["y"])
+        (2, 30)
+    """
+    fr = check_fractions(fractions)
+    try:
+        x = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{name}: features must be numeric ({e})") from None
+    if x.ndim == 0:
+        raise DataError(f"{name}: features must have shape (N, features...), got a scalar")
+    if x.ndim == 1:
+        x = x[:, None]
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError(f"{name}: labels must be one-dimensional, got shape {y.shape}")
+    if len(x) != len(y):
+        raise DataError(f"{name}: x has {len(x)} examples but y has {len(y)} labels")
+    if len(x) == 0:
+        raise DataError(f"{name}: no examples")
+    check_finite(x, name)
+    if classes is None:
+        y, classes = encode_labels(y, name)
+    tr, va, te = stratified_split(y, fr, seed)
+    splits = {"train": (x[tr], y[tr]), "val": (x[va], y[va]), "test": (x[te], y[te])}
+    return assemble(splits, tuple(classes), name)
