@@ -2,6 +2,15 @@
 
 Explore with many sources of candidates, assess them with the metrics you care about, adapt
 with a statistical safety gate. See README.md for a tour.
+
+Example::
+
+    import jax, jax.numpy as jnp, ev3evo
+    score = ev3evo.metrics.per_example("score", lambda p, b: -jnp.sum((p["w"] - 1.0) ** 2) + 0 * b)
+    engine = ev3evo.EV3([ev3evo.gaussian(8, sigma=0.2)], [score])
+    result = ev3evo.run(engine, jax.random.key(0), {"w": jnp.zeros(2)}, jnp.zeros(4),
+                        jnp.zeros(4), steps=10)
+    assert result.history[-1]["current"]["score"] > -2.0
 """
 
 from . import losses as losses

@@ -1,4 +1,14 @@
-"""Validation helpers for the API boundary: clear messages instead of JAX tracebacks."""
+"""Validation helpers for the API boundary: clear messages instead of JAX tracebacks.
+
+Example::
+
+    from ev3evo._checks import check_positive_int
+    assert check_positive_int(3, "steps") == 3
+    try:
+        check_positive_int(0, "steps")
+    except ValueError as e:
+        assert "steps must be a positive integer" in str(e)
+"""
 
 from __future__ import annotations
 

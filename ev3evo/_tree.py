@@ -1,6 +1,14 @@
 """Small pytree helpers for populations (pytrees with a leading population axis).
 
 optax.tree covers arithmetic; these cover the population axis, which no library names.
+
+Example::
+
+    import jax.numpy as jnp
+    from ev3evo import _tree
+    population = _tree.broadcast({"w": jnp.zeros(3)}, 4)       # 4 copies
+    assert _tree.num_members(population) == 4
+    assert _tree.all_finite(population).tolist() == [True] * 4
 """
 
 from __future__ import annotations

@@ -1,4 +1,15 @@
-"""Callbacks for :func:`ev3evo.run`: progress bar, JSONL history, early stopping."""
+"""Callbacks for :func:`ev3evo.run`: progress bar, JSONL history, early stopping.
+
+Example::
+
+    import jax, jax.numpy as jnp, ev3evo
+    score = ev3evo.metrics.per_example("score", lambda p, b: -jnp.sum(p["w"] ** 2) + 0 * b)
+    engine = ev3evo.EV3([ev3evo.gaussian(4, sigma=0.1)], [score])
+    stop = ev3evo.EarlyStopping(patience=2)
+    result = ev3evo.run(engine, jax.random.key(0), {"w": jnp.zeros(2)}, jnp.zeros(4),
+                        jnp.zeros(4), steps=50, callbacks=[stop, ev3evo.JSONLHistory("h.jsonl")])
+    assert result.status == "stopped" and result.steps < 50
+"""
 
 from __future__ import annotations
 

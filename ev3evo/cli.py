@@ -3,6 +3,14 @@
 Subcommands live in their own modules, each with ``add_arguments(parser)`` and
 ``main(args) -> int``; this file only wires them up. Bad input exits with code 2 and a
 one-line message, never a traceback.
+
+Example::
+
+    from ev3evo.cli import main
+    try:
+        main(["distill", "--steps", "0"])                 # a usage error: one line, exit 2
+    except SystemExit as stop:
+        assert stop.code == 2
 """
 
 from __future__ import annotations

@@ -162,7 +162,7 @@ def initialize(
     evosax starts the JAX backend, after which JAX refuses to initialize), and a later call is
     a no-op.
 
-    Example (two processes on one machine, each in its own shell)::
+    Usage (two processes on one machine, each in its own shell)::
 
         EV3EVO_COORDINATOR=127.0.0.1:1234 EV3EVO_NUM_PROCESSES=2 EV3EVO_PROCESS_ID=0 python a.py
         EV3EVO_COORDINATOR=127.0.0.1:1234 EV3EVO_NUM_PROCESSES=2 EV3EVO_PROCESS_ID=1 python a.py

@@ -20,6 +20,14 @@ The protocol in one place:
   ``k = 1`` and ``aggregate = identity``; batch-level metrics (macro-F1, calibration error) are
   written as smooth-free functions of means of per-example counts, so that a bootstrap over
   examples only needs a weighted mean.
+
+Example::
+
+    import jax.numpy as jnp, ev3evo
+    source = ev3evo.gaussian(4, sigma=0.1)                 # a Source
+    assert isinstance(source, ev3evo.Source) and source.layout.sizes == (4,)
+    metric = ev3evo.metrics.accuracy(lambda p, x: x @ p)   # a Metric
+    assert metric.stats(jnp.eye(2), {"x": jnp.eye(2), "y": jnp.arange(2)}).shape == (2, 1)
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """Docstring examples of a package, collected for tests: ``Example::`` blocks and doctests.
 
-A block is the indented text after a line ending in ``Example::``; it runs as written. A
+A block is the indented text after a line ``Example::`` (or ``Example (...)::``); it runs as
+written. A
 doctest is any ``>>>`` example (checked against its printed output with :mod:`doctest`).
 """
 
@@ -18,7 +19,8 @@ def examples(doc: str | None) -> list[str]:
     lines = (doc or "").splitlines()
     blocks = []
     for i, line in enumerate(lines):
-        if not line.rstrip().endswith("Example::"):
+        text = line.strip()
+        if not (text.startswith("Example") and text.endswith("::")):
             continue
         indent = len(line) - len(line.lstrip())
         body = []

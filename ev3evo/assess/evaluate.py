@@ -1,4 +1,14 @@
-"""Evaluating a whole population on shared examples in one vmapped call."""
+"""Evaluating a whole population on shared examples in one vmapped call.
+
+Example::
+
+    import jax.numpy as jnp, ev3evo
+    from ev3evo.assess.evaluate import evaluate_population
+    acc = ev3evo.metrics.accuracy(lambda p, x: x @ p["w"])
+    population = {"w": jnp.stack([jnp.eye(2), -jnp.eye(2)])}   # a right and a wrong model
+    (stats,) = evaluate_population([acc], population, {"x": jnp.eye(2), "y": jnp.arange(2)})
+    assert stats[:, :, 0].mean(axis=1).tolist() == [1.0, 0.0]
+"""
 
 from __future__ import annotations
 

@@ -14,6 +14,15 @@ keeps the pairing), recompute each arm's value, take the ``α`` quantile of the 
 
 Multiplicity: a step tests every candidate against the stable model; Holm's step-down
 procedure (Holm 1979) keeps the family-wise error rate at ``α`` across all of them.
+
+Example::
+
+    import jax.numpy as jnp
+    from ev3evo.assess.stats import paired_normal
+    better = jnp.array([[1.0, 1.0, 1.0, 0.0] * 50])               # one arm, 200 examples
+    stable = jnp.array([1.0, 0.0, 1.0, 0.0] * 50)
+    c = paired_normal(better, stable, alpha=0.05)
+    assert float(c.diff[0]) == 0.25 and float(c.lower[0]) > 0 and float(c.pvalue[0]) < 0.05
 """
 
 from __future__ import annotations

@@ -30,6 +30,23 @@ source fewer slots than it has candidates, every row still gets its turn.
 Deliberately biased gradients are gradient rollouts too: pass surrogate losses
 (:mod:`ev3evo.losses`) and optimizers chained with gradient perturbations
 (:mod:`ev3evo.explore.biased`, ``optax.add_noise``, ``optax.clip``, ``optax.scale_by_sign``).
+
+Example::
+
+    import jax, jax.numpy as jnp, optax, ev3evo
+    from ev3evo.explore.gradient import RolloutGroup, rollouts
+    apply = lambda p, x: x @ p["w"]
+    ce = ev3evo.losses.cross_entropy(apply)
+    group = RolloutGroup(lambda p, b, scale: scale * ce(p, b),  # per-row loss data
+                         optax.inject_hyperparams(optax.sgd)(learning_rate=0.1), rows=2,
+                         data=jnp.array([1.0, 2.0]),
+                         hyperparams={"learning_rate": jnp.array([0.1, 0.01])})
+    source = rollouts([group], steps=3)
+    params = {"w": jnp.zeros((4, 2))}
+    batch = {"x": jnp.ones((8, 4)), "y": jnp.zeros(8, jnp.int32)}
+    state = source.init(jax.random.key(0), params)
+    population, state = source.ask(jax.random.key(1), state, params, batch, jnp.ones(2, bool))
+    assert population["w"].shape == (2, 4, 2)
 """
 
 from __future__ import annotations

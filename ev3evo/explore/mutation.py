@@ -1,6 +1,6 @@
 """Mutation operators and the adapter that turns any ``(key, params) -> params`` into a source.
 
-A user plugs a custom operator exactly the way the built-ins below are written::
+Example (a custom operator, plugged in the way the built-ins below are written)::
 
     import jax, jax.numpy as jnp
     import ev3evo

@@ -26,6 +26,13 @@ header and fingerprint that make a checkpoint one atomic rename; for an EV3 stat
 single msgpack file is also several times faster to save and restore
 (``benchmarks/checkpoint_formats.py``). orbax's strengths (asynchronous saves, arrays sharded
 over several hosts) would matter for models far larger than a population's host memory.
+
+Example::
+
+    import os, tempfile
+    from ev3evo.io import atomic_write
+    path = atomic_write(os.path.join(tempfile.mkdtemp(), "notes.txt"), b"hello")
+    assert open(path, "rb").read() == b"hello"
 """
 
 from .atomic import UnsafePathError as UnsafePathError

@@ -1,17 +1,13 @@
 """The blackbox subpackage's layout: importing any module leaves ``ev3evo.minimize`` the
-function, and every docstring ``Example::`` of the subpackage runs as written."""
+function."""
 
 from __future__ import annotations
 
 import os
-import pkgutil
 import subprocess
 import sys
 
 import pytest
-from _docstrings import example_blocks, examples
-
-import ev3evo.blackbox
 
 # Imports every module of ev3evo (pkgutil.walk_packages), before or after the first use of
 # ev3evo.minimize, then calls it: it must still be the function, not a module.
@@ -50,24 +46,3 @@ def test_importing_any_module_leaves_minimize_a_function(access_first):
                           timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("imported")
-
-
-def _all_examples():
-    return [pytest.param(code, id=where) for where, code in example_blocks(ev3evo.blackbox)]
-
-
-def test_example_extraction():
-    doc = "Summary.\n\n    Example::\n\n        x = 1\n        assert x == 1\n\n    Returns: x\n"
-    assert examples(doc) == ["x = 1\nassert x == 1\n"]
-    assert examples("no example") == []
-
-
-@pytest.mark.parametrize("code", _all_examples())
-def test_docstring_example_runs(code):
-    exec(compile(code, "<example>", "exec"), {"__name__": "__example__"})
-
-
-def test_every_module_has_an_example():
-    ids = {p.id.split("[")[0] for p in _all_examples()}
-    for m in pkgutil.walk_packages(ev3evo.blackbox.__path__, "ev3evo.blackbox."):
-        assert m.name in ids, f"{m.name} has no Example:: in its module docstring"

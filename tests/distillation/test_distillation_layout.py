@@ -4,14 +4,10 @@ function, and every docstring example of ``ev3evo.distillation`` runs as written
 from __future__ import annotations
 
 import os
-import pkgutil
 import subprocess
 import sys
 
 import pytest
-from _docstrings import doctests, example_blocks, run_doctest
-
-import ev3evo.distillation
 
 # Imports every module of ev3evo (pkgutil.walk_packages), before or after the first use of
 # ev3evo.distill: it must stay the front-door function, never become a module.
@@ -50,34 +46,3 @@ def test_importing_any_module_leaves_distill_a_function(access_first):
                           timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.startswith("imported")
-
-
-def _blocks():
-    # A block that calls the front door runs a whole (short) distillation: slow.
-    return [pytest.param(code, id=where,
-                         marks=[pytest.mark.slow] if "distill(" in code else [])
-            for where, code in example_blocks(ev3evo.distillation)]  # fmt: skip
-
-
-def _doctests():
-    return [pytest.param(t, id=t.name) for t in doctests(ev3evo.distillation)]
-
-
-@pytest.mark.parametrize("code", _blocks())
-def test_docstring_example_runs(code, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # whatever an example writes stays out of the checkout
-    exec(compile(code, "<example>", "exec"), {"__name__": "__example__"})
-
-
-@pytest.mark.parametrize("test", _doctests())
-def test_doctest_passes(test, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    results = run_doctest(test)
-    assert results.failed == 0, f"{results.failed} of {results.attempted} examples failed"
-
-
-def test_every_module_has_an_example():
-    with_blocks = {p.id.split("[")[0] for p in _blocks()}
-    with_doctests = {t.name for t in doctests(ev3evo.distillation)}
-    for m in pkgutil.walk_packages(ev3evo.distillation.__path__, "ev3evo.distillation."):
-        assert m.name in with_blocks | with_doctests, f"{m.name}'s docstring has no example"

@@ -3,10 +3,6 @@ where the algorithm objects are built, and the subpackage's docstring examples."
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-import re
-
 import evosax.algorithms
 import jax
 import jax.numpy as jnp
@@ -15,7 +11,6 @@ import pytest
 from evosax.algorithms.base import EvolutionaryAlgorithm
 
 import ev3evo
-import ev3evo.explore.evosax as evosax_pkg
 from ev3evo.explore.evosax import driver
 
 
@@ -173,19 +168,3 @@ def test_bad_input_names_the_problem():
     with pytest.raises(TypeError, match="population-based: use init_population"):
         algo = driver.algorithm("PSO", 4, jnp.zeros(2))
         driver.init(jax.random.key(0), algo, jnp.zeros(2))
-
-
-_EXAMPLE = re.compile(r"Example::\n\n((?:    .*\n|\n)+)")
-
-
-def _examples():
-    for info in pkgutil.iter_modules(evosax_pkg.__path__):
-        module = importlib.import_module(f"{evosax_pkg.__name__}.{info.name}")
-        for i, block in enumerate(_EXAMPLE.findall(module.__doc__ or "")):
-            code = "\n".join(line[4:] for line in block.splitlines())
-            yield pytest.param(code, id=f"{info.name}-{i}")
-
-
-@pytest.mark.parametrize("code", list(_examples()))
-def test_docstring_examples_run(code):
-    exec(compile(code, "<example>", "exec"), {})

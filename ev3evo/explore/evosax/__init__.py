@@ -8,6 +8,16 @@
 * :mod:`~ev3evo.explore.evosax.restarts`: IPOP/BIPOP restarts around distribution sources;
   :mod:`~ev3evo.explore.evosax.schedule`: the restart schedules.
 * :mod:`~ev3evo.explore.evosax.source`: :func:`evosax_source`, which picks the kind.
+
+Example::
+
+    import jax, jax.numpy as jnp, ev3evo
+    source = ev3evo.evosax_source("CMA_ES", 8, init_std=0.5, restart="ipop")
+    params = {"w": jnp.ones(3)}
+    state = source.init(jax.random.key(0), params)
+    population, state = source.ask(jax.random.key(1), state, params, None,
+                                   jnp.ones(source.size, bool))
+    assert population["w"].shape == (source.size, 3)
 """
 
 from .distribution import DistributionState as DistributionState

@@ -4,6 +4,12 @@ Called eagerly, ``lax.cond`` / ``lax.switch`` with fresh closures compile on eve
 ``jnp.where`` per leaf dispatches one small program per leaf; inside a jitted step the
 predicate is a tracer and these are the plain ``lax`` primitives. The evosax sources are called
 both ways (eagerly by host loops and tests, compiled inside the EV3 step).
+
+Example::
+
+    import jax.numpy as jnp
+    from ev3evo.explore.evosax._branch import cond
+    assert cond(jnp.array(True), lambda x: x + 1, lambda x: x - 1, 1) == 2   # eager: Python
 """
 
 from __future__ import annotations
