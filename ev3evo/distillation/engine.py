@@ -141,7 +141,7 @@ def distillation_sources(apply, config) -> list[Source]:
     # Deliberately biased gradients: a sparse random mask on the gradient (two streams).
     sources.append(
         gradient_rollouts([kd], [biased.masked(optax.adam(3e-3), keep=0.3, seed=config.seed)],
-                          steps=config.rollout_steps, batch_size=None, repeats=2,
+                          steps=config.rollout_steps, batch_size=config.batch_size, repeats=2,
                           name="masked")
     )
     sources.append(biased.guided_es(kd, size=5, sigma=0.05, name="guided_es"))

@@ -168,7 +168,8 @@ def rollouts(groups: Sequence[RolloutGroup], steps: int = 10, batch_size: int | 
       steps: optimizer steps per rollout.
       batch_size: minibatch size drawn from the train batch at every step; ``None`` uses the
         whole train batch.
-      repeats: independent minibatch streams per row (vmapped).
+      repeats: independent minibatch streams per row (vmapped); more than one needs
+        ``batch_size``.
       sync: ``"winner"`` (default) or ``"all"``.
       order: ``"fixed"`` or ``"rotate"``.
       name: the source's name.
@@ -180,6 +181,12 @@ def rollouts(groups: Sequence[RolloutGroup], steps: int = 10, batch_size: int | 
     repeats = check_positive_int(repeats, "repeats")
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size")
+    elif repeats > 1:
+        raise ValueError(
+            f"repeats={repeats} without batch_size would make {repeats} identical candidates "
+            "(every repeat would train on the whole batch); give batch_size so that each repeat "
+            "draws its own minibatches"
+        )
     if sync not in ("winner", "all"):
         raise ValueError(f"sync must be 'winner' or 'all', got {sync!r}")
     if order not in ("fixed", "rotate"):
@@ -288,7 +295,8 @@ def gradient_rollouts(
       batch_size: minibatch size drawn from the train batch at every step (random windows of
         one shuffle per step of the engine, shared by all candidates, see
         :mod:`ev3evo.explore.sampling`); ``None`` uses the whole train batch.
-      repeats: independent minibatch streams per pair (vmapped).
+      repeats: independent minibatch streams per pair (vmapped); more than one needs
+        ``batch_size`` (the whole batch would give identical candidates).
       sync: ``"winner"`` (default) or ``"all"``, see the module docstring.
       name: the source's name.
 

@@ -54,3 +54,17 @@ def test_mixture_grid_rejects_bad_tables():
         mixture_grid([losses.cross_entropy(apply)], [[1.0, 0.0]], optax.adam, [0.1])
     with pytest.raises(ValueError, match="learning_rates"):
         mixture_grid([losses.cross_entropy(apply)], [[1.0]], optax.adam, [0.0])
+
+
+def test_repeats_draw_distinct_minibatches_or_are_refused():
+    import ev3evo
+
+    apply, batch, params = _toy()
+    ce = losses.cross_entropy(apply)
+    with pytest.raises(ValueError, match="repeats=4 without batch_size would make 4 identical"):
+        ev3evo.gradient_rollouts([ce], [optax.sgd(0.1)], steps=2, repeats=4)
+    src = ev3evo.gradient_rollouts([ce], [optax.sgd(0.1)], steps=2, repeats=4, batch_size=16)
+    state = src.init(jax.random.key(0), params)
+    pop, _ = src.ask(jax.random.key(1), state, params, batch, jnp.ones(4, bool))
+    w = np.asarray(pop["w"]).reshape(4, -1)
+    assert len({tuple(np.round(row, 6)) for row in w}) == 4  # four different candidates

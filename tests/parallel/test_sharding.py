@@ -41,7 +41,8 @@ WORKER = textwrap.dedent(
     def engine(mesh):
         return ev3evo.EV3(
             sources=[ev3evo.gradient_rollouts([ev3evo.losses.cross_entropy(apply)],
-                                              [optax.sgd(0.3)], steps=2, repeats=4),
+                                              [optax.sgd(0.3)], steps=2, repeats=4,
+                                              batch_size=8),
                      ev3evo.gaussian(4, sigma=0.05)],
             metrics=[ev3evo.metrics.accuracy(apply), ev3evo.metrics.neg_loss(apply)], mesh=mesh,
             allocation=ev3evo.Allocation(population_size=7))
