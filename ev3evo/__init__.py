@@ -48,6 +48,7 @@ from .loop import StepInfo as StepInfo
 from .run import RunResult as RunResult
 from .run import run as run
 from .types import Constraint as Constraint
+from .types import Evaluation as Evaluation
 from .types import Feedback as Feedback
 from .types import Metric as Metric
 from .types import Objective as Objective

@@ -48,13 +48,14 @@ import jax.numpy as jnp
 from . import _tree
 from ._checks import check_positive_int
 from .adapt import allocation as alloc
-from .adapt.gate import Gate, decide
+from .adapt.certification import FRESH, STATEFUL
+from .adapt.gate import Gate, decide, initial_state
 from .assess import objectives as obj
 from .assess.evaluate import check_metrics, evaluate_population
 from .assess.metrics import utility
 from .explore.mix import ask_parts, mix, tell_parts
 from .parallel import constrain_population, sharded_evaluate, sharded_step
-from .types import Array, Batch, Feedback, Metric, Params, PRNGKey, Source
+from .types import Array, Batch, Evaluation, Feedback, Metric, Params, PRNGKey, Source
 
 
 class EV3State(NamedTuple):
@@ -67,6 +68,9 @@ class EV3State(NamedTuple):
       allocation: credit and slot counts per source.
       step: steps taken (int32).
       since_certified: steps since the last certification (int32), for stall detection.
+      gate: what the certification rule keeps between steps: ``()`` for the stateless rules;
+        with ``Gate(correction="sequential")`` a :class:`GateState` (the challenger and its
+        test).
     """
 
     current: Params
@@ -75,6 +79,14 @@ class EV3State(NamedTuple):
     allocation: alloc.AllocationState
     step: Array
     since_certified: Array
+    gate: Any = ()
+
+
+class GateState(NamedTuple):
+    """The sequential gate's challenger: a frozen model and its running test."""
+
+    challenger: Params
+    rule: Any  # ev3evo.adapt.certification.SequentialState
 
 
 class StepInfo(NamedTuple):
@@ -111,6 +123,19 @@ class Program(NamedTuple):
     allocator: alloc.Allocator
     patience: int
     mesh: Any
+    evidence: Metric | None = None  # the metric the fresh-data gates test (Gate.evidence)
+
+
+def _evaluation(prog: Program, eval_batch) -> Evaluation:
+    """The step's evaluation batches; the fresh-data gates need a fresh batch every step."""
+    evaluation = eval_batch if isinstance(eval_batch, Evaluation) else Evaluation(eval_batch)
+    if prog.gate.correction in FRESH and evaluation.fresh is None:
+        raise ValueError(
+            f'Gate(correction="{prog.gate.correction}") tests on a fresh batch every step: pass '
+            "ev3evo.Evaluation(validation, fresh) as the evaluation batch (run(): an evaluation "
+            "callable (key, step) -> Evaluation)"
+        )
+    return evaluation
 
 
 def explore(prog: Program, keys, state: EV3State, train_batch: Batch):
@@ -122,8 +147,9 @@ def explore(prog: Program, keys, state: EV3State, train_batch: Batch):
     return blocks, sources, active
 
 
-def _evaluate_arms(prog: Program, state: EV3State, population, active, eval_batch):
-    """Assess: the budgeted (active) slots, plus current and stable, in one call."""
+def _evaluate_arms(prog: Program, state: EV3State, population, active, evaluation: Evaluation):
+    """Assess: the budgeted (active) slots, plus current and stable (and the challenger), in one
+    call; the gate's evidence metric on the fresh batch too, when the gate tests there."""
     capacity, budget = prog.source.size, prog.allocation.population_size
     if budget < capacity:
         index = jnp.nonzero(active, size=budget, fill_value=0)[0]
@@ -135,14 +161,22 @@ def _evaluate_arms(prog: Program, state: EV3State, population, active, eval_batc
     # Non-finite candidates are evaluated as copies of the current model (their result is
     # discarded) so that NaN never reaches a metric's internals.
     evaluated = _tree.population_where(usable, evaluated, _tree.broadcast(state.current, budget))
-    arms = _tree.concat([evaluated, _tree.broadcast(state.current, 1),
-                         _tree.broadcast(state.stable, 1)])
+    extra = [state.gate.challenger] if isinstance(state.gate, GateState) else []
+    arms = _tree.concat([evaluated, *(_tree.broadcast(m, 1) for m in
+                                      (state.current, state.stable, *extra))])
     arms = constrain_population(arms, prog.mesh)
+    stats = _evaluate(prog, prog.metrics, arms, evaluation.validation)
+    fresh = None
+    if prog.gate.correction in FRESH:
+        (fresh,) = _evaluate(prog, [prog.evidence], arms, evaluation.fresh)
+        fresh = fresh[..., 0]
+    return stats, fresh, index, in_budget, usable
+
+
+def _evaluate(prog: Program, metrics, arms, batch):
     if prog.mesh is not None:  # every device evaluates its own block of members
-        stats = sharded_evaluate(prog.metrics, arms, eval_batch, prog.mesh)
-    else:
-        stats = evaluate_population(prog.metrics, arms, eval_batch)
-    return stats, index, in_budget, usable
+        return sharded_evaluate(metrics, arms, batch, prog.mesh)
+    return evaluate_population(metrics, arms, batch)
 
 
 def _feedback(prog: Program, d, index, slot, current) -> Feedback:
@@ -159,16 +193,23 @@ def _feedback(prog: Program, d, index, slot, current) -> Feedback:
 
 
 def adapt(prog: Program, key_gate, tell_keys, state: EV3State, blocks, sources, active,
-          eval_batch):
+          evaluation: Evaluation):
     """Stage 3: assess, decide, tell the JAX sources, update the allocation."""
     layout = prog.source.layout
     population = constrain_population(_tree.concat(blocks), prog.mesh)
-    stats, index, in_budget, usable = _evaluate_arms(prog, state, population, active, eval_batch)
-    d = decide(key_gate, prog.metrics, stats, prog.objectives, prog.constraints, usable, prog.gate)
+    stats, fresh, index, in_budget, usable = _evaluate_arms(prog, state, population, active,
+                                                            evaluation)
+    rule_state = state.gate.rule if isinstance(state.gate, GateState) else state.gate
+    d = decide(key_gate, prog.metrics, stats, prog.objectives, prog.constraints, usable, prog.gate,
+               fresh, rule_state)
     w = jnp.maximum(d.winner, 0)
     slot = index[w]
     winner = _tree.take(population, slot)
-    stable = _tree.where(d.certified, winner, state.stable)
+    certified_model = winner
+    if isinstance(state.gate, GateState):  # the sequential rule certifies its challenger
+        certified_model = _tree.where(d.certified_arm == usable.shape[0] + 2,
+                                      state.gate.challenger, winner)
+    stable = _tree.where(d.certified, certified_model, state.stable)
     current = _tree.where(d.rolled_back, stable, _tree.where(d.accepted, winner, state.current))
     feedback = _feedback(prog, d, index, slot, current)
     sources = tell_parts(layout, False, tell_keys, sources, blocks, feedback)
@@ -176,7 +217,7 @@ def adapt(prog: Program, key_gate, tell_keys, state: EV3State, blocks, sources, 
     credit = alloc.winner_credit(len(layout.parts), winner_source, d.accepted, d.certified)
     since = jnp.where(d.certified, 0, state.since_certified + 1).astype(jnp.int32)
     new_state = EV3State(current, stable, sources, prog.allocator.update(state.allocation, credit),
-                         state.step + 1, since)
+                         state.step + 1, since, _next_gate_state(state.gate, d.gate_state, current))
     p = prog.allocation.population_size
     kept_arm = jnp.where(d.rolled_back, p + 1, jnp.where(d.accepted, w, p))
     info = StepInfo(
@@ -188,6 +229,15 @@ def adapt(prog: Program, key_gate, tell_keys, state: EV3State, blocks, sources, 
         num_invalid=jnp.sum(in_budget & ~d.valid), pvalue=d.pvalue,
     )
     return new_state, info, feedback
+
+
+def _next_gate_state(gate_state, rule_state, current):
+    """The rule's new state; a challenger that left the test is replaced by the current model."""
+    if not isinstance(gate_state, GateState):
+        return rule_state
+    renew = ~rule_state.active
+    challenger = _tree.where(renew, current, gate_state.challenger)
+    return GateState(challenger, rule_state._replace(active=jnp.ones((), bool)))
 
 
 def build_step(prog: Program):
@@ -202,8 +252,11 @@ def build_step(prog: Program):
     if host:
         explore_stage, adapt_stage = jax.jit(explore_stage), jax.jit(adapt_stage)
 
-    def step(key, state: EV3State, train_batch: Batch, eval_batch: Batch):
-        check_metrics(prog.metrics, state.current, eval_batch)
+    def step(key, state: EV3State, train_batch: Batch, eval_batch: Batch | Evaluation):
+        evaluation = _evaluation(prog, eval_batch)
+        check_metrics(prog.metrics, state.current, evaluation.validation)
+        if evaluation.fresh is not None and prog.gate.correction in FRESH:
+            check_metrics([prog.evidence], state.current, evaluation.fresh)
         key_ask, key_gate, key_tell = jax.random.split(key, 3)
         ask_keys = jax.random.split(key_ask, len(layout.parts))
         tell_keys = jax.random.split(key_tell, len(layout.parts))
@@ -213,7 +266,7 @@ def build_step(prog: Program):
             blocks, sources = ask_parts(layout, True, ask_keys, sources, state.current,
                                         train_batch, active, blocks, errors)
         new_state, info, feedback = adapt_stage(key_gate, tell_keys, state, blocks,
-                                                sources, active, eval_batch)
+                                                sources, active, evaluation)
         if host:
             failed = {e.source for e in errors}
             told = tell_parts(layout, True, tell_keys, new_state.sources, blocks, feedback,
@@ -275,10 +328,12 @@ class EV3:
         settings = allocation.validated(source.layout.sizes)
         if mesh is not None and source.host:
             raise ValueError("mesh= needs every source to be a JAX source (no host source)")
-        prog = Program(source, metrics, objectives, constraints, gate.validated(), settings,
+        gate = gate.validated()
+        prog = Program(source, metrics, objectives, constraints, gate, settings,
                        alloc.proportional(source.layout.sizes, settings.population_size,
                                           settings),
-                       check_positive_int(patience, "patience"), mesh)
+                       check_positive_int(patience, "patience"), mesh,
+                       _evidence_metric(gate, metrics))
         object.__setattr__(self, "program", prog)
         object.__setattr__(self, "step", build_step(prog))
 
@@ -327,7 +382,11 @@ class EV3:
         params = jax.tree.map(jnp.asarray, params)
         sources = self.program.source.init(key, params)
         zero = jnp.zeros((), jnp.int32)
-        state = EV3State(params, params, sources, self.program.allocator.init(), zero, zero)
+        gate = initial_state(self.program.gate)
+        if self.program.gate.correction in STATEFUL:
+            gate = GateState(params, gate)
+        state = EV3State(params, params, sources, self.program.allocator.init(), zero, zero,
+                         gate)
         # Strong-type every leaf so the first and later steps see identical avals (a
         # weak-typed leaf would compile the step twice).
         return jax.tree.map(lambda a: jnp.asarray(a, dtype=jnp.result_type(a)), state)
@@ -339,8 +398,11 @@ class EV3:
         The allocation record and step counter are kept; the stall counter restarts.
         """
         sources = self.program.source.init(key, current)
+        gate = initial_state(self.program.gate)
+        if self.program.gate.correction in STATEFUL:  # a new challenger test for the new shapes
+            gate = GateState(current, gate)
         return state._replace(current=current, stable=stable, sources=sources,
-                              since_certified=jnp.zeros((), jnp.int32))
+                              since_certified=jnp.zeros((), jnp.int32), gate=gate)
 
     def record(self, info: StepInfo) -> dict:
         """A JSON-ready dict of one step's :class:`StepInfo`."""
@@ -366,6 +428,20 @@ class EV3:
             "host_errors": [{"source": e.source, "phase": e.phase, "error": e.message}
                             for e in host_errors],
         }
+
+
+def _evidence_metric(gate: Gate, metrics) -> Metric | None:
+    """The metric a fresh-data gate tests (``Gate.evidence``): one of the metrics, per example."""
+    if gate.correction not in FRESH:
+        return None
+    found = [m for m in metrics if m.name == gate.evidence]
+    if not found:
+        raise ValueError(f"Gate(evidence={gate.evidence!r}) names none of the metrics "
+                         f"{[m.name for m in metrics]}")
+    if not found[0].decomposable:
+        raise ValueError(f"Gate(evidence={gate.evidence!r}) must be a per-example score in "
+                         "[0, 1] (a decomposable metric such as agreement or accuracy)")
+    return found[0]
 
 
 def _check_metrics(metrics) -> tuple[Metric, ...]:

@@ -222,6 +222,21 @@ class Objective(NamedTuple):
     tolerance: float = 0.0
 
 
+class Evaluation(NamedTuple):
+    """What a step is assessed on: a fixed validation batch, and optionally a fresh one.
+
+    Attributes:
+      validation: the labelled validation batch: selection, acceptance, rollback, the
+        reported metrics and (with the split gates) the held-out certification examples.
+      fresh: a batch drawn afresh every step (e.g. teacher-labelled transfer examples) on
+        which the fresh-data certification rules test the gate's evidence metric
+        (``Gate(correction="fresh" | "sequential", evidence=...)``); ``None`` otherwise.
+    """
+
+    validation: Any
+    fresh: Any = None
+
+
 class Constraint(NamedTuple):
     """A requirement on a metric's value, e.g. ``Constraint("agreement", ">=", 0.95)``."""
 

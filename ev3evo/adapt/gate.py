@@ -12,9 +12,11 @@ same examples. One step decides, with the rules of the :class:`Gate`:
 4. **Roll back** (current ← stable) when the model kept is reliably worse than the stable one
    on the primary objective, or infeasible while the stable model is feasible.
 
-With ``correction="split"`` steps 1, 2 and 4 see only the even evaluation examples; the odd
-ones serve only the certification test. The false-certification rates of every configuration
-are simulated in ``tests/adapt/test_gate.py``.
+With ``correction="split"`` steps 1, 2 and 4 see only the even validation examples; the odd
+ones serve only the certification test. With ``"fresh"`` and ``"sequential"`` the test runs on
+a batch drawn afresh every step (:class:`~ev3evo.Evaluation`), on the gate's evidence metric,
+and the held-out half guards the objectives. The false-certification rates of every
+configuration are simulated in ``tests/adapt/test_gate.py``.
 
 Example::
 
@@ -32,7 +34,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -41,7 +43,7 @@ from .._checks import check_positive_int, check_probability
 from ..assess.stats import compare
 from ..types import Array, Constraint, Metric, Objective, PRNGKey
 from .acceptance import ACCEPTANCE
-from .certification import CERTIFICATION, HOLD_OUT
+from .certification import CERTIFICATION, FRESH, HOLD_OUT, STATEFUL
 from .selection import least_violation_winner, metric_values, utilities, violations
 
 #: the values of ``Gate.certify``
@@ -62,6 +64,11 @@ class Gate(NamedTuple):
         ``"lexicographic"`` (``correction="split"`` only: also a winner tied with the stable
         model on every higher-priority objective and significantly better on a later one).
       bootstrap: resamples for metrics that are not means of per-example scores.
+      evidence: with ``correction="fresh"`` or ``"sequential"``: the metric tested on each
+        step's fresh batch (``Evaluation.fresh``), a per-example score in ``[0, 1]`` (e.g.
+        ``"agreement"`` with a teacher).
+      period: with ``correction="sequential"``: the steps a challenger is tested before the
+        current model replaces it.
     """
 
     alpha: float = 0.05
@@ -69,6 +76,8 @@ class Gate(NamedTuple):
     accept: str = "not_worse"
     certify: str = "primary"
     bootstrap: int = 500
+    evidence: str | None = None
+    period: int = 8
 
     def validated(self) -> Gate:
         """These settings, checked; raises ``ValueError``/``TypeError`` naming the problem."""
@@ -78,8 +87,12 @@ class Gate(NamedTuple):
         if self.certify == "lexicographic" and self.correction not in HOLD_OUT:
             raise ValueError('certify="lexicographic" needs correction="split" (the winner is '
                              "then tested alone, so the paths need no correction over candidates)")
+        if self.correction in FRESH and not isinstance(self.evidence, str):
+            raise ValueError(f'correction="{self.correction}" needs evidence=, the name of the '
+                             "metric tested on the fresh batches (e.g. evidence=\"agreement\")")
         return self._replace(alpha=check_probability(self.alpha, "alpha"),
-                             bootstrap=check_positive_int(self.bootstrap, "bootstrap"))
+                             bootstrap=check_positive_int(self.bootstrap, "bootstrap"),
+                             period=check_positive_int(self.period, "period"))
 
 
 def _known(what: str, value, choices) -> None:
@@ -105,6 +118,8 @@ class Decision(NamedTuple):
     # test: the point gain and the gain that would be significant there (see Certification).
     gain: Array
     needed: Array
+    certified_arm: Array = None  # int32: the arm that became stable (when certified)
+    gate_state: Any = ()  # what a stateful certification rule keeps for the next step
 
 
 class Evidence(NamedTuple):
@@ -122,6 +137,8 @@ class Evidence(NamedTuple):
       valid: ``(P,)`` usable candidates with finite scores.
       vs_current, vs_stable: per objective, the paired comparison of every arm against the
         current / stable model on the selection examples.
+      fresh: ``(A, N)`` the evidence metric's per-example scores of every arm on the fresh
+        batch (``None`` without one).
     """
 
     objectives: tuple
@@ -135,9 +152,11 @@ class Evidence(NamedTuple):
     valid: Array
     vs_current: tuple
     vs_stable: tuple
+    fresh: Array | None = None
 
 
-def gather_evidence(keys, metrics, stats, objectives, constraints, usable, gate) -> Evidence:
+def gather_evidence(keys, metrics, stats, objectives, constraints, usable, gate,
+                    fresh=None) -> Evidence:
     """The values, violations, utilities and comparisons every rule reads (see :class:`Evidence`).
 
     ``keys``: ``(2, O)`` keys, for the bootstrap comparisons against the current and the stable
@@ -152,7 +171,7 @@ def gather_evidence(keys, metrics, stats, objectives, constraints, usable, gate)
     finite = jnp.all(jnp.isfinite(values), axis=1) & jnp.all(jnp.isfinite(sel_values), axis=1)
     for s in stats:
         finite = finite & jnp.all(jnp.isfinite(s), axis=(1, 2))
-    p = stats[0].shape[0] - 2
+    p = usable.shape[0]
     comparisons = [
         [compare(keys[j][i], m, select[index[m.name]], p + j, gate.alpha, gate.bootstrap)
          for i, m in enumerate(obj_metrics)]
@@ -167,6 +186,7 @@ def gather_evidence(keys, metrics, stats, objectives, constraints, usable, gate)
         full_utilities=utilities(obj_metrics, values, index),
         valid=usable & finite[:p], vs_current=tuple(comparisons[0]),
         vs_stable=tuple(comparisons[1]),
+        fresh=None if fresh is None else jnp.asarray(fresh, jnp.float32),
     )
 
 
@@ -178,17 +198,24 @@ def decide(
     constraints: Sequence[Constraint],
     usable: Array,
     gate: Gate,
+    fresh: Array | None = None,
+    state=(),
 ) -> Decision:
     """Runs selection and the gate for one step.
 
     Args:
       key: for bootstrap resampling (shared by all arms so comparisons stay paired).
       metrics: every metric, in the order of ``stats``.
-      stats: per metric, ``(P + 2, N, k)`` statistics of ``[candidates…, current, stable]``.
+      stats: per metric, ``(A, N, k)`` statistics of ``[candidates…, current, stable]``
+        (``A = P + 2``), followed by the challenger with ``correction="sequential"``.
       objectives: priority order; the first is the primary objective.
       constraints: requirements on metric values.
       usable: ``(P,)`` bool, candidates that are active and have finite parameters.
       gate: the gate's settings (a validated :class:`Gate`).
+      fresh: ``(A, N')`` the evidence metric's per-example scores on the fresh batch (the
+        fresh-data rules only).
+      state: the certification rule's state (``()`` for stateless rules; see
+        :func:`initial_state`).
     """
     if gate.correction in HOLD_OUT and stats[0].shape[1] < 4:
         raise ValueError(
@@ -198,7 +225,8 @@ def decide(
     # Per objective: one key for the comparison with the current model, one with the stable
     # model, one for the certification test.
     keys = jax.random.split(key, 3 * len(objectives)).reshape(len(objectives), 3)
-    ev = gather_evidence(keys[:, :2].T, metrics, stats, objectives, constraints, usable, gate)
+    ev = gather_evidence(keys[:, :2].T, metrics, stats, objectives, constraints, usable, gate,
+                         fresh)
     p = ev.valid.shape[0]
     cur, stab = p, p + 1
     winner = least_violation_winner(ev.utilities[:, :p], [o.tolerance for o in objectives],
@@ -210,10 +238,19 @@ def decide(
     accepted = has_winner & jnp.where(ev.violation[cur] <= 0, w_feasible & good,
                                       ev.violation[w] < ev.violation[cur])
     accepted = accepted | (has_winner & (ev.violation[cur] > 0) & w_feasible)
-    test = CERTIFICATION[gate.correction](gate, keys[:, 2], ev, w)
+    test, state = CERTIFICATION[gate.correction](gate, keys[:, 2], ev, w, state)
     stab_feasible = ev.full_violation[stab] <= 0
-    certified = accepted & w_feasible & (ev.full_violation[w] <= 0) & jnp.where(
-        stab_feasible, test.significant & test.guards, True)
+    # An infeasible stable model is replaced by any accepted feasible winner.
+    feasible_winner = accepted & w_feasible & (ev.full_violation[w] <= 0)
+    if gate.correction in STATEFUL:  # the rule tests its own arm (the challenger)
+        by_test = test.significant & test.guards & stab_feasible
+        certified = by_test | (feasible_winner & ~stab_feasible)
+        certified_arm = jnp.where(by_test, test.arm, w)
+        reported = jnp.asarray(True)
+    else:
+        certified = feasible_winner & jnp.where(stab_feasible, test.significant & test.guards,
+                                                True)
+        certified_arm, reported = w, has_winner
     kept = jnp.where(accepted, w, cur)
     rolled_back = ~certified & ((ev.vs_stable[0].upper[kept] < 0)
                                 | (stab_feasible & (ev.full_violation[kept] > 0)))
@@ -221,7 +258,14 @@ def decide(
         winner=winner, accepted=accepted, certified=certified, rolled_back=rolled_back,
         values=ev.values, violation=ev.full_violation, valid=ev.valid,
         fitness=jnp.where(ev.valid, ev.utilities[0, :p], -jnp.inf),
-        pvalue=jnp.where(has_winner, test.pvalue, 1.0),
-        gain=jnp.where(has_winner, test.gain, 0.0),
-        needed=jnp.where(has_winner, test.needed, 0.0),
+        pvalue=jnp.where(reported, test.pvalue, 1.0),
+        gain=jnp.where(reported, test.gain, 0.0),
+        needed=jnp.where(reported, test.needed, 0.0),
+        certified_arm=jnp.asarray(certified_arm, jnp.int32), gate_state=state,
     )
+
+
+def initial_state(gate: Gate):
+    """The certification rule's state before the first step (``()`` for stateless rules)."""
+    start = STATEFUL.get(gate.correction)
+    return () if start is None else start()

@@ -192,3 +192,36 @@ def test_replace_params_reinitializes_sources_and_keeps_the_record(toy):
     np.testing.assert_array_equal(replaced.allocation.wins, state.allocation.wins)
     np.testing.assert_array_equal(replaced.current["w"], new["w"])
     np.testing.assert_array_equal(replaced.stable["w"], toy.params["w"])
+
+
+@pytest.mark.parametrize("correction", ["fresh", "sequential"])
+def test_fresh_data_gates_certify_on_a_fresh_batch_every_step(correction):
+    """A teacher that labels fresh inputs every step: the gate certifies agreement gains on
+    them; the step compiles once; the state keeps its structure."""
+    rng = np.random.default_rng(0)
+    w_true = rng.normal(size=(4, 3)).astype(np.float32)
+    apply = lambda p, x: x @ p["w"]
+
+    def labelled(x):
+        return {"x": x, "y": jnp.argmax(x @ w_true, -1), "teacher": x @ w_true}
+
+    val = labelled(jnp.asarray(rng.normal(size=(200, 4)), jnp.float32))
+
+    def evaluation(key, step):
+        return ev3evo.Evaluation(val, labelled(jax.random.normal(key, (2000, 4))))
+
+    engine = ev3evo.EV3(
+        [ev3evo.gradient_rollouts([ev3evo.losses.kl_to_teacher(apply, 1.0)], [optax.sgd(0.5)],
+                                  steps=5), ev3evo.gaussian(3, sigma=0.05)],
+        [ev3evo.metrics.accuracy(apply), ev3evo.metrics.agreement(apply)],
+        gate=ev3evo.Gate(correction=correction, evidence="agreement", period=4))
+    params = {"w": jnp.asarray(0.01 * rng.normal(size=(4, 3)), jnp.float32)}
+    result = ev3evo.run(engine, jax.random.key(0), params, val, evaluation, steps=12)
+    certified = [r["step"] for r in result.history if r["certified"]]
+    assert len(certified) >= 2, result.history
+    assert result.history[-1]["stable"]["agreement"] > 0.8
+    assert engine.step._cache_size() == 1
+    if correction == "sequential":
+        assert isinstance(result.state.gate, ev3evo.loop.GateState)
+    with pytest.raises(ValueError, match="fresh batch every step"):
+        engine.step(jax.random.key(0), result.state, val, val)
