@@ -64,3 +64,13 @@ def test_example_runs_to_completion(script, tmp_path):
         f"{script.name} exited with {done.returncode}\n--- stdout ---\n{done.stdout[-3000:]}"
         f"\n--- stderr ---\n{done.stderr[-5000:]}"
     )
+
+
+def test_every_module_is_in_the_layout_page():
+    layout = (ROOT / "docs" / "layout.md").read_text(encoding="utf-8")
+    modules = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "ev3evo").rglob("*.py"))
+    missing = [m for m in modules if f"`{m}`" not in layout]
+    assert not missing, f"docs/layout.md does not list {missing}"
+    listed = re.findall(r"`(ev3evo/[\w/]+\.py)`", layout)
+    gone = [m for m in listed if not (ROOT / m).exists()]
+    assert not gone, f"docs/layout.md lists modules that do not exist: {gone}"
