@@ -169,6 +169,7 @@ print("OK")
 """
 
 
+@pytest.mark.slow
 def test_population_rule_inside_shard_map_across_devices():
     import subprocess
 
@@ -177,14 +178,6 @@ def test_population_rule_inside_shard_map_across_devices():
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-2000:]
-
-
-def test_module_docstring_example_runs():
-    import ev3evo.assess.population as module
-
-    code = module.__doc__.split("Example::", 1)[1]
-    lines = [line[4:] if line.startswith("    ") else line for line in code.splitlines()]
-    exec(compile("\n".join(lines), "population-docstring", "exec"), {})
 
 
 def test_models_with_several_outputs():

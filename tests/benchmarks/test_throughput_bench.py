@@ -41,6 +41,7 @@ def test_assess_fraction_is_flops_over_peak():
             r["roofline_fraction"] / r["population_rule_speedup"])
 
 
+@pytest.mark.slow
 def test_scaling_config_runs_in_its_own_process_and_reports_memory():
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "throughput.py"),
            "--_config", "4", "8", "1"]

@@ -18,6 +18,8 @@ import textwrap
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocesses with several (forced) devices
+
 WORKER = textwrap.dedent(
     """
     import hashlib, json, os, sys
