@@ -2,7 +2,7 @@
 
 Each source has a static capacity (its ``size``); the engine evaluates a fixed *budget* of
 slots per step, at most the total capacity. A source's credit is an exponential moving average
-of its rewards (what it contributed in a step, see :class:`Credit`); its share of the budget is
+of its rewards (what it contributed in a step, see :class:`Credit` and :func:`winner_credit`); its share of the budget is
 a floor ``min_slots`` plus a part of the rest proportional to ``credit + prior``, capped by its
 capacity. No source is ever starved: the floor guarantees every source keeps proposing, so one
 that starts to win again can recover its share.
@@ -199,9 +199,18 @@ def proportional(capacities, budget: int, settings: Allocation) -> Allocator:
 
 
 def winner_credit(num_sources: int, winner_source, accepted, certified) -> Credit:
-    """The default reward: 1 to the source of an accepted winner, 1 more when it was certified."""
-    hit = (jnp.arange(num_sources) == winner_source) & accepted
-    reward = hit.astype(jnp.float32) * (1.0 + jnp.asarray(certified, jnp.float32))
+    """The default reward, to the source of the step's winner: 1 for the best candidate of the
+    step (even when the gate keeps the current model: the source made the most promising
+    proposal), 1 more when it became the current model, 1 more when it was certified.
+
+    Credit from the best candidate alone keeps the allocation learning while acceptance is
+    rare (a strict acceptance rule, a hard problem); the other two reward what a source
+    contributed to the models the run keeps.
+    """
+    made = jnp.arange(num_sources) == winner_source
+    hit = made & accepted
+    reward = made.astype(jnp.float32) * (1.0 + jnp.asarray(accepted, jnp.float32)
+                                         + jnp.asarray(hit & certified, jnp.float32))
     return Credit(reward, hit, hit & certified)
 
 

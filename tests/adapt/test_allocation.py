@@ -84,7 +84,16 @@ def test_update_credits_the_winner_and_never_starves():
     np.testing.assert_array_equal(state.certified, [15, 0])
     before = state
     state = step(state, 0, False, False)
-    np.testing.assert_array_equal(state.wins, before.wins)
+    np.testing.assert_array_equal(state.wins, before.wins)  # not accepted: not a win...
+    assert float(state.credit[0]) > float(before.credit[0])  # ...but the best candidate counts
+
+
+def test_reward_grows_with_what_the_winner_became():
+    rewards = [float(alloc.winner_credit(2, jnp.int32(0), jnp.bool_(a), jnp.bool_(c)).reward[0])
+               for a, c in [(False, False), (True, False), (True, True), (False, True)]]
+    assert rewards == [1.0, 2.0, 3.0, 1.0]  # certification counts only for an accepted winner
+    none = alloc.winner_credit(2, jnp.int32(-1), jnp.bool_(False), jnp.bool_(False))
+    assert float(jnp.sum(none.reward)) == 0.0
 
 
 @pytest.mark.parametrize(

@@ -71,14 +71,15 @@ def test_allocation_shifts_to_the_winner_without_starving(digits_run):
     assert np.all(counts.sum(1) == 6)
     assert np.all(counts >= engine.allocation.min_slots), counts  # nobody is ever starved
     assert counts[0].tolist() == [3, 3]  # no evidence yet: an even split
-    # Replay the documented credit rule (EMA of 1 per accepted win, +1 if certified) from the
-    # history: the engine's final credit matches, and at every step the source with clearly
-    # more credit got at least as many slots.
+    # Replay the documented credit rule (EMA of 1 for the step's winner, +1 if accepted, +1 if
+    # certified) from the history: the engine's final credit matches, and at every step the
+    # source with clearly more credit got at least as many slots.
     decay, credit = engine.allocation.credit_decay, np.zeros(len(names))
     for t, rec in enumerate(result.history):
         reward = np.zeros(len(names))
-        if rec["accepted"] and rec["winner_source"] is not None:
-            reward[names.index(rec["winner_source"])] = 1.0 + rec["certified"]
+        if rec["winner_source"] is not None:
+            reward[names.index(rec["winner_source"])] = (
+                1.0 + rec["accepted"] + (rec["accepted"] and rec["certified"]))
         credit = decay * credit + (1 - decay) * reward
         if t + 1 < len(result.history) and abs(credit[0] - credit[1]) > 0.05:
             hi = int(np.argmax(credit))
