@@ -39,11 +39,13 @@ Example::
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import _tree
 from ._checks import check_positive_int
@@ -192,26 +194,40 @@ def _feedback(prog: Program, d, index, slot, current) -> Feedback:
     return Feedback(fitness, selected, current, d.rolled_back, params_fitness)
 
 
-def adapt(prog: Program, key_gate, tell_keys, state: EV3State, blocks, sources, active,
-          evaluation: Evaluation):
-    """Stage 3: assess, decide, tell the JAX sources, update the allocation."""
-    layout = prog.source.layout
+class Assessed(NamedTuple):
+    """The assess stage's output: the population and every arm's scores."""
+
+    population: Any
+    stats: tuple
+    fresh: Any
+    index: Array
+    in_budget: Array
+    usable: Array
+
+
+def assess(prog: Program, state: EV3State, blocks, active, evaluation: Evaluation) -> Assessed:
+    """Stage 3a: the population, the current, stable (and challenger) models, scored."""
     population = constrain_population(_tree.concat(blocks), prog.mesh)
-    stats, fresh, index, in_budget, usable = _evaluate_arms(prog, state, population, active,
-                                                            evaluation)
+    return Assessed(population, *_evaluate_arms(prog, state, population, active, evaluation))
+
+
+def settle(prog: Program, key_gate, tell_keys, state: EV3State, sources, blocks,
+           a: Assessed):
+    """Stage 3b: the gate decides, the JAX sources are told, the allocation is updated."""
+    layout = prog.source.layout
     rule_state = state.gate.rule if isinstance(state.gate, GateState) else state.gate
-    d = decide(key_gate, prog.metrics, stats, prog.objectives, prog.constraints, usable, prog.gate,
-               fresh, rule_state)
+    d = decide(key_gate, prog.metrics, a.stats, prog.objectives, prog.constraints, a.usable,
+               prog.gate, a.fresh, rule_state)
     w = jnp.maximum(d.winner, 0)
-    slot = index[w]
-    winner = _tree.take(population, slot)
+    slot = a.index[w]
+    winner = _tree.take(a.population, slot)
     certified_model = winner
     if isinstance(state.gate, GateState):  # the sequential rule certifies its challenger
-        certified_model = _tree.where(d.certified_arm == usable.shape[0] + 2,
+        certified_model = _tree.where(d.certified_arm == a.usable.shape[0] + 2,
                                       state.gate.challenger, winner)
     stable = _tree.where(d.certified, certified_model, state.stable)
     current = _tree.where(d.rolled_back, stable, _tree.where(d.accepted, winner, state.current))
-    feedback = _feedback(prog, d, index, slot, current)
+    feedback = _feedback(prog, d, a.index, slot, current)
     sources = tell_parts(layout, False, tell_keys, sources, blocks, feedback)
     winner_source = jnp.where(d.winner >= 0, jnp.asarray(layout.source_ids)[slot], -1)
     credit = alloc.winner_credit(len(layout.parts), winner_source, d.accepted, d.certified)
@@ -224,11 +240,18 @@ def adapt(prog: Program, key_gate, tell_keys, state: EV3State, blocks, sources, 
         step=state.step + 1, accepted=d.accepted, certified=d.certified,
         rolled_back=d.rolled_back, stalled=since >= prog.patience, winner=d.winner,
         winner_source=winner_source, current_values=d.values[kept_arm],
-        stable_values=d.values[jnp.where(d.certified, w, p + 1)], winner_values=d.values[w],
-        counts=state.allocation.counts, num_valid=jnp.sum(d.valid),
-        num_invalid=jnp.sum(in_budget & ~d.valid), pvalue=d.pvalue,
+        stable_values=d.values[jnp.where(d.certified, d.certified_arm, p + 1)],
+        winner_values=d.values[w], counts=state.allocation.counts, num_valid=jnp.sum(d.valid),
+        num_invalid=jnp.sum(a.in_budget & ~d.valid), pvalue=d.pvalue,
     )
     return new_state, info, feedback
+
+
+def adapt(prog: Program, key_gate, tell_keys, state: EV3State, blocks, sources, active,
+          evaluation: Evaluation):
+    """Stage 3: assess, decide, tell the JAX sources, update the allocation."""
+    assessed = assess(prog, state, blocks, active, evaluation)
+    return settle(prog, key_gate, tell_keys, state, sources, blocks, assessed)
 
 
 def _next_gate_state(gate_state, rule_state, current):
@@ -404,6 +427,48 @@ class EV3:
         return state._replace(current=current, stable=stable, sources=sources,
                               since_certified=jnp.zeros((), jnp.int32), gate=gate)
 
+    def profile(self, key: PRNGKey, state: EV3State, train_batch: Batch,
+                eval_batch: Batch | Evaluation, repeats: int = 3) -> dict:
+        """Where a step's time goes: each stage compiled alone and timed on these inputs.
+
+        The stages are *explore* (every source's candidates: rollouts, mutations, evolution
+        strategies; host sources included), *assess* (every arm scored on the evaluation
+        batches) and *gate* (the decision, telling the sources, the allocation). Each is timed
+        ``repeats`` times after one warm-up call; the median seconds and the shares of their
+        sum are returned. The fused step can be a little faster than the sum (XLA fuses across
+        stages); the shares say which stage dominates. Compiling the three stages costs about
+        what compiling the step costs.
+
+        Returns:
+          ``{"explore": s, "assess": s, "gate": s, "shares": {...}}``.
+        """
+        prog, layout = self.program, self.program.source.layout
+        evaluation = _evaluation(prog, eval_batch)
+        key_ask, key_gate, key_tell = jax.random.split(key, 3)
+        ask_keys = jax.random.split(key_ask, len(layout.parts))
+        tell_keys = jax.random.split(key_tell, len(layout.parts))
+        explore_jit = jax.jit(functools.partial(explore, prog))
+        assess_jit = jax.jit(functools.partial(assess, prog))
+        settle_jit = jax.jit(functools.partial(settle, prog))
+
+        def explore_all():
+            blocks, sources, active = explore_jit(ask_keys, state, train_batch)
+            if prog.source.host:
+                blocks, sources = ask_parts(layout, True, ask_keys, sources, state.current,
+                                            train_batch, active, blocks, [])
+            return blocks, sources, active
+
+        blocks, sources, active = explore_all()
+        assessed = assess_jit(state, blocks, active, evaluation)
+        stages = {
+            "explore": explore_all,
+            "assess": lambda: assess_jit(state, blocks, active, evaluation),
+            "gate": lambda: settle_jit(key_gate, tell_keys, state, sources, blocks, assessed),
+        }
+        seconds = {name: _median_seconds(run, repeats) for name, run in stages.items()}
+        total = sum(seconds.values())
+        return {**seconds, "shares": {n: v / total for n, v in seconds.items()}}
+
     def record(self, info: StepInfo) -> dict:
         """A JSON-ready dict of one step's :class:`StepInfo`."""
         host_errors = tuple(info.host_errors)
@@ -428,6 +493,17 @@ class EV3:
             "host_errors": [{"source": e.source, "phase": e.phase, "error": e.message}
                             for e in host_errors],
         }
+
+
+def _median_seconds(run, repeats: int) -> float:
+    """Median wall time of ``run()`` over ``repeats`` calls, after one warm-up call."""
+    jax.block_until_ready(run())
+    times = []
+    for _ in range(check_positive_int(repeats, "repeats")):
+        start = time.perf_counter()
+        jax.block_until_ready(run())
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
 
 
 def _evidence_metric(gate: Gate, metrics) -> Metric | None:

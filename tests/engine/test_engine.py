@@ -226,3 +226,15 @@ def test_fresh_data_gates_certify_on_a_fresh_batch_every_step(correction):
         assert isinstance(result.state.gate, ev3evo.loop.GateState)
     with pytest.raises(ValueError, match="fresh batch every step"):
         engine.step(jax.random.key(0), result.state, val, val)
+
+
+def test_profile_times_each_stage(digits_run):
+    engine, _, _, params, digits = digits_run
+    state = engine.init(jax.random.key(0), params)
+    profile = engine.profile(jax.random.key(1), state, digits["train"], digits["val"], repeats=2)
+    assert set(profile) == {"explore", "assess", "gate", "shares"}
+    assert all(profile[k] > 0 for k in ("explore", "assess", "gate"))
+    assert abs(sum(profile["shares"].values()) - 1.0) < 1e-9
+    # 5-step rollouts of 4 candidates on 1000 examples cost more than scoring 8 arms on 400
+    print(f"\nprofile: {profile}")
+    assert profile["shares"]["explore"] > profile["shares"]["gate"]
