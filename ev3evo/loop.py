@@ -343,7 +343,8 @@ class EV3:
     ):
         source = mix(sources) if isinstance(sources, Source) else mix(*sources)
         metrics = _check_metrics(metrics)
-        objectives, constraints = obj.resolve([m.name for m in metrics], objectives, constraints)
+        objectives, constraints = obj.resolve([m.name for m in metrics], objectives, constraints,
+                                              {m.name: m.bounds for m in metrics})
         if not isinstance(gate, Gate):
             raise TypeError(f"gate must be an ev3evo.Gate, got {gate!r}")
         if not isinstance(allocation, alloc.Allocation):

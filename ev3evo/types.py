@@ -199,6 +199,8 @@ class Metric(NamedTuple):
         ``aggregate`` the identity); then normal-theory bounds apply, otherwise the bootstrap.
       host: true when ``stats`` is plain Python on numpy arrays; it is then called through
         :func:`jax.pure_callback` with the whole population at once.
+      bounds: ``(lowest, highest)`` values the metric can take (``None``: unbounded), so that
+        a constraint that cannot hold is refused before any work.
     """
 
     name: str
@@ -207,6 +209,7 @@ class Metric(NamedTuple):
     maximize: bool = True
     decomposable: bool = True
     host: bool = False
+    bounds: tuple | None = None
 
 
 class Objective(NamedTuple):

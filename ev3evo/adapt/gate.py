@@ -180,8 +180,10 @@ def gather_evidence(keys, metrics, stats, objectives, constraints, usable, gate,
     held = tuple(stats[index[m.name]][:, 1::2] for m in obj_metrics) if hold_out else ()
     return Evidence(
         objectives=tuple(objectives), objective_metrics=obj_metrics, values=values, held_out=held,
-        violation=jnp.where(finite, violations(sel_values, index, constraints), jnp.inf),
-        full_violation=jnp.where(finite, violations(values, index, constraints), jnp.inf),
+        violation=jnp.where(finite, violations(sel_values, index, constraints,
+                                               select[0].shape[1]), jnp.inf),
+        full_violation=jnp.where(finite, violations(values, index, constraints,
+                                                    stats[0].shape[1]), jnp.inf),
         utilities=utilities(obj_metrics, sel_values, index),
         full_utilities=utilities(obj_metrics, values, index),
         valid=usable & finite[:p], vs_current=tuple(comparisons[0]),

@@ -40,13 +40,21 @@ def utilities(objective_metrics: Sequence[Metric], values: Array, index: dict[st
     return jnp.where(jnp.isfinite(u), u, -jnp.inf)
 
 
-def violations(values: Array, index: dict[str, int], constraints: Sequence[Constraint]) -> Array:
-    """``(A,)`` sum of constraint violations (0 where every constraint holds)."""
+def violations(values: Array, index: dict[str, int], constraints: Sequence[Constraint],
+               examples: int | None = None) -> Array:
+    """``(A,)`` sum of constraint violations (0 where every constraint holds).
+
+    With ``examples`` (the number of examples the values come from), a value within half an
+    example of the threshold (``0.5 / examples``) meets it: rates are counts divided by the
+    number of examples, and a threshold met by exactly its count (396 of 400 for ``>= 0.99``)
+    must not fail on float rounding (396 / 400 is 0.98999995 in float32).
+    """
+    slack = 0.0 if not examples else 0.5 / examples
     total = jnp.zeros(values.shape[0], values.dtype)
     for c in constraints:
         v = values[:, index[c.metric]]
         gap = c.threshold - v if c.op == ">=" else v - c.threshold
-        total = total + jnp.maximum(gap, 0.0)
+        total = total + jnp.where(gap > slack, gap, 0.0)
     return total
 
 

@@ -26,14 +26,16 @@ import jax.numpy as jnp
 from ..types import Metric
 
 ApplyFn = Callable  # (params, x) -> logits (N, C)
+UNIT = (0.0, 1.0)  # the range of rates and scores in [0, 1]
 
 
 def _identity(m):
     return m[..., 0]
 
 
-def per_example(name: str, fn, maximize: bool = True) -> Metric:
-    """A decomposable metric from ``fn(params, batch) -> (N,)`` per-example scores."""
+def per_example(name: str, fn, maximize: bool = True, bounds: tuple | None = None) -> Metric:
+    """A decomposable metric from ``fn(params, batch) -> (N,)`` per-example scores
+    (``bounds``: the range of the scores, when known)."""
 
     def stats(params, batch):
         scores = jnp.asarray(fn(params, batch), jnp.float32)
@@ -42,7 +44,7 @@ def per_example(name: str, fn, maximize: bool = True) -> Metric:
             return scores
         return scores[:, None]
 
-    return Metric(name, stats, _identity, maximize=maximize, decomposable=True)
+    return Metric(name, stats, _identity, maximize=maximize, decomposable=True, bounds=bounds)
 
 
 def accuracy(apply: ApplyFn) -> Metric:
@@ -51,7 +53,7 @@ def accuracy(apply: ApplyFn) -> Metric:
     def correct(params, batch):
         return jnp.argmax(apply(params, batch["x"]), axis=-1) == batch["y"]
 
-    return per_example("accuracy", correct)
+    return per_example("accuracy", correct, bounds=UNIT)
 
 
 def top_k_accuracy(apply: ApplyFn, k: int = 5) -> Metric:
@@ -63,7 +65,7 @@ def top_k_accuracy(apply: ApplyFn, k: int = 5) -> Metric:
         rank = jnp.sum(logits > label_logit, axis=-1)  # ties count in the label's favour
         return rank < k
 
-    return per_example(f"top{k}_accuracy", hit)
+    return per_example(f"top{k}_accuracy", hit, bounds=UNIT)
 
 
 def _predictions(reference):
@@ -81,7 +83,7 @@ def agreement(apply: ApplyFn, reference_key: str = "teacher") -> Metric:
         ours = jnp.argmax(apply(params, batch["x"]), axis=-1)
         return ours == _predictions(batch[reference_key])
 
-    return per_example("agreement", agree)
+    return per_example("agreement", agree, bounds=UNIT)
 
 
 def neg_loss(apply: ApplyFn) -> Metric:
@@ -91,7 +93,7 @@ def neg_loss(apply: ApplyFn) -> Metric:
         logp = jax.nn.log_softmax(apply(params, batch["x"]), axis=-1)
         return jnp.take_along_axis(logp, batch["y"][:, None], axis=-1)[:, 0]
 
-    return per_example("neg_loss", score)
+    return per_example("neg_loss", score, bounds=(-float("inf"), 0.0))
 
 
 def macro_f1(apply: ApplyFn, num_classes: int) -> Metric:
@@ -113,7 +115,7 @@ def macro_f1(apply: ApplyFn, num_classes: int) -> Metric:
         f1 = jnp.where(present, 2 * tp / jnp.where(present, denom, 1.0), 0.0)
         return jnp.sum(f1, -1) / jnp.maximum(jnp.sum(present, -1), 1)
 
-    return Metric("macro_f1", stats, aggregate, maximize=True, decomposable=False)
+    return Metric("macro_f1", stats, aggregate, maximize=True, decomposable=False, bounds=UNIT)
 
 
 def expected_calibration_error(apply: ApplyFn, num_bins: int = 15) -> Metric:
@@ -135,7 +137,7 @@ def expected_calibration_error(apply: ApplyFn, num_bins: int = 15) -> Metric:
         acc, conf = jnp.split(m, 2, axis=-1)
         return jnp.sum(jnp.abs(acc - conf), axis=-1)
 
-    return Metric("ece", stats, aggregate, maximize=False, decomposable=False)
+    return Metric("ece", stats, aggregate, maximize=False, decomposable=False, bounds=UNIT)
 
 
 def _needs_classes(factory):

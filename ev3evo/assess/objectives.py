@@ -57,9 +57,13 @@ def parse_constraint(text: str | Constraint) -> Constraint:
     )
 
 
-def resolve(metric_names: Sequence[str], objectives, constraints):
+def resolve(metric_names: Sequence[str], objectives, constraints, bounds=None):
     """Parsed objectives (default: the first metric) and constraints, checked against the
-    metrics: ``(tuple[Objective], tuple[Constraint])``."""
+    metrics: ``(tuple[Objective], tuple[Constraint])``.
+
+    ``bounds`` maps metric names to their ``(lowest, highest)`` values: a constraint that no
+    value in that range satisfies (``accuracy>=1.5``) is refused.
+    """
     objectives = tuple(parse_objective(o) for o in (objectives or [metric_names[0]]))
     constraints = tuple(parse_constraint(c) for c in constraints)
     for what, name in [("objective", o.metric) for o in objectives] + [
@@ -67,4 +71,19 @@ def resolve(metric_names: Sequence[str], objectives, constraints):
     ]:
         if name not in metric_names:
             raise ValueError(f"{what} names unknown metric {name!r}; metrics: {list(metric_names)}")
+    for c in constraints:
+        check_satisfiable(c, (bounds or {}).get(c.metric))
     return objectives, constraints
+
+
+def check_satisfiable(constraint: Constraint, bounds) -> None:
+    """Refuses a constraint no value of the metric can meet (``bounds``: its range, or None)."""
+    if bounds is None:
+        return
+    lo, hi = bounds
+    c = constraint
+    if (c.op == ">=" and c.threshold > hi) or (c.op == "<=" and c.threshold < lo):
+        raise ValueError(
+            f"constraint {c.metric}{c.op}{c.threshold:g} cannot hold: {c.metric} lies in "
+            f"[{lo:g}, {hi:g}]"
+        )

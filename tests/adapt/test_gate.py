@@ -511,3 +511,20 @@ def test_sequential_gate_false_certification_rate_per_challenger_and_power():
     per_test_slack = 3 * np.sqrt(ALPHA * (1 - ALPHA) / float(np.sum(tests)))
     assert rate <= ALPHA + per_test_slack
     assert power > 0.25
+
+
+def test_a_constraint_met_by_exactly_its_count_is_met():
+    """396 of 400 agreeing is ``agreement >= 0.99`` exactly (0.98999995 in float32)."""
+    from ev3evo.adapt.selection import violations
+
+    n = 400
+    values = jnp.stack([jnp.mean(jnp.asarray(arm(k / n, n)))[None] for k in (396, 395, 397)])
+    c = [Constraint("agree", ">=", 0.99)]
+    v = np.asarray(violations(values, {"agree": 0}, c, examples=n))
+    assert v[0] == 0.0 and v[2] == 0.0 and v[1] > 0.0
+    assert float(values[0, 0]) < 0.99  # the rounding the half-example slack absorbs
+    # through the gate: a candidate at exactly 396/400 is feasible and can win
+    agree = arm(396 / n, n)
+    d = _decide([AGREE], [stats_of(agree, arm(0.5, n), arm(0.5, n), arm(0.5, n))],
+                objectives=("agree",), constraints=c)
+    assert float(d.violation[0]) == 0.0 and int(d.winner) == 0

@@ -208,3 +208,10 @@ def test_integer_or_empty_params():
     with pytest.raises(ValueError, match="params is an empty pytree"):
         engine.init(jax.random.key(0), {})
 
+
+
+@pytest.mark.parametrize("text", ["accuracy>=1.5", "accuracy<=-0.1"])
+def test_a_constraint_that_cannot_hold_is_refused(text):
+    with pytest.raises(ValueError, match="cannot hold: accuracy lies in \\[0, 1\\]"):
+        ev3evo.EV3([ev3evo.gaussian(4)], [ACC], constraints=[text])
+    ev3evo.EV3([ev3evo.gaussian(4)], [ACC], constraints=["accuracy>=1.0"])  # possible: kept
