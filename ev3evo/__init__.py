@@ -52,6 +52,7 @@ from .explore.mutation import sparse_mutation as sparse_mutation
 from .loop import EV3 as EV3
 from .loop import EV3State as EV3State
 from .loop import StepInfo as StepInfo
+from .run import RunError as RunError
 from .run import RunResult as RunResult
 from .run import run as run
 from .types import Constraint as Constraint

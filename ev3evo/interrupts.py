@@ -55,7 +55,7 @@ from collections.abc import Iterator
 #: the signals a scope defers
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: seconds after a first signal without a safe point before a stopping scope says it was received
-NOTICE_SECONDS = 2.0
+NOTICE_SECONDS = 5.0
 
 
 def signal_name(signum: int) -> str:
@@ -101,8 +101,12 @@ class Deferral:
     def __init__(self, stop: bool, label: str):
         self.stop, self.label = stop, label
         self._lock = threading.Lock()
-        self._count = 0
         self._signum: int | None = None  # received and not yet handled
+        # Deliveries counted by the Python handler (main thread, between bytecodes) and by the
+        # wake-up thread (at once, even while the main thread is inside C code): each sees
+        # every signal, so each counts on its own and either may act on a second one.
+        self._counts = {"handler": 0, "thread": 0}
+        self._resolved = self._exiting = False
         self._previous: dict[int, object] = {}
         self._wakeup: tuple | None = None  # (read fd, write fd, previous wakeup fd, thread)
         self._notice: threading.Timer | None = None
@@ -124,53 +128,59 @@ class Deferral:
         signum = self._signum
         if signum is None:
             return None
-        self._resolve()
         if self.stop:
+            self._resolve()
             raise Interrupted(signum, detail)
         with self._lock:
-            self._signum, self._count = None, 0
+            self._signum, self._counts["handler"] = None, 0
         return signum
 
     # ------------------------------------------------------------------ signals
-    def _note(self, signum: int) -> None:
-        """One delivered signal (from the Python handler, or the wake-up thread)."""
+    def _note(self, signum: int, by: str) -> None:
+        """One delivered signal, seen ``by`` the Python handler or the wake-up thread."""
         with self._lock:
-            self._count += 1
-            first = self._count == 1
-            if first:
+            self._counts[by] += 1
+            first = self._counts[by] == 1
+            if self._signum is None:
                 self._signum = signum
-        if first:
-            if self.stop:
+            start_notice = self.stop and self._notice is None and not self._resolved
+            if start_notice:
                 self._notice = threading.Timer(NOTICE_SECONDS, self._say_received, (signum,))
                 self._notice.daemon = True
-                self._notice.start()
-            return
-        self._again(signum)
+        if start_notice:
+            self._notice.start()
+        if not first:
+            self._again(signum)
 
     def _again(self, signum: int) -> None:
         """A second signal: at once."""
         if self.stop:
-            _say(f"{self.label}: {signal_name(signum)} again: stopped at once (the checkpoints "
-                 "already written stay usable)")
-            os._exit(128 + signum)
+            with self._lock:
+                exiting, self._exiting = self._exiting, True
+            if not exiting:  # the handler and the wake-up thread may both get here
+                _say(f"{self.label}: {signal_name(signum)} again: stopped at once (the "
+                     "checkpoints already written stay usable)")
+                os._exit(128 + signum)
+            return
         previous = self._previous.get(signum, signal.SIG_DFL)
         self._restore_handlers()
         _deliver(signum, previous)
 
     def _say_received(self, signum: int) -> None:
-        if self._signum is not None:
+        if not self._resolved:
             _say(f"{self.label}: {signal_name(signum)} received: stopping at the next safe "
                  "point (send it again to stop at once)")
 
     def _resolve(self) -> None:
-        timer, self._notice = self._notice, None
+        with self._lock:
+            self._resolved = True
+            timer, self._notice = self._notice, None
         if timer is not None:
             timer.cancel()
 
     def _handler(self, signum, frame) -> None:
         del frame
-        if self._wakeup is None:  # otherwise the wake-up thread has seen it already
-            self._note(signum)
+        self._note(signum, "handler")
 
     def _watch(self, read_fd: int) -> None:
         while True:
@@ -182,7 +192,7 @@ class Deferral:
                 return
             for signum in data:  # one byte per delivered signal, any signal with a handler
                 if signum in self._previous:
-                    self._note(signum)
+                    self._note(signum, "thread")
 
     # ------------------------------------------------------------------ install
     def _install(self, signals) -> None:
@@ -197,9 +207,13 @@ class Deferral:
     def _start_wakeup(self) -> None:
         read_fd, write_fd = os.pipe()
         os.set_blocking(write_fd, False)
-        old = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-        if old != -1:  # someone else (an event loop) relies on it: leave it to them
-            signal.set_wakeup_fd(old)
+        try:
+            old = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        except (ValueError, OSError):  # a platform that wants a socket here: handlers only
+            old = None
+        if old != -1:
+            if old is not None:  # someone else (an event loop) relies on it: leave it to them
+                signal.set_wakeup_fd(old)
             os.close(read_fd)
             os.close(write_fd)
             return
@@ -265,13 +279,17 @@ def deferred(*, stop: bool = False, label: str = "ev3evo",
     global _ACTIVE
     with _ACTIVE_LOCK:
         outer = _ACTIVE
+        main = threading.current_thread() is threading.main_thread()
         if outer is None:
             scope = Deferral(stop, label)
-            if threading.current_thread() is threading.main_thread():
+            if main:  # only the main thread may install handlers (and it receives signals)
                 scope._install(signals)
-            _ACTIVE = scope
+                _ACTIVE = scope
     if outer is not None:
         yield outer
+        return
+    if not main:  # an inactive scope of this thread alone: nothing to share or undo
+        yield scope
         return
     try:
         yield scope

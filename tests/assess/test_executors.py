@@ -145,3 +145,20 @@ def test_dask_cluster_gives_the_same_decisions_as_the_jax_metric(problem):
     assert host_hist == jax_hist  # every decision and every metric value
     for a, b in zip(jax.tree.leaves(jax_state.current), jax.tree.leaves(host_state.current)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_functions_a_process_pool_cannot_send_are_refused_when_built():
+    """A lambda or a nested function would fail at the first step, deep inside JAX's callback
+    (a PicklingError in a worker); refused at construction with the two ways out."""
+    import functools
+
+    def nested(params, batch):
+        return np_correct(params, batch)
+
+    for fn in (lambda p, b: np_correct(p, b), nested, functools.partial(lambda p, b: 0, 1)):
+        with pytest.raises(TypeError, match=r"cannot be sent to the process pool's workers .*"
+                                            r"module level.*executor='thread'"):
+            ev3evo.host_metric(fn, "acc")
+    ev3evo.host_metric(np_correct, "acc")  # module-level: fine
+    ev3evo.host_metric(functools.partial(np_correct), "acc")
+    ev3evo.host_metric(lambda p, b: np_correct(p, b), "acc", executor="thread")  # no pickling
