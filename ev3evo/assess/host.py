@@ -113,7 +113,8 @@ def check_picklable(fn: HostFn, name: str) -> None:
     """Refuses ``fn`` that a process pool could not send to its workers, with the way out.
 
     The pool pickles ``fn`` by reference (its module and name) and spawned workers import it:
-    a lambda, a nested function or a function defined in an interactive session cannot be.
+    a lambda, a nested function or a function of a main program without a file (an
+    interactive session) cannot be.
     """
     hint = ("define it at module level (or use a functools.partial of a module-level "
             "function), or pass executor='thread' (or 'serial')")
@@ -124,9 +125,11 @@ def check_picklable(fn: HostFn, name: str) -> None:
                         f"pool's workers ({type(e).__name__}: {e}); {hint}") from None
     inner = fn.func if isinstance(fn, functools.partial) else fn
     main = sys.modules.get("__main__")
-    if getattr(inner, "__module__", None) == "__main__" and not hasattr(main, "__file__"):
+    script = getattr(main, "__file__", None)
+    if getattr(inner, "__module__", None) == "__main__" and not (script and os.path.isfile(script)):
         raise TypeError(f"host metric {name!r}: its function {getattr(inner, '__qualname__', inner)!r} "
-                        "is defined in an interactive session, which the process pool's "
+                        "is defined in a main program without a file (an interactive "
+                        "session, python -c, standard input), which the process pool's "
                         f"workers cannot import; {hint}")
 
 

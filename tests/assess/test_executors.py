@@ -162,3 +162,19 @@ def test_functions_a_process_pool_cannot_send_are_refused_when_built():
     ev3evo.host_metric(np_correct, "acc")  # module-level: fine
     ev3evo.host_metric(functools.partial(np_correct), "acc")
     ev3evo.host_metric(lambda p, b: np_correct(p, b), "acc", executor="thread")  # no pickling
+
+
+@pytest.mark.slow
+def test_a_function_typed_into_an_interactive_session_is_refused_for_the_process_pool():
+    import subprocess
+    import sys
+
+    code = ("import ev3evo\n"
+            "def score(params, batch):\n    return batch['y']\n"
+            "try:\n    ev3evo.host_metric(score, 'acc')\n"
+            "except TypeError as e:\n    print(e)\n"
+            "ev3evo.host_metric(score, 'acc', executor='thread')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}).stdout
+    assert out.startswith("host metric 'acc': its function 'score' is defined in a main "
+                          "program without a file"), out
