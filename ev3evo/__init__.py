@@ -13,6 +13,13 @@ Example::
     assert result.history[-1]["current"]["score"] > -2.0
 """
 
+from . import interrupts as interrupts
+
+if interrupts.running_the_command():
+    # The ev3evo command defers SIGINT/SIGTERM before the imports below (seconds of them):
+    # a Ctrl-C there is then reported in one line instead of a traceback.
+    interrupts.defer_for_command()
+
 from . import losses as losses
 from . import parallel as parallel
 from .adapt.allocation import Allocation as Allocation
@@ -45,6 +52,7 @@ from .explore.mutation import sparse_mutation as sparse_mutation
 from .loop import EV3 as EV3
 from .loop import EV3State as EV3State
 from .loop import StepInfo as StepInfo
+from .run import RunError as RunError
 from .run import RunResult as RunResult
 from .run import run as run
 from .types import Constraint as Constraint

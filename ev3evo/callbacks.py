@@ -96,8 +96,13 @@ class JSONLHistory(Callback):
         self.file = open_append(self.path, root=self.root)
 
     def on_step(self, record, state, engine):
-        self.file.write(dumps(record) + "\n")
-        self.file.flush()
+        try:
+            self.file.write(dumps(record) + "\n")
+            self.file.flush()
+        except OSError as e:  # a full disk says so without a file name: name the log
+            if e.filename is None:
+                e.filename = self.path
+            raise
 
     def on_end(self, result):
         if self.file is not None:

@@ -5,6 +5,18 @@ A run is three steps: start (a fresh state, or the newest intact checkpoint with
 callbacks, stall handling and periodic checkpoint, then finish (the final checkpoint, whatever
 the status, and ``on_end``).
 
+**Signals.** The whole run is a :func:`ev3evo.interrupts.deferred` scope: SIGINT (Ctrl-C) and
+SIGTERM never interrupt a step, a compilation or a checkpoint write; the run stops before the
+next step, writes its final checkpoint and ends with ``status="interrupted"`` (under the
+``ev3evo`` command it then raises :class:`~ev3evo.interrupts.Interrupted`, which the command
+reports in one line with exit code 130 or 143).
+
+**Giving up.** A run that cannot make progress stops with ``status="failed"`` and a
+:class:`RunError` saying why, after ``give_up_after`` consecutive steps (5 by default) in
+which the same host source raised, or in which no candidate had a finite value of every
+metric (a metric that is NaN everywhere, even in a secondary objective only, blocks every
+acceptance).
+
 Example::
 
     import jax, jax.numpy as jnp, ev3evo
@@ -19,6 +31,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import time
@@ -28,6 +41,7 @@ from typing import Any
 
 import jax
 
+from . import interrupts
 from ._checks import check_positive_int
 from .callbacks import Callback
 from .loop import EV3, EV3State
@@ -39,7 +53,12 @@ _INIT_SALT = 0x7FFFFFFF  # init's key is fold_in(key, _INIT_SALT); step t's is f
 FINISHED = "finished"  # took every step asked for
 TIME_BUDGET = "time_budget"  # the wall-clock budget ran out
 STOPPED = "stopped"  # a callback asked to stop (early stopping)
-FAILED = "failed"  # an exception in a step or a callback (with throw=False)
+FAILED = "failed"  # an exception in a step or a callback (with throw=False), or gave up
+INTERRUPTED = "interrupted"  # SIGINT or SIGTERM: stopped between two steps
+
+
+class RunError(RuntimeError):
+    """The run cannot make progress: the same failure on every step (see ``give_up_after``)."""
 
 
 @dataclass
@@ -49,11 +68,13 @@ class RunResult:
     Attributes:
       state: the final :class:`EV3State` (``state.stable`` is the certified model).
       history: one JSON-ready record per step (see :meth:`EV3.record`).
-      status: ``"finished"``, ``"time_budget"``, ``"stopped"`` or ``"failed"``.
+      status: ``"finished"``, ``"time_budget"``, ``"stopped"``, ``"interrupted"`` or
+        ``"failed"``.
       steps: steps taken in this call.
       seconds: wall time of this call.
       error: the exception's message when ``status == "failed"``.
       engine: the engine in use at the end (growth may replace it).
+      signal: the signal's name (``"SIGINT"``, ``"SIGTERM"``) when one came during the run.
     """
 
     state: EV3State
@@ -63,6 +84,7 @@ class RunResult:
     seconds: float = 0.0
     error: str | None = None
     engine: EV3 | None = None
+    signal: str | None = None
 
     @property
     def stable(self) -> Params:
@@ -88,6 +110,44 @@ def _check_budget(steps: int, time_budget) -> None:
         and time_budget > 0
     ):
         raise ValueError(f"time_budget must be a positive number of seconds, got {time_budget!r}")
+
+
+def _check_give_up(value) -> int | None:
+    if value is None:
+        return None
+    return check_positive_int(value, "give_up_after")
+
+
+class _Watch:
+    """Counts consecutive steps in which a host source raised, or no candidate was valid."""
+
+    def __init__(self, limit: int | None):
+        self.limit, self.failing, self.no_valid = limit, {}, 0
+
+    def update(self, record: dict) -> str | None:
+        """Why the run should give up after this step's ``record``, or ``None``."""
+        if self.limit is None:
+            return None
+        errors: dict[str, dict] = {}
+        for e in record.get("host_errors", ()):
+            errors.setdefault(e["source"], e)
+        self.failing = {name: self.failing.get(name, 0) + 1 for name in errors}
+        self.no_valid = self.no_valid + 1 if record["num_valid"] == 0 else 0
+        regardless = "give_up_after=None runs on regardless"
+        for name, count in self.failing.items():
+            if count >= self.limit:
+                e = errors[name]
+                return (f"source {name!r} failed on each of the last {count} steps "
+                        f"({e['phase']}: {e['error']}); fix or remove it ({regardless})")
+        if self.no_valid >= self.limit:
+            bad = [m for m, v in record["current"].items() if not math.isfinite(v)]
+            also = (f"; metric {', '.join(map(repr, bad))} is not finite for the current model "
+                    "either: a metric that is NaN or infinite on every model blocks every "
+                    "acceptance") if bad else ""
+            return (f"no candidate had a finite value of every metric on each of the last "
+                    f"{self.no_valid} steps{also} (check the metrics, the data and the sources; "
+                    f"{regardless})")
+        return None
 
 
 def _checkpointer(directory, every, keep, metadata, resume: bool, trust_pickles: bool):
@@ -173,22 +233,71 @@ def _checkpoint_note(checkpointer, failed: Exception | None) -> str:
     return f"its final checkpoint could not be written: {type(failed).__name__}: {failed}{last}"
 
 
+def _short_note(checkpointer, failed: Exception | None, error: Exception | None) -> str:
+    """What is on disk, for a message that already names ``error``."""
+    where = f"step {checkpointer.last_saved} in {checkpointer.directory}"
+    if failed is None:
+        return f"last checkpoint: {where}"
+    same = (isinstance(failed, OSError) and isinstance(error, OSError)
+            and failed.errno == error.errno) or failed is error
+    why = "" if same else f" ({type(failed).__name__}: {failed})"
+    if checkpointer.last_saved is None:
+        return f"the final checkpoint could not be written{why}; no checkpoint was written"
+    return f"the final checkpoint could not be written{why}; the last one written is {where}"
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """Attaches ``note`` to ``error`` (``BaseException.add_note``; ``__notes__`` before 3.11)."""
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        error.__notes__ = [*getattr(error, "__notes__", []), note]
+
+
 def _finish(result: RunResult, callbacks, checkpointer, key: PRNGKey, start: float,
-            error: Exception | None) -> Exception | None:
-    """Final checkpoint, wall time, ``on_end``; returns the exception the run ends with."""
+            error: Exception | None) -> tuple[Exception | None, str]:
+    """Final checkpoint, wall time, ``on_end``; returns the exception the run ends with and
+    what is on disk (``""`` without checkpoints). The exception carries that as a note."""
     if error is not None:
         result.status, result.error = FAILED, f"{type(error).__name__}: {error}"
+    note = ""
     if checkpointer is not None:
         failed = _final_checkpoint(checkpointer, result, key)
-        note = _checkpoint_note(checkpointer, failed)
         if error is not None:  # the run's own error matters more; report both
-            result.error += f" ({'and ' if failed is not None else ''}{note})"
+            note = _short_note(checkpointer, failed, error)
+            result.error += f" ({'and ' if failed is not None else ''}"
+            result.error += f"{_checkpoint_note(checkpointer, failed)})"
+            add_note(error, note)
         elif failed is not None:  # the steps went well but their final state is not on disk
-            result.status, result.error, error = FAILED, f"the run ended but {note}", failed
+            note = _short_note(checkpointer, failed, failed)
+            result.status, error = FAILED, failed
+            result.error = f"the run ended but {_checkpoint_note(checkpointer, failed)}"
+            add_note(error, note)
+        else:
+            note = _checkpoint_note(checkpointer, None)
     result.seconds = time.perf_counter() - start
     for cb in callbacks:
         cb.on_end(result)
-    return error
+    return error, note
+
+
+def _loop(result: RunResult, key: PRNGKey, steps: int, data: tuple, callbacks, on_stall,
+          clock, checkpointer, time_budget, signals, watch: _Watch, start: float) -> None:
+    """The steps, until done, stopped (budget, callback, signal) or failed (raises)."""
+    for t in range(int(result.state.step), steps):
+        if signals.pending is not None:  # a safe point: between two steps
+            result.status = INTERRUPTED
+            return
+        if time_budget is not None and time.perf_counter() - start >= time_budget:
+            result.status = TIME_BUDGET
+            return
+        stop = _step(result, key, t, data, callbacks, on_stall, clock, checkpointer)
+        reason = watch.update(result.history[-1])
+        if reason is not None:
+            raise RunError(reason)
+        if stop:
+            result.status = STOPPED
+            return
 
 
 def run(
@@ -210,6 +319,7 @@ def run(
     keep_checkpoints: int = 3,
     checkpoint_metadata: dict | Callable[[EV3, EV3State], dict] | None = None,
     trust_pickles: bool = False,
+    give_up_after: int | None = 5,
 ) -> RunResult:
     """Runs ``steps`` EV3 steps (fewer if the time budget or a callback stops it).
 
@@ -244,32 +354,39 @@ def run(
         saved as pickles (nevergrad optimizers). Unpickling runs whatever code the file holds:
         pass true only for checkpoints you trust (you wrote them and nobody else could change
         them). Without it, resuming a run with such data raises a ``CheckpointError``.
+      give_up_after: stop with ``status="failed"`` (a :class:`RunError`, raised with
+        ``throw``) after this many consecutive steps in which the same host source raised,
+        or in which no candidate had a finite value of every metric; ``None`` never gives up.
 
     Returns:
       A :class:`RunResult`. The history's ``"seconds"`` continue across a resume (wall time
-      spent in the run's steps so far, not counting the time it was stopped).
+      spent in the run's steps so far, not counting the time it was stopped). After SIGINT or
+      SIGTERM its status is ``"interrupted"`` and ``signal`` names the signal (see the module
+      docstring); under the ``ev3evo`` command :class:`~ev3evo.interrupts.Interrupted` is
+      raised instead, after the final checkpoint.
     """
     start = time.perf_counter()
     _check_budget(steps, time_budget)
+    watch = _Watch(_check_give_up(give_up_after))
     checkpointer = _checkpointer(checkpoint_dir, checkpoint_every, keep_checkpoints,
                                  checkpoint_metadata, resume, trust_pickles)
-    result, restored = _start(engine, key, params, state, checkpointer, resume)
-    offset = float(result.history[-1].get("seconds", 0.0)) if result.history else 0.0
-    clock = lambda: offset + time.perf_counter() - start
-    _notify_start(callbacks, result, restored)
-    error = None
-    try:
-        for t in range(int(result.state.step), steps):
-            if time_budget is not None and time.perf_counter() - start >= time_budget:
-                result.status = TIME_BUDGET
-                break
-            if _step(result, key, t, (train, evaluation), callbacks, on_stall, clock,
-                     checkpointer):
-                result.status = STOPPED
-                break
-    except Exception as e:  # keep what we had: callbacks still see the last good state
-        error = e
-    error = _finish(result, callbacks, checkpointer, key, start, error)
+    with interrupts.deferred() as signals:
+        result, restored = _start(engine, key, params, state, checkpointer, resume)
+        offset = float(result.history[-1].get("seconds", 0.0)) if result.history else 0.0
+        clock = lambda: offset + time.perf_counter() - start
+        _notify_start(callbacks, result, restored)
+        error = None
+        try:
+            _loop(result, key, steps, (train, evaluation), callbacks, on_stall, clock,
+                  checkpointer, time_budget, signals, watch, start)
+        except Exception as e:  # keep what we had: callbacks still see the last good state
+            error = e
+        error, note = _finish(result, callbacks, checkpointer, key, start, error)
+        if signals.pending is not None:
+            result.signal = interrupts.signal_name(signals.pending)
+            if not (signals.stop and error is not None and throw):  # else the error first
+                detail = f"at step {int(result.state.step)}" + (f"; {note}" if note else "")
+                signals.safe_point(detail)  # raises Interrupted under the ev3evo command
     if error is not None and throw:
         raise error
     return result

@@ -412,6 +412,20 @@ def test_cli_reports_bad_input_in_one_line_with_exit_code_2(tmp_path, capsys):
         assert "expected a positive integer" in capsys.readouterr().err
 
 
+def test_cli_seeds_out_of_range_name_the_flag(capsys):
+    """Seeds are 32-bit (jax.random.key keeps the low 32 bits: 2**32 would be seed 0 again)."""
+    for word, shown in [("-1", "-1"), ("99999999999999999999", "99999999999999999999"),
+                        ("4294967296", "4294967296"), ("x", "'x'")]:
+        with pytest.raises(SystemExit) as e:
+            cli_main(["distill", "--seed", word])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err
+        assert err.startswith("ev3evo distill: error: argument --seed: expected an integer "
+                              f"from 0 to 4294967295, got {shown}"), err
+    with pytest.raises(ValueError, match="seed must be an integer from 0 to 4294967295"):
+        ev3evo.distill(seed=2**32, progress=False)
+
+
 def test_cli_refuses_damaged_or_foreign_checkpoints(tmp_path, capsys):
     run_dir = tmp_path / "run"
     ckpts = run_dir / "checkpoints"

@@ -8,7 +8,9 @@ mapped over a :class:`concurrent.futures.Executor`:
 * ``executor=None`` or ``"process"``: a local process pool (one worker per core, started on
   first use, shared by every host metric). Workers are *spawned*, never forked: JAX is
   multithreaded and a forked copy of it can deadlock. ``fn`` must then be picklable (a
-  module-level function, or a :func:`functools.partial` of one).
+  module-level function, or a :func:`functools.partial` of one); anything else (a lambda, a
+  nested function, a function typed into an interactive session) is refused when the metric
+  is built, with that hint.
 * ``"thread"``: a thread pool (for ``fn`` that releases the GIL: numpy, scikit-learn,
   ``subprocess``); ``"serial"``: in the calling thread.
 * any ``Executor`` instance, e.g. a Dask cluster's ``distributed.Client(...).get_executor()``.
@@ -32,9 +34,12 @@ Example::
 from __future__ import annotations
 
 import atexit
+import functools
 import math
 import multiprocessing
 import os
+import pickle
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -104,6 +109,30 @@ def resolve_executor(executor) -> Executor:
     )
 
 
+def check_picklable(fn: HostFn, name: str) -> None:
+    """Refuses ``fn`` that a process pool could not send to its workers, with the way out.
+
+    The pool pickles ``fn`` by reference (its module and name) and spawned workers import it:
+    a lambda, a nested function or a function of a main program without a file (an
+    interactive session) cannot be.
+    """
+    hint = ("define it at module level (or use a functools.partial of a module-level "
+            "function), or pass executor='thread' (or 'serial')")
+    try:
+        pickle.dumps(fn)
+    except Exception as e:
+        raise TypeError(f"host metric {name!r}: its function cannot be sent to the process "
+                        f"pool's workers ({type(e).__name__}: {e}); {hint}") from None
+    inner = fn.func if isinstance(fn, functools.partial) else fn
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if getattr(inner, "__module__", None) == "__main__" and not (script and os.path.isfile(script)):
+        raise TypeError(f"host metric {name!r}: its function {getattr(inner, '__qualname__', inner)!r} "
+                        "is defined in a main program without a file (an interactive "
+                        "session, python -c, standard input), which the process pool's "
+                        f"workers cannot import; {hint}")
+
+
 def _run_chunk(fn: HostFn, members: list, batches: list) -> list:
     """One task: ``fn`` on a chunk of members (runs in a worker)."""
     return [np.asarray(fn(p, b)) for p, b in zip(members, batches)]
@@ -158,6 +187,8 @@ def host_metric(
     if chunks is not None and (not isinstance(chunks, int) or chunks < 1):
         raise ValueError(f"chunks must be a positive int, got {chunks!r}")
     pool = resolve_executor(executor)
+    if isinstance(pool, ProcessPoolExecutor):
+        check_picklable(fn, name)
     if chunks is None:
         chunks = 2 * getattr(pool, "_max_workers", 4)
 

@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .._checks import check_positive_int
+from .._checks import check_positive_int, check_seed, parse_seed
 from ..adapt.acceptance import ACCEPTANCE
 from ..adapt.certification import CERTIFICATION
 from ..adapt.gate import CERTIFY
@@ -310,7 +310,7 @@ class DistillConfig:
         128, "minibatch size of gradient rollouts and KD baselines, in examples", POSITIVE_INT,
         same_on_resume=True)
     seed: int = setting(
-        0, "seeds the data split, the models and the run", INTEGER, "--seed", RUN,
+        0, "seeds the data split, the models and the run", Kind(parse_seed, check_seed), "--seed", RUN,
         same_on_resume=True)
     out: str | None = setting(
         None, "output folder: summary.json, history.jsonl, *.png, the cached teacher", PATH,

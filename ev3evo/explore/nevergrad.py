@@ -72,7 +72,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._checks import check_positive_int
+from .._checks import MAX_SEED, check_positive_int, check_seed
 from ..types import Feedback, Pickled, Source
 
 FAILED_LOSS = 1e20
@@ -223,6 +223,48 @@ def make_optimizer(optimizer: str, x0: np.ndarray, population_size: int, seed: i
     return factory(parametrization=param, budget=budget, num_workers=population_size)
 
 
+def _probe(optimizer: str, population_size: int, budget: int | None,
+           sigma: float | None) -> str | None:
+    """What a throw-away optimizer on a 2-d problem raises within its first asks, or ``None``."""
+    import sys
+    import threading
+    import warnings
+
+    threads, failure = threading.active_count(), None
+    # A half-built optimizer complains in __del__ about attributes it never set: not the
+    # user's concern, so unraisable errors are silenced until the throw-away is gone.
+    hook, sys.unraisablehook = sys.unraisablehook, lambda unraisable: None
+    try:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the real optimizer, built by init, warns itself
+                opt = make_optimizer(optimizer, np.zeros(2), population_size, 0, budget, sigma)
+                for _ in range(min(population_size, 4)):
+                    opt.ask()
+            del opt
+        except Exception as e:
+            failure = f"{type(e).__name__}: {e}".rstrip(": ")
+        if failure is not None or threading.active_count() > threads:
+            gc.collect()  # now: scipy/pycma-backed optimizers run a thread until collected
+    finally:
+        sys.unraisablehook = hook
+    return failure
+
+
+def _check_needs_budget(optimizer: str, population_size: int, sigma: float | None) -> None:
+    """Refuses an optimizer that cannot ask without a budget but can with one: nevergrad's
+    selectors (``NGOpt``, ``Shiwa``, ``CSEC10``, ...) pick their algorithm from the budget,
+    and without one every ``ask`` raises."""
+    why = _probe(optimizer, population_size, None, sigma)
+    if why is None or _probe(optimizer, population_size, 100 * population_size, sigma):
+        return  # it works, or fails for another reason (init reports that one)
+    raise ValueError(
+        f"nevergrad {optimizer} needs a budget: pass budget= (about the candidates it will be "
+        f"asked for in the run, steps x {population_size}); without one every ask fails "
+        f"({why})"
+    )
+
+
 def _numpy_bug(err: Exception) -> bool:
     return isinstance(err, TypeError) and "0-dimensional arrays" in str(err)
 
@@ -246,7 +288,9 @@ def nevergrad_source(
       seed: seed of the parametrization's ``RandomState`` (each ``init`` reseeds it).
       name: the source's name (defaults to ``"ng_" + optimizer``).
       tell_foreign: tell the accepted model to nevergrad when another source produced it.
-      budget: nevergrad's budget (total asks), or ``None``.
+      budget: nevergrad's budget (total asks), or ``None``. Optimizers that cannot ask
+        without one (``NGOpt`` and nevergrad's other selectors) are refused without it: a
+        throw-away copy on a 2-d problem is asked a few candidates at construction.
       sigma: the parametrization's mutation scale (nevergrad's default is 1.0).
 
     Returns:
@@ -255,12 +299,15 @@ def nevergrad_source(
     """
     _check_name(optimizer)
     population_size = check_positive_int(population_size, "population_size")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    seed = check_seed(seed)
     if budget is not None:
         budget = check_positive_int(budget, "budget")
     if sigma is not None and not (isinstance(sigma, (int, float)) and sigma > 0):
         raise ValueError(f"sigma must be a positive number, got {sigma!r}")
+    if budget is None:
+        _check_needs_budget(optimizer, population_size, sigma)
     name = name or f"ng_{optimizer}"
 
     def init(key, params):

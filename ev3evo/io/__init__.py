@@ -4,7 +4,8 @@ Modules: :mod:`~ev3evo.io.checkpoint` (saving, reading with the newest-intact fa
 restoring), :mod:`~ev3evo.io.format` (the file format), :mod:`~ev3evo.io.fingerprint` (the
 configuration fingerprint and the difference between two), :mod:`~ev3evo.io.checkpointer`
 (what :func:`ev3evo.run` uses), :mod:`~ev3evo.io.atomic` (atomic writes that never follow a
-symbolic link), :mod:`~ev3evo.io.lock` (one run per folder), :mod:`~ev3evo.io.strict_json`.
+symbolic link), :mod:`~ev3evo.io.lock` (one run per folder), :mod:`~ev3evo.io.strict_json`,
+:mod:`~ev3evo.io.errors` (a storage error in one line: the path and the cause).
 
 **What is and is not pickled.** A checkpoint is a msgpack document of plain data: the state's
 arrays (numeric dtypes; typed PRNG keys as their key data), the run's key, the history and the

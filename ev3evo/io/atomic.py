@@ -211,10 +211,13 @@ def atomic_writer(
         missing and must not be links (default: ``path`` 's own folder).
       text: yield a text file (``encoding``) instead of a binary one.
 
-    If the block raises, the temporary file is removed and ``path`` is untouched.
+    If the block raises, the temporary file is removed and ``path`` is untouched. An
+    ``OSError`` about the temporary file, or about no file (a full disk on ``write``,
+    ``flush`` or ``fsync``), names ``path``: the file the caller knows.
     """
     base, below, name = _parts(path, root)
-    with _folder(base, below, create=True) as folder:
+    with _naming_final(os.path.join(base, *below, name)), \
+            _folder(base, below, create=True) as folder:
         fd, tmp = _create_temporary(folder, name)
         try:
             with os.fdopen(fd, "w" if text else "wb", **({"encoding": encoding} if text else {})) as f:
@@ -227,6 +230,24 @@ def atomic_writer(
                 folder.unlink(tmp)
             raise
         fsync_dir(folder.fd if folder.fd is not None else folder.path)
+
+
+# Errors that a write reports without a file name (the file is the one being written).
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS}
+
+
+@contextlib.contextmanager
+def _naming_final(final: str) -> Iterator[None]:
+    """OS errors about ``final`` 's temporary file, or a write's, carry ``final`` 's name."""
+    try:
+        yield
+    except OSError as e:
+        temporary = f".{os.path.basename(final)}.tmp-"
+        named = e.filename is not None and os.path.basename(os.fspath(e.filename)).startswith(
+            temporary)
+        if named or (e.filename is None and e.errno in _WRITE_ERRNOS):
+            e.filename = final
+        raise
 
 
 def _create_temporary(folder: _Folder, name: str) -> tuple[int, str]:

@@ -145,3 +145,36 @@ def test_dask_cluster_gives_the_same_decisions_as_the_jax_metric(problem):
     assert host_hist == jax_hist  # every decision and every metric value
     for a, b in zip(jax.tree.leaves(jax_state.current), jax.tree.leaves(host_state.current)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_functions_a_process_pool_cannot_send_are_refused_when_built():
+    """A lambda or a nested function would fail at the first step, deep inside JAX's callback
+    (a PicklingError in a worker); refused at construction with the two ways out."""
+    import functools
+
+    def nested(params, batch):
+        return np_correct(params, batch)
+
+    for fn in (lambda p, b: np_correct(p, b), nested, functools.partial(lambda p, b: 0, 1)):
+        with pytest.raises(TypeError, match=r"cannot be sent to the process pool's workers .*"
+                                            r"module level.*executor='thread'"):
+            ev3evo.host_metric(fn, "acc")
+    ev3evo.host_metric(np_correct, "acc")  # module-level: fine
+    ev3evo.host_metric(functools.partial(np_correct), "acc")
+    ev3evo.host_metric(lambda p, b: np_correct(p, b), "acc", executor="thread")  # no pickling
+
+
+@pytest.mark.slow
+def test_a_function_typed_into_an_interactive_session_is_refused_for_the_process_pool():
+    import subprocess
+    import sys
+
+    code = ("import ev3evo\n"
+            "def score(params, batch):\n    return batch['y']\n"
+            "try:\n    ev3evo.host_metric(score, 'acc')\n"
+            "except TypeError as e:\n    print(e)\n"
+            "ev3evo.host_metric(score, 'acc', executor='thread')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}).stdout
+    assert out.startswith("host metric 'acc': its function 'score' is defined in a main "
+                          "program without a file"), out

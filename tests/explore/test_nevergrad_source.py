@@ -183,3 +183,24 @@ def test_ngopt_numpy_crash_becomes_a_clear_error():
                 state = src.tell(jax.random.key(g), state, pop, _feedback(pop))
     finally:
         ev3evo.nevergrad_close(state)
+
+
+@pytest.mark.parametrize("name", ["NGOpt", "Shiwa", "NGOptRW"])
+def test_optimizers_that_need_a_budget_are_refused_without_one(name):
+    """nevergrad's selectors choose their algorithm from the budget: without one every ask
+    fails (an AssertionError inside nevergrad). Refused when the source is built, with the fix."""
+    with pytest.raises(ValueError, match=rf"nevergrad {name} needs a budget: pass budget="):
+        ev3evo.nevergrad_source(name, POP)
+    src = ev3evo.nevergrad_source(name, POP, budget=40)  # with one it is accepted and asks
+    state = src.init(jax.random.key(0), PARAMS)
+    try:
+        pop, state = src.ask(jax.random.key(1), state, PARAMS, None, jnp.ones(POP, bool))
+        assert _flat(pop).shape == (POP, 4)
+    finally:
+        ev3evo.nevergrad_close(state)
+
+
+def test_seeds_are_32_bit():
+    ev3evo.nevergrad_source("CMA", 4, seed=2**32 - 1)
+    with pytest.raises(ValueError, match="seed must be an integer from 0 to 4294967295"):
+        ev3evo.nevergrad_source("CMA", 4, seed=2**32)
