@@ -233,8 +233,8 @@ def test_profile_times_each_stage(digits_run):
     state = engine.init(jax.random.key(0), params)
     profile = engine.profile(jax.random.key(1), state, digits["train"], digits["val"], repeats=2)
     assert set(profile) == {"explore", "assess", "gate", "shares"}
-    assert all(profile[k] > 0 for k in ("explore", "assess", "gate"))
-    assert abs(sum(profile["shares"].values()) - 1.0) < 1e-9
+    assert all(profile[k] >= 0 for k in ("explore", "assess", "gate")), profile
+    assert sum(profile["shares"].values()) == pytest.approx(1.0), profile
     # 5-step rollouts of 4 candidates on 1000 examples cost more than scoring 8 arms on 400
     print(f"\nprofile: {profile}")
     assert profile["shares"]["explore"] > profile["shares"]["gate"]
