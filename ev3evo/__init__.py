@@ -35,6 +35,7 @@ from .callbacks import Callback as Callback
 from .callbacks import EarlyStopping as EarlyStopping
 from .callbacks import JSONLHistory as JSONLHistory
 from .callbacks import ProgressBar as ProgressBar
+from .callbacks import TensorBoard as TensorBoard
 from .explore import biased as biased
 from .explore.biased import guided_es as guided_es
 from .explore.gradient import gradient_rollouts as gradient_rollouts

@@ -1,4 +1,4 @@
-"""Callbacks for :func:`ev3evo.run`: progress bar, JSONL history, early stopping.
+"""Callbacks for :func:`ev3evo.run`: progress bar, JSONL history, TensorBoard, early stopping.
 
 Example::
 
@@ -38,26 +38,52 @@ class Callback:
 
 
 class ProgressBar(Callback):
-    """A tqdm progress bar showing the stable and current primary metric and the winner."""
+    """A tqdm progress bar of what ends the run: the time budget, the steps, or both.
 
-    def __init__(self, total: int | None = None, desc: str = "ev3", **tqdm_kwargs: Any):
+    With a time budget the bar counts seconds of it (and shows ``step k/N`` beside); without
+    one, it counts steps. The stable and current primary metric and the last winning source
+    are shown too.
+
+    Args:
+      total: the run's steps.
+      time_budget: the run's wall-clock budget in seconds, when it has one.
+      desc: the bar's label.
+      **tqdm_kwargs: passed to ``tqdm`` (e.g. ``file=sys.stderr``).
+    """
+
+    def __init__(self, total: int | None = None, desc: str = "ev3",
+                 time_budget: float | None = None, **tqdm_kwargs: Any):
         self.total, self.desc, self.kwargs = total, desc, tqdm_kwargs
+        self.time_budget = time_budget
         self.bar = None
 
     def on_start(self, engine, state):
         from tqdm.auto import tqdm
 
         self.primary = engine.objectives[0].metric
-        self.bar = tqdm(total=self.total, desc=self.desc, initial=int(state.step), **self.kwargs)
+        self.first = int(state.step)
+        self.elapsed = 0.0
+        if self.time_budget is not None:
+            self.bar = tqdm(total=round(float(self.time_budget), 1), desc=self.desc, unit="s",
+                            bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}",
+                            **self.kwargs)
+        else:
+            self.bar = tqdm(total=self.total, desc=self.desc, initial=self.first, unit="step",
+                            **self.kwargs)
 
     def on_step(self, record, state, engine):
-        self.bar.update(1)
-        self.bar.set_postfix(
-            stable=f"{record['stable'][self.primary]:.4f}",
-            current=f"{record['current'][self.primary]:.4f}",
-            win=record["winner_source"] or "-",
-            refresh=False,
-        )
+        postfix = {}
+        if self.time_budget is not None:
+            seconds = float(record.get("seconds", self.elapsed))
+            self.bar.update(max(0.0, min(seconds, self.time_budget) - self.elapsed))
+            self.elapsed = max(self.elapsed, min(seconds, self.time_budget))
+            postfix["step"] = f"{record['step']}/{self.total}" if self.total else record["step"]
+        else:
+            self.bar.update(1)
+        postfix.update(stable=f"{record['stable'][self.primary]:.4f}",
+                       current=f"{record['current'][self.primary]:.4f}",
+                       win=record["winner_source"] or "-")
+        self.bar.set_postfix(postfix, refresh=False)
 
     def on_end(self, result):
         if self.bar is not None:
@@ -146,3 +172,56 @@ class EarlyStopping(Callback):
         else:
             self.waited += 1
         return self.waited >= self.patience
+
+
+class TensorBoard(Callback):
+    """Writes every step's record as TensorBoard scalars (event files, with ``tensorboardX``).
+
+    Tags: ``stable/<metric>``, ``current/<metric>``, ``slots/<source>``, ``gate/accepted``,
+    ``gate/certified``, ``gate/pvalue``; the step number is the record's. After a resume the
+    events from the steps that run again are purged, so each step appears once. Needs the
+    ``tensorboard`` extra (``pip install "ev3evo[tensorboard]"``).
+
+    Args:
+      logdir: the folder of the event files.
+    """
+
+    def __init__(self, logdir: str | os.PathLike):
+        try:
+            import tensorboardX  # noqa: F401
+        except ImportError:
+            raise ImportError("the TensorBoard callback needs tensorboardX: "
+                              'pip install "ev3evo[tensorboard]"') from None
+        self.logdir = os.fspath(logdir)
+        self.writer = None
+        self._purge = None
+
+    def on_start(self, engine, state):
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(self.logdir, purge_step=self._purge, flush_secs=10)
+
+    def on_resume(self, history):
+        steps = [r["step"] for r in history if "step" in r and "event" not in r]
+        if self.writer is not None and steps:  # the steps after max(steps) run again
+            from tensorboardX import SummaryWriter
+
+            self.writer.close()
+            self.writer = SummaryWriter(self.logdir, purge_step=max(steps) + 1, flush_secs=10)
+
+    def on_step(self, record, state, engine):
+        step = int(record["step"])
+        scalars = {f"stable/{k}": v for k, v in record["stable"].items()}
+        scalars.update({f"current/{k}": v for k, v in record["current"].items()})
+        scalars.update({f"slots/{k}": v for k, v in record["allocation"].items()})
+        scalars.update({"gate/accepted": float(record["accepted"]),
+                        "gate/certified": float(record["certified"]),
+                        "gate/pvalue": record["pvalue"]})
+        for tag, value in scalars.items():
+            if value is not None and math.isfinite(float(value)):
+                self.writer.add_scalar(tag, float(value), step)
+
+    def on_end(self, result):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
