@@ -72,6 +72,8 @@ class ProgressBar(Callback):
                             **self.kwargs)
 
     def on_step(self, record, state, engine):
+        if record.get("initial"):  # the starting model: no step taken yet
+            return
         postfix = {}
         if self.time_budget is not None:
             seconds = float(record.get("seconds", self.elapsed))

@@ -108,6 +108,7 @@ class StepInfo(NamedTuple):
     num_valid: Array
     num_invalid: Array  # active candidates with non-finite parameters or scores
     pvalue: Array  # the winner's uncorrected p-value against the stable model
+    before_values: Array  # (2, M) values of the current and the stable model before the step
     # Host sources that raised this step (ev3evo.explore.mix.HostError); their slots counted
     # as invalid. Always () without host sources.
     host_errors: tuple = ()
@@ -243,6 +244,7 @@ def settle(prog: Program, key_gate, tell_keys, state: EV3State, sources, blocks,
         stable_values=d.values[jnp.where(d.certified, d.certified_arm, p + 1)],
         winner_values=d.values[w], counts=state.allocation.counts, num_valid=jnp.sum(d.valid),
         num_invalid=jnp.sum(a.in_budget & ~d.valid), pvalue=d.pvalue,
+        before_values=d.values[p:p + 2],
     )
     return new_state, info, feedback
 
@@ -469,6 +471,21 @@ class EV3:
         seconds = {name: _median_seconds(run, repeats) for name, run in stages.items()}
         total = sum(seconds.values())
         return {**seconds, "shares": {n: v / total for n, v in seconds.items()}}
+
+    def initial_record(self, info: StepInfo) -> dict:
+        """The record of the models a run starts from, from its first step's :class:`StepInfo`
+        (the current and stable models' values before that step, on its evaluation batch)."""
+        info = jax.device_get(info._replace(host_errors=()))
+        names, sources = self.metric_names, self.source_names
+        current, stable = ({n: float(v) for n, v in zip(names, values)}
+                           for values in info.before_values)
+        return {
+            "step": int(info.step) - 1, "initial": True, "accepted": False, "certified": False,
+            "rolled_back": False, "stalled": False, "winner_source": None, "current": current,
+            "stable": stable, "winner": None,
+            "allocation": {n: int(c) for n, c in zip(sources, info.counts)},
+            "num_valid": 0, "num_invalid": 0, "pvalue": 1.0, "host_errors": [],
+        }
 
     def record(self, info: StepInfo) -> dict:
         """A JSON-ready dict of one step's :class:`StepInfo`."""

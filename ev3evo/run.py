@@ -25,7 +25,8 @@ Example::
     batch = {"t": jnp.ones((64, 3))}
     result = ev3evo.run(engine, jax.random.key(0), {"w": jnp.zeros(3)}, batch, batch, steps=5,
                         callbacks=[ev3evo.JSONLHistory("history.jsonl")])
-    assert result.status == "finished" and len(result.history) == 5
+    assert result.status == "finished" and len(result.history) == 6  # step 0, then 1 … 5
+    assert result.history[0]["initial"] and result.history[0]["step"] == 0
     assert result.history[-1]["stable"]["score"] >= result.history[0]["stable"]["score"]
 """
 
@@ -67,7 +68,8 @@ class RunResult:
 
     Attributes:
       state: the final :class:`EV3State` (``state.stable`` is the certified model).
-      history: one JSON-ready record per step (see :meth:`EV3.record`).
+      history: JSON-ready records: the starting model (step 0, ``"initial": True``, see
+        :meth:`EV3.initial_record`), then one per step (see :meth:`EV3.record`).
       status: ``"finished"``, ``"time_budget"``, ``"stopped"``, ``"interrupted"`` or
         ``"failed"``.
       steps: steps taken in this call.
@@ -199,14 +201,19 @@ def _step(result: RunResult, key: PRNGKey, t: int, data: tuple, callbacks, on_st
     k_train, k_eval, k_step, k_grow = jax.random.split(jax.random.fold_in(key, t), 4)
     train_batch = _get_batch(train, k_train, t)
     eval_batch = _get_batch(evaluation, k_eval, t)
+    first = int(result.state.step) == 0 and not result.history
     state, info = engine.step(k_step, result.state, train_batch, eval_batch)
-    record = engine.record(info)
-    record["seconds"] = clock()
+    records = [engine.initial_record(info)] if first else []  # the model the run starts from
+    records.append(engine.record(info))
+    seconds = clock()
+    for record in records:
+        record["seconds"] = 0.0 if record.get("initial") else seconds
     result.state, result.steps = state, result.steps + 1
-    result.history.append(record)
     stop = False
-    for cb in callbacks:
-        stop = bool(cb.on_step(record, state, engine)) or stop
+    for record in records:
+        result.history.append(record)
+        for cb in callbacks:
+            stop = bool(cb.on_step(record, state, engine)) or stop
     if on_stall is not None and record["stalled"]:
         grown = on_stall(k_grow, engine, state)
         if grown is not None:

@@ -61,6 +61,6 @@ def test_tensorboard_writes_every_step_and_resumes_without_duplicates(tmp_path):
                callbacks=[ev3evo.TensorBoard(logdir)])
     events = _events(logdir)
     steps = sorted(step for tag, step, _ in events if tag == "stable/score")
-    assert steps == [1, 2, 3, 4, 5]
+    assert steps == [0, 1, 2, 3, 4, 5]  # the starting model, then every step once
     tags = {tag for tag, _, _ in events}
     assert {"current/score", "slots/gaussian", "gate/accepted", "gate/pvalue"} <= tags

@@ -65,8 +65,9 @@ def test_stable_held_out_accuracy_never_decreases_and_improves(digits_run):
 def test_allocation_shifts_to_the_winner_without_starving(digits_run):
     engine, result, *_ = digits_run
     names = engine.source_names
-    counts = np.array([[r["allocation"][n] for n in names] for r in result.history])
-    winners = [r["winner_source"] if r["accepted"] else None for r in result.history]
+    steps = result.history[1:]  # after the record of the starting model
+    counts = np.array([[r["allocation"][n] for n in names] for r in steps])
+    winners = [r["winner_source"] if r["accepted"] else None for r in steps]
     print(f"\nwinners by step {winners}\nslots by step {counts.tolist()}")
     assert np.all(counts.sum(1) == 6)
     assert np.all(counts >= engine.allocation.min_slots), counts  # nobody is ever starved
@@ -75,13 +76,13 @@ def test_allocation_shifts_to_the_winner_without_starving(digits_run):
     # certified) from the history: the engine's final credit matches, and at every step the
     # source with clearly more credit got at least as many slots.
     decay, credit = engine.allocation.credit_decay, np.zeros(len(names))
-    for t, rec in enumerate(result.history):
+    for t, rec in enumerate(steps):
         reward = np.zeros(len(names))
         if rec["winner_source"] is not None:
             reward[names.index(rec["winner_source"])] = (
                 1.0 + rec["accepted"] + (rec["accepted"] and rec["certified"]))
         credit = decay * credit + (1 - decay) * reward
-        if t + 1 < len(result.history) and abs(credit[0] - credit[1]) > 0.05:
+        if t + 1 < len(steps) and abs(credit[0] - credit[1]) > 0.05:
             hi = int(np.argmax(credit))
             assert counts[t + 1, hi] >= counts[t + 1, 1 - hi], (t, credit, counts[t + 1])
     np.testing.assert_allclose(result.state.allocation.credit, credit, rtol=1e-4, atol=1e-6)
@@ -116,7 +117,8 @@ def test_stall_detection_and_on_stall_hook(still, tmp_path):
         on_stall=on_stall, callbacks=[ev3evo.JSONLHistory(path)],
     )
     assert result.status == "finished" and result.steps == 7
-    stalled = [r["stalled"] for r in result.history]
+    assert result.history[0]["initial"] and result.history[0]["step"] == 0
+    stalled = [r["stalled"] for r in result.history[1:]]
     assert not any(r["certified"] for r in result.history)
     # Stalled from step 3 (patience 3); the hook's replace_params restarts the count.
     assert stalled == [False, False, True, False, False, True, True]
@@ -125,9 +127,9 @@ def test_stall_detection_and_on_stall_hook(still, tmp_path):
     for a, b in zip(jax.tree.leaves(result.state.stable), jax.tree.leaves(grown)):
         np.testing.assert_array_equal(a, b)
     lines = path.read_text().splitlines()
-    assert len(lines) == 7
+    assert len(lines) == 8  # the starting model, then the 7 steps
     records = [json.loads(line) for line in lines]
-    assert [r["step"] for r in records] == list(range(1, 8))
+    assert [r["step"] for r in records] == list(range(0, 8))
     assert records[-1]["stalled"] and set(records[0]) >= {"stable", "current", "allocation"}
     assert engine.step._cache_size() == 1
 
@@ -147,7 +149,8 @@ def test_early_stopping_and_time_budget(still):
     engine, toy = still
     result = ev3evo.run(engine, jax.random.key(2), toy.params, toy.batch, toy.batch, steps=10,
                         callbacks=[ev3evo.EarlyStopping(patience=2)])
-    assert result.status == "stopped" and result.steps == 3  # best at 1, no gain at 2 and 3
+    # The starting model sets the best; no gain at steps 1 and 2.
+    assert result.status == "stopped" and result.steps == 2
     result = ev3evo.run(engine, jax.random.key(2), toy.params, toy.batch, toy.batch, steps=10,
                         time_budget=1e-9)
     assert result.status == "time_budget" and result.steps == 0 and result.history == []

@@ -278,7 +278,7 @@ def test_resume_continues_bit_identically(problem, tmp_path):
     assert saved.metadata["sources"] == list(engine.source_names)
     resumed = ev3evo.run(engine, key, params, batch, batch, STEPS, checkpoint_dir=tmp_path,
                          resume=True, checkpoint_metadata=meta)
-    assert resumed.steps == STEPS - 3 and len(resumed.history) == STEPS
+    assert resumed.steps == STEPS - 3 and len(resumed.history) == STEPS + 1  # + the start
     _assert_trees_equal(resumed.state, reference.state)
     assert _strip(resumed.history) == _strip(reference.history)
     assert read_checkpoint(tmp_path).step == STEPS
@@ -355,4 +355,4 @@ def test_callbacks_with_a_memory_see_the_restored_history(problem, tmp_path):
     memory = Memory()
     ev3evo.run(engine, key, params, batch, batch, 3, checkpoint_dir=tmp_path, resume=True,
                callbacks=[memory])
-    assert memory.replayed == [1, 2]
+    assert memory.replayed == [0, 1, 2]  # the start, then the steps saved

@@ -170,4 +170,4 @@ def test_a_disk_that_fills_up_mid_run_keeps_the_last_checkpoint_and_resumes(tmpf
                           timeout=600, env=env)
     assert done.returncode == 0, done.stderr
     final = ck.read_checkpoint(out / "checkpoints")
-    assert final.step == 40 and [r["step"] for r in final.history] == list(range(1, 41))
+    assert final.step == 40 and [r["step"] for r in final.history] == list(range(0, 41))
