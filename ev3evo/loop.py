@@ -107,6 +107,7 @@ class StepInfo(NamedTuple):
     counts: Array  # (S,) slots each source filled this step
     num_valid: Array
     num_invalid: Array  # active candidates with non-finite parameters or scores
+    num_unused: Array  # slots their sources did not fill this step (Source.used)
     pvalue: Array  # the winner's uncorrected p-value against the stable model
     before_values: Array  # (2, M) values of the current and the stable model before the step
     # Host sources that raised this step (ev3evo.explore.mix.HostError); their slots counted
@@ -145,6 +146,8 @@ def explore(prog: Program, keys, state: EV3State, train_batch: Batch):
     """Stage 1: the active mask and the JAX sources' candidates (host blocks left ``None``)."""
     layout = prog.source.layout
     active = alloc.active_mask(state.allocation.counts, layout.source_ids, layout.offsets)
+    if prog.source.used is not None:  # slots a source will not fill are not asked for
+        active = active & prog.source.used(state.sources)
     blocks, sources = ask_parts(layout, False, keys, state.sources, state.current, train_batch,
                                 active)
     return blocks, sources, active
@@ -168,18 +171,19 @@ def _evaluate_arms(prog: Program, state: EV3State, population, active, evaluatio
     arms = _tree.concat([evaluated, *(_tree.broadcast(m, 1) for m in
                                       (state.current, state.stable, *extra))])
     arms = constrain_population(arms, prog.mesh)
-    stats = _evaluate(prog, prog.metrics, arms, evaluation.validation)
+    live = jnp.concatenate([usable, jnp.ones(1 + 1 + len(extra), bool)])
+    stats = _evaluate(prog, prog.metrics, arms, evaluation.validation, live)
     fresh = None
     if prog.gate.correction in FRESH:
-        (fresh,) = _evaluate(prog, [prog.evidence], arms, evaluation.fresh)
+        (fresh,) = _evaluate(prog, [prog.evidence], arms, evaluation.fresh, live)
         fresh = fresh[..., 0]
     return stats, fresh, index, in_budget, usable
 
 
-def _evaluate(prog: Program, metrics, arms, batch):
+def _evaluate(prog: Program, metrics, arms, batch, live):
     if prog.mesh is not None:  # every device evaluates its own block of members
         return sharded_evaluate(metrics, arms, batch, prog.mesh)
-    return evaluate_population(metrics, arms, batch)
+    return evaluate_population(metrics, arms, batch, live=live)
 
 
 def _feedback(prog: Program, d, index, slot, current) -> Feedback:
@@ -204,12 +208,17 @@ class Assessed(NamedTuple):
     index: Array
     in_budget: Array
     usable: Array
+    unused: Array  # slots the sources did not fill
 
 
 def assess(prog: Program, state: EV3State, blocks, active, evaluation: Evaluation) -> Assessed:
     """Stage 3a: the population, the current, stable (and challenger) models, scored."""
     population = constrain_population(_tree.concat(blocks), prog.mesh)
-    return Assessed(population, *_evaluate_arms(prog, state, population, active, evaluation))
+    unused = jnp.zeros((), jnp.int32)
+    if prog.source.used is not None:
+        unused = jnp.sum(~prog.source.used(state.sources)).astype(jnp.int32)
+    return Assessed(population, *_evaluate_arms(prog, state, population, active, evaluation),
+                    unused)
 
 
 def settle(prog: Program, key_gate, tell_keys, state: EV3State, sources, blocks,
@@ -243,7 +252,7 @@ def settle(prog: Program, key_gate, tell_keys, state: EV3State, sources, blocks,
         winner_source=winner_source, current_values=d.values[kept_arm],
         stable_values=d.values[jnp.where(d.certified, d.certified_arm, p + 1)],
         winner_values=d.values[w], counts=state.allocation.counts, num_valid=jnp.sum(d.valid),
-        num_invalid=jnp.sum(a.in_budget & ~d.valid), pvalue=d.pvalue,
+        num_invalid=jnp.sum(a.in_budget & ~d.valid), num_unused=a.unused, pvalue=d.pvalue,
         before_values=d.values[p:p + 2],
     )
     return new_state, info, feedback
@@ -484,7 +493,7 @@ class EV3:
             "rolled_back": False, "stalled": False, "winner_source": None, "current": current,
             "stable": stable, "winner": None,
             "allocation": {n: int(c) for n, c in zip(sources, info.counts)},
-            "num_valid": 0, "num_invalid": 0, "pvalue": 1.0, "host_errors": [],
+            "num_valid": 0, "num_invalid": 0, "num_unused": 0, "pvalue": 1.0, "host_errors": [],
         }
 
     def record(self, info: StepInfo) -> dict:
@@ -507,6 +516,7 @@ class EV3:
             "allocation": {n: int(c) for n, c in zip(sources, info.counts)},
             "num_valid": int(info.num_valid),
             "num_invalid": int(info.num_invalid),
+            "num_unused": int(info.num_unused),
             "pvalue": float(info.pvalue),
             "host_errors": [{"source": e.source, "phase": e.phase, "error": e.message}
                             for e in host_errors],

@@ -137,6 +137,9 @@ class Source(NamedTuple):
         among the restored arrays belongs to the process that wrote them: bind a new one).
       parts: the sources a :func:`~ev3evo.mix` is made of (empty for a single source); see
         :attr:`layout`.
+      used: optional ``state -> (size,) bool``: the slots the source will fill in its next
+        ``ask`` (e.g. the population of a restart ladder's current rung); the others are
+        *unused*: not evaluated, not counted as invalid. ``None``: every slot is used.
     """
 
     init: InitFn
@@ -148,6 +151,7 @@ class Source(NamedTuple):
     dump: DumpFn | None = None
     load: LoadFn | None = None
     parts: tuple = ()
+    used: Callable | None = None
 
     @property
     def layout(self) -> Layout:

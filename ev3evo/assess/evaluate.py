@@ -99,7 +99,8 @@ def auto_chunk_size(
 
 
 def evaluate_population(
-    metrics: Sequence[Metric], population: Population, batch: Batch, chunk_size="auto"
+    metrics: Sequence[Metric], population: Population, batch: Batch, chunk_size="auto",
+    live=None,
 ) -> tuple[jax.Array, ...]:
     """Per-example statistics of every member, for every metric.
 
@@ -111,6 +112,9 @@ def evaluate_population(
         each); ``"auto"`` picks cache-sized chunks (:func:`auto_chunk_size`), ``None``
         evaluates the whole population in one ``vmap`` (what a population sharded over
         devices needs).
+      live: optional ``(A,)`` bool, the members whose statistics are needed; with chunks, a
+        chunk without a live member is skipped (its statistics are zeros), so that unused and
+        invalid slots cost no evaluation.
 
     Returns:
       One ``(A, N, k)`` float32 array per metric.
@@ -142,4 +146,26 @@ def evaluate_population(
             raise ValueError(f"chunk_size must be a positive integer, 'auto' or None; got {chunk_size}")
     if chunk_size is None or chunk_size >= size:
         return jax.vmap(one)(population)
-    return jax.lax.map(one, population, batch_size=chunk_size)
+    if live is None:
+        return jax.lax.map(one, population, batch_size=chunk_size)
+    return _skipping_map(one, population, jnp.asarray(live, bool), chunk_size)
+
+
+def _skipping_map(one, population, live, chunk_size: int):
+    """``lax.map`` over chunks of members, each chunk without a live member skipped."""
+    size = live.shape[0]
+    pad = (-size) % chunk_size
+    padded = jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], pad, axis=0)]),
+                          population) if pad else population
+    live = jnp.concatenate([live, jnp.zeros(pad, bool)])
+    chunks = jax.tree.map(lambda x: x.reshape(-1, chunk_size, *x.shape[1:]), padded)
+    shapes = jax.eval_shape(jax.vmap(one), jax.tree.map(lambda x: x[0], chunks))
+
+    def chunk(args):
+        members, alive = args
+        return jax.lax.cond(jnp.any(alive), jax.vmap(one),
+                            lambda _: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes),
+                            members)
+
+    out = jax.lax.map(chunk, (chunks, live.reshape(-1, chunk_size)))
+    return tuple(x.reshape(-1, *x.shape[2:])[:size] for x in out)

@@ -112,8 +112,9 @@ def mix(*sources: Source) -> Source:
     dump = load = None
     if any(p.dump is not None for p in parts):
         dump, load = _dump(parts), _load(parts)
+    used = _used(parts) if any(p.used is not None for p in parts) else None
     name = "+".join(p.name for p in parts)
-    return Source(init, ask, tell, size, name, host, dump, load, parts)
+    return Source(init, ask, tell, size, name, host, dump, load, parts, used)
 
 
 def ask_parts(layout: Layout, host: bool, keys, state: MixState, params, batch, active,
@@ -190,6 +191,16 @@ def tell_parts(layout: Layout, host: bool, keys, state: MixState, blocks,
             new = states[i]
         states[i] = new
     return MixState(tuple(states))
+
+
+def _used(parts):
+    def used(state: MixState):
+        return jnp.concatenate([
+            p.used(s) if p.used is not None else jnp.ones(p.size, bool)
+            for p, s in zip(parts, state.parts)
+        ])
+
+    return used
 
 
 def _invalid_block(params, size: int):

@@ -199,3 +199,20 @@ def test_registered_metric_table(data, name):
     u_right = utility(scaled, value(scaled, scaled.stats({"s": 1.0}, dict(batch, x=right))))
     u_model = utility(scaled, value(scaled, scaled.stats({"s": 1.0}, dict(batch, x=logits))))
     assert float(u_right) >= float(u_model), (name, float(u_right), float(u_model))
+
+
+def test_chunks_without_a_live_member_are_skipped_and_the_rest_unchanged(data):
+    from ev3evo.assess.evaluate import evaluate_population
+
+    params, batch, *_ = data
+    w = params["w"]
+    pop = {"w": w[None] + 0.3 * jax.random.normal(jax.random.key(0), (7, *w.shape))}
+    metrics = [ev3evo.metrics.accuracy(apply), ev3evo.metrics.expected_calibration_error(apply)]
+    live = jnp.array([True, False, False, False, False, True, False])
+    whole = evaluate_population(metrics, pop, batch, chunk_size=None)
+    skipped = evaluate_population(metrics, pop, batch, chunk_size=2, live=live)
+    for a, b in zip(whole, skipped):
+        assert a.shape == b.shape
+        for i in (0, 4, 5):  # chunks {0, 1} and {4, 5} hold a live member: computed
+            np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b[i]), rtol=1e-6)
+        assert not np.asarray(b[2:4]).any()  # chunk {2, 3}: skipped, zeros

@@ -241,3 +241,15 @@ def test_profile_times_each_stage(digits_run):
     # 5-step rollouts of 4 candidates on 1000 examples cost more than scoring 8 arms on 400
     print(f"\nprofile: {profile}")
     assert profile["shares"]["explore"] > profile["shares"]["gate"]
+
+
+def test_unused_slots_of_a_restart_ladder_are_neither_evaluated_nor_invalid():
+    score = ev3evo.metrics.per_example("score", lambda p, b: -jnp.sum((p["w"] - b) ** 2, -1))
+    ladder = ev3evo.evosax_source("CMA_ES", 4, init_std=0.3, restart=ev3evo.ipop(levels=3))
+    engine = ev3evo.EV3([ladder, ev3evo.gaussian(4, sigma=0.1)], [score])
+    batch = jnp.ones((32, 3))
+    result = ev3evo.run(engine, jax.random.key(0), {"w": jnp.zeros(3)}, batch, batch, steps=4)
+    for r in result.history[1:]:
+        assert r["num_unused"] == 12 and r["num_invalid"] == 0  # rung 0: 4 of 16 slots
+        assert r["num_valid"] == 8
+    assert result.history[-1]["current"]["score"] > result.history[0]["current"]["score"]

@@ -249,3 +249,26 @@ def test_bad_input_names_the_problem():
     src = evosax_source("Open_ES", 5)
     with pytest.raises(ValueError, match="rejected population_size=5"):
         src.init(jax.random.key(0), {"w": jnp.zeros(3)})
+
+
+def test_the_decomposed_cma_criterion_is_evosax_s_on_the_state_s_own_decomposition():
+    """ev3evo's CMA-ES stop criterion reads the B, D the ask stored; evosax's decomposes C
+    again. On a state right after an ask (C unchanged since) they agree, stop or not."""
+    import evosax.core.restart as evr
+    from evosax.algorithms import CMA_ES
+
+    from ev3evo.explore.evosax.schedule import cma_cond_decomposed
+
+    es = CMA_ES(population_size=6, solution=jnp.zeros(4))
+    params = es.default_params
+    rp = evr.RestartParams()
+    state = es.init(jax.random.key(0), jnp.zeros(4), params)
+    rng = np.random.default_rng(0)
+    for scale, std in [(1.0, 1.0), (1e-8, 1e-9), (1e8, 1e3)]:
+        a = rng.normal(size=(4, 4)) * np.array([1.0, 1.0, 1.0, scale])
+        st = state.replace(C=jnp.asarray(a @ a.T + 1e-3 * np.eye(4), jnp.float32),
+                           std=jnp.float32(std))
+        _, st = es.ask(jax.random.key(1), st, params)  # stores the decomposition of C
+        ours = bool(cma_cond_decomposed(None, None, st, params, None, rp))
+        theirs = bool(evr.cma_cond(None, None, st, params, None, rp))
+        assert ours == theirs, (scale, std)

@@ -5,8 +5,8 @@ its population size into its weights. The wrapper therefore holds one
 :func:`~ev3evo.explore.evosax.distribution.distribution_source` per rung of the ladder
 ``population_size * multiplier**l`` for ``l < levels`` (each compiled once, the active rung
 chosen with ``lax.switch``), and always returns ``size`` = the largest rung. Slots beyond the
-active rung's population are NaN: EV3 counts non-finite candidates as invalid and never scores
-them (they get ``-inf`` fitness), and :func:`ev3evo.minimize` spends no evaluation on them.
+active rung's population are NaN and marked *unused* (``Source.used``): EV3 neither evaluates
+them nor counts them as invalid, and :func:`ev3evo.minimize` spends no evaluation on them.
 
 **A tell.** The active rung is told its slots. evosax's stop criteria (see
 :mod:`~ev3evo.explore.evosax.schedule`) then look at the generation as evosax was told it and
@@ -144,7 +144,11 @@ def restarts(spec: driver.AlgorithmSpec, schedule: sch.RestartSchedule, *,
         states, progress = cond(fired, restart, lambda args: args, (states, progress))
         return state._replace(rungs=states, schedule=progress)
 
-    return Source(init, ask, tell, size, name or spec.cls.__name__)
+    def used(state):  # the active rung's population; the padding beyond it is unused
+        rung_size = jnp.asarray(sizes, jnp.int32)[state.schedule.level]
+        return jnp.arange(size) < rung_size
+
+    return Source(init, ask, tell, size, name or spec.cls.__name__, used=used)
 
 
 def _check(spec: driver.AlgorithmSpec) -> None:

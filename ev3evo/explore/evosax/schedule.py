@@ -164,10 +164,35 @@ def ladder(schedule: RestartSchedule, population_size: int) -> tuple[int, ...]:
     return tuple(population_size * schedule.multiplier**level for level in range(schedule.levels))
 
 
+def cma_cond_decomposed(population, fitness, state, params, restart_state, restart_params):
+    """evosax's ``cma_cond`` (CMA-ES's tolX, tolUpSigma, noEffectCoord, noEffectAxis and
+    conditionCov stops), on the eigendecomposition ``B, D`` the state already holds.
+
+    evosax's version decomposes ``C`` again at every generation, which costs as much as the
+    generation's own ``ask`` (a dense ``d × d`` eigendecomposition: it doubles the step of a
+    CMA-ES with restarts on a model of a few hundred parameters). CMA-ES's ``ask`` stores the
+    decomposition of ``C`` in the state; the criteria read it one generation later, which is
+    how pycma checks them too (it decomposes lazily).
+    """
+    del population, fitness, params, restart_state
+    dC = jnp.diag(state.C)
+    D, B = state.D, state.B
+    tol_x = jnp.all(state.std * jnp.sqrt(dC) < restart_params.tol_x) & jnp.all(
+        jnp.abs(state.std * state.p_c) < restart_params.tol_x)
+    diverged = state.std * jnp.max(D) > restart_params.tol_x_up
+    no_coordinate_effect = jnp.any(state.mean == state.mean + 0.2 * state.std * jnp.sqrt(dC))
+    no_axis_effect = jnp.all(state.mean == state.mean + 0.1 * state.std * D[0] * B[:, 0])
+    ill_conditioned = (jnp.max(D) / jnp.min(D)) ** 2 > restart_params.tol_condition_C
+    return tol_x | diverged | no_coordinate_effect | no_axis_effect | ill_conditioned
+
+
 def default_criteria(es_state) -> tuple:
-    """``spread_cond`` plus the criterion matching the algorithm's state, as evosax pairs them."""
+    """``spread_cond`` plus the criterion matching the algorithm's state, as evosax pairs them
+    (CMA-like states that hold their decomposition use :func:`cma_cond_decomposed`)."""
     criteria = [evr.spread_cond]
-    if all(hasattr(es_state, f) for f in ("C", "p_c", "std", "mean")):
+    if all(hasattr(es_state, f) for f in ("C", "p_c", "std", "mean", "B", "D")):
+        criteria.append(cma_cond_decomposed)
+    elif all(hasattr(es_state, f) for f in ("C", "p_c", "std", "mean")):
         criteria.append(evr.cma_cond)
     if hasattr(es_state, "c_mult"):
         criteria.append(evr.amalgam_cond)
