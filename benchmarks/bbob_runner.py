@@ -7,7 +7,8 @@ solver's folder with its subfolders as one algorithm. Groups are spread over ``p
 spawned workers, the slowest first.
 
 A run records its evaluations, the solver's wall time (the evaluations of the COCO problem
-included, the same for every solver) and the first line of any exception other than the
+included, the same for every solver; the solver's imports excluded: they are done before the
+group's first run) and the first line of any exception other than the
 budget's and the final target's: a crashing solver is reported as failed, not hidden.
 
 Example (with ``benchmarks/`` on ``sys.path``; a few seconds)::
@@ -84,6 +85,7 @@ def _run_group(args) -> list[dict]:
 def _observed_runs(config: Config, solver: str, dim: int) -> list[dict]:
     observer = bp.observer(config.suite, f"{solver}/{config.suite}_d{dim}", solver)
     solve = bbob_solvers.SOLVERS[solver]
+    bbob_solvers.prepare(solver)
     runs = []
     for problem in bp.problems(config.suite, config.functions, (dim,), config.instances):
         problem.observe_with(observer)

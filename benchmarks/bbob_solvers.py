@@ -157,6 +157,19 @@ def solve_ngcma(f, x0, seed) -> None:
                generation=True)  # fmt: skip
 
 
+#: The modules each solver imports (imported before its runs are timed).
+IMPORTS = {"ev3evo": ("ev3evo",), "ev3evo-noise": ("ev3evo",), "evosax-cma": ("ev3evo", "evosax"),
+           "ng-ngopt": ("nevergrad",), "ng-cma": ("nevergrad",)}  # fmt: skip
+
+
+def prepare(solver: str) -> None:
+    """Imports what ``solver`` needs (pycma for all), so that no run's time includes it."""
+    import importlib
+
+    for module in ("cma", *IMPORTS.get(solver, ())):
+        importlib.import_module(module)
+
+
 #: Solver name -> ``solve(f, x0, seed)``.
 SOLVERS = {
     "ev3evo": solve_ev3evo,
