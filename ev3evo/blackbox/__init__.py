@@ -25,9 +25,9 @@ numpy and compiles nothing:
   the rest of the portfolio, split between them by
   :func:`ev3evo.adapt.allocation.counts_from_credit` (:mod:`~ev3evo.blackbox.local`).
 
-With ``noise=True`` (:mod:`~ev3evo.blackbox.noise`) the incumbent changes only when a
-challenger wins a paired test on re-evaluations, and the default portfolio is
-``("cma", "model")``.
+With ``noise=True`` (:mod:`~ev3evo.blackbox.noise`) the incumbent (the centre of the
+mutations and the returned point) changes only when a challenger wins a paired test on
+re-evaluations.
 
 JAX members (``"cma_evosax"``, ``"de"``, any :class:`~ev3evo.Source`) are mixed with
 :func:`ev3evo.mix` into one compiled step (:mod:`~ev3evo.blackbox.device`). Every member
@@ -63,7 +63,6 @@ from .model import QuadraticModel as QuadraticModel
 from .noise import NoisyIncumbent as NoisyIncumbent
 from .objective import is_jax_function as is_jax_function
 from .portfolio import DEFAULT_SOURCES as DEFAULT_SOURCES
-from .portfolio import NOISY_SOURCES as NOISY_SOURCES
 from .portfolio import SOURCE_NAMES as SOURCE_NAMES
 from .result import STATUSES as STATUSES
 from .result import MinimizeResult as MinimizeResult

@@ -20,7 +20,7 @@ from . import generations
 from .checks import check_bounds, check_budget, check_sigma0, check_x0
 from .noise import NoisyIncumbent
 from .objective import evaluator, is_jax_function
-from .portfolio import NOISY_SOURCES, build_portfolio, resolve_sources
+from .portfolio import build_portfolio, resolve_sources
 from .result import FAILURES, MinimizeResult, message
 
 
@@ -73,9 +73,8 @@ def minimize(
         ``noise``, an incumbent's mean).
       noise: ``fun`` is noisy (:mod:`~ev3evo.blackbox.noise`): the incumbent changes only when
         a challenger wins a paired test on re-evaluations (counted in the budget, reported as
-        ``source_evals["reevaluate"]``), and ``fun``/``x`` of the result are the incumbent's
-        mean value and point. ``sources=None`` then means
-        :data:`~ev3evo.blackbox.NOISY_SOURCES`.
+        ``source_evals["reevaluate"]``, at most a tenth of them), and ``fun``/``x`` of the
+        result are the incumbent's mean value and point.
       throw: raise ``RuntimeError`` instead of returning a result whose status is
         ``"all_nan"`` or ``"stalled"``.
 
@@ -95,7 +94,7 @@ def minimize(
     budget = check_budget(budget)
     box = check_bounds(bounds, x0.size)
     sigma0 = check_sigma0(sigma0, x0, box)
-    spec = resolve_sources(NOISY_SOURCES if noise and sources is None else sources)
+    spec = resolve_sources(sources)
     dtype = jax.dtypes.canonicalize_dtype(jnp.float64)  # float32 unless jax_enable_x64
     if box is not None:
         x0 = np.clip(x0, *box)

@@ -162,7 +162,7 @@ def _judged(judge, evaluate: Callable, budget: int):
     """The best candidate replaces the incumbent when it wins ``judge``'s paired test."""
 
     def decide(progress: Progress, x, ranked, win: int, nfev: int):
-        won, spent = judge.challenge(x[win], float(ranked[win]), evaluate, budget - nfev)
+        won, spent = judge.challenge(x[win], float(ranked[win]), evaluate, budget - nfev, nfev)
         return won, judge.x, judge.f, spent
 
     return decide

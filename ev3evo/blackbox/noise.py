@@ -9,6 +9,8 @@ a paired comparison:
 * both are re-evaluated, alternately, until each has ``pairs`` values (``c``'s first value
   counts; the incumbent gets fresh ones): the pairs ``(f(c)_i, f(x*)_i)`` are evaluations made
   side by side, in the same stretch of the run;
+* challenges spend at most a share (10 %) of the evaluations so far: one that would exceed it
+  is not made (the search goes on; the incumbent waits for the next challenger);
 * ``c`` replaces ``x*`` only when the paired one-sided test of
   ``E[f(x*) - f(c)] > 0`` rejects at level ``alpha``
   (:func:`ev3evo.assess.stats.paired_normal` on utilities ``-f``, higher is better); the
@@ -24,10 +26,10 @@ Example::
     from ev3evo.blackbox.noise import NoisyIncumbent
     rng = np.random.default_rng(0)
     f = lambda x: np.sum(x**2, axis=1) + 0.01 * rng.standard_normal(len(x))
-    judge = NoisyIncumbent(np.ones(2), np.array([2.0]), pairs=4, alpha=0.05)
-    won, spent = judge.challenge(np.zeros(2), 0.0, f, remaining=100)
+    judge = NoisyIncumbent(np.ones(2), np.array([2.0]), pairs=4, alpha=0.05, share=0.5)
+    won, spent = judge.challenge(np.zeros(2), 0.0, f, remaining=100, nfev=20)
     assert won and spent == 7 and np.allclose(judge.x, 0.0) and abs(judge.f) < 0.05
-    won, spent = judge.challenge(np.full(2, 0.5), -1.0, f, remaining=100)  # a lucky draw
+    won, spent = judge.challenge(np.full(2, 0.5), -1.0, f, remaining=100, nfev=40)  # lucky
     assert not won and np.allclose(judge.x, 0.0)
 """
 
@@ -41,6 +43,8 @@ import numpy as np
 PAIRS = 4
 #: The level of the paired test a challenger must pass.
 ALPHA = 0.05
+#: The largest share of the evaluations so far that challenges may spend.
+SHARE = 0.1
 
 
 class NoisyIncumbent:
@@ -51,15 +55,18 @@ class NoisyIncumbent:
       values: its values so far (at least one).
       pairs: values of each arm in a challenge.
       alpha: the level of the paired test.
+      share: the largest share of the evaluations so far that challenges may spend.
     """
 
     def __init__(self, x: np.ndarray, values: np.ndarray, pairs: int = PAIRS,
-                 alpha: float = ALPHA):  # fmt: skip
+                 alpha: float = ALPHA, share: float = SHARE):  # fmt: skip
         self.x = np.array(x, dtype=np.float64)
         self.values = np.asarray(values, dtype=np.float64).reshape(-1)
         self.pairs = int(pairs)
         self.alpha = float(alpha)
+        self.share = float(share)
         self.tests = self.wins = 0
+        self.spent = 0  # evaluations spent on challenges
 
     @property
     def f(self) -> float:
@@ -71,7 +78,8 @@ class NoisyIncumbent:
         """Evaluations one challenge costs."""
         return 2 * self.pairs - 1
 
-    def challenge(self, x: np.ndarray, value: float, evaluate: Callable, remaining: int):
+    def challenge(self, x: np.ndarray, value: float, evaluate: Callable, remaining: int,
+                  nfev: int):  # fmt: skip
         """Tests candidate ``x`` (first value ``value``) against the incumbent.
 
         Args:
@@ -79,17 +87,23 @@ class NoisyIncumbent:
           value: its first value.
           evaluate: ``(n, D) -> (n,)`` values of ``fun``.
           remaining: evaluations left in the budget.
+          nfev: evaluations so far (the share of challenges is counted against them).
 
         Returns:
           ``(won, evaluations spent)``; ``(False, 0)`` when the challenge is not made (the
-          value is not below the incumbent's mean, or the budget cannot pay for it).
+          value is not below the incumbent's mean, or the budget or the share cannot pay for
+          it).
         """
-        if not (np.isfinite(value) and value < self.f) or remaining < self.cost():
+        cost = self.cost()
+        if not (np.isfinite(value) and value < self.f) or remaining < cost:
+            return False, 0
+        if self.spent + cost > self.share * (nfev + cost):
             return False, 0
         n = self.pairs
         # Alternate the arms (incumbent, challenger, incumbent, ...): side-by-side pairs.
         rows = np.stack([self.x, x] * (n - 1) + [self.x])
         values = evaluate(rows)
+        self.spent += len(rows)
         mine = values[0::2]  # n fresh values of the incumbent
         theirs = np.concatenate([[value], values[1::2]])  # the challenger's n values
         self.tests += 1

@@ -45,10 +45,6 @@ from .screened import ScreenedCMA
 SOURCE_NAMES = ("lq_cma", "cma", "cma_bipop", "cma_evosax", "model", "gaussian", "cauchy", "de")
 #: The portfolio of ``sources=None``: all on the host, so that it compiles nothing.
 DEFAULT_SOURCES = ("lq_cma", "model", "gaussian", "cauchy")
-#: The portfolio of ``sources=None`` with ``noise=True``: pycma's IPOP CMA-ES and the
-#: quadratic model (a regression over many points averages the noise out; mutations of the
-#: incumbent, or a surrogate's ranking of single noisy values, would chase it).
-NOISY_SOURCES = ("cma", "model")
 _HOST_CMA = {"lq_cma": "ipop", "cma": "ipop", "cma_bipop": "bipop"}  # pycma, by restart regime
 _MODEL = "model"
 

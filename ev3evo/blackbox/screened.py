@@ -9,7 +9,8 @@ evaluated in pieces, over as many loop generations as it takes (Hansen 2019, alg
 2. the model is told them, and Kendall's tau between model and truth on the
    ``max(15, min(1.2 k, 0.75 λ))`` most recent points decides: at ``tau >= 0.85`` the model is
    trusted for the rest of the generation; below, ``⌈k / 2⌉`` more candidates (ranked again by
-   the refitted model) are evaluated, and the test repeats;
+   the refitted model) are evaluated, and the test repeats (from half the generation on, the
+   rest is evaluated at once);
 3. CMA-ES is told the true values when every candidate was evaluated, else the model's values
    of the whole generation, shifted so that their minimum is the best true value (as pycma's
    ``SurrogatePopulation`` returns them);
@@ -19,7 +20,11 @@ evaluated in pieces, over as many loop generations as it takes (Hansen 2019, alg
 
 So when the model ranks well (near-quadratic functions, at any conditioning) a generation
 costs one or two evaluations; when it does not, the whole generation is evaluated and CMA-ES
-runs as without it. A restart (a new pycma run) starts a new model, as in lq-CMA-ES.
+runs as without it. After :data:`OFF_AFTER` such generations in a row the screening stops:
+generations are evaluated whole in one loop generation (nothing injected), and every other one
+the model is tested as in step 2 on the newest ``max(15, 0.75 λ)`` points, until it passes
+(this saves the wall time of the sub-generations, not evaluations: a failing screen evaluates
+every candidate anyway). A restart (a new pycma run) starts a new model, as in lq-CMA-ES.
 
 The model learns from every evaluated point of the loop generation, other members' included
 (they are near the incumbent, where the model matters).
