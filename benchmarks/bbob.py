@@ -53,17 +53,26 @@ NOTE = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bbob.py", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="D in {2,5,10}, 1 instance, 1000·D (about 15 minutes on 2 cores)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="D in {2,5,10}, 1 instance, 1000·D (about 15 minutes on 2 cores)",
+    )
     parser.add_argument("--suite", default="bbob", choices=("bbob", "bbob-noisy"))
-    parser.add_argument("--out", default=None,
-                        help="directory for the table, JSON and ECDF pictures")
-    parser.add_argument("--data", default=None,
-                        help="directory for the COCO data folders (default: runs/bbob/NAME)")
-    parser.add_argument("--name", default=None,
-                        help="name of this run's files (default: from the mode and suite)")
-    parser.add_argument("--solvers", default=None,
-                        help=f"comma-separated subset of {','.join(bbob_solvers.SOLVERS)}")
+    parser.add_argument(
+        "--out", default=None, help="directory for the table, JSON and ECDF pictures"
+    )
+    parser.add_argument(
+        "--data", default=None, help="directory for the COCO data folders (default: runs/bbob/NAME)"
+    )
+    parser.add_argument(
+        "--name", default=None, help="name of this run's files (default: from the mode and suite)"
+    )
+    parser.add_argument(
+        "--solvers",
+        default=None,
+        help=f"comma-separated subset of {','.join(bbob_solvers.SOLVERS)}",
+    )
     parser.add_argument("--functions", default=None, help="comma-separated function ids")
     parser.add_argument("--dims", default=None, help="comma-separated dimensions")
     parser.add_argument("--instances", default=None, help="comma-separated instance ids")
@@ -174,8 +183,11 @@ def run(args, argv) -> int:
     ecdfs = []
     if not args.no_cocopp:
         pp = os.path.join(os.path.abspath(config.out), "ppdata")
-        ecdfs = bbob_report.run_cocopp([config.folder(s) for s in config.solvers], pp,
-                                       os.path.join(os.path.abspath(config.out), "cocopp.log"))
+        ecdfs = bbob_report.run_cocopp(
+            [config.folder(s) for s in config.solvers],
+            pp,
+            os.path.join(os.path.abspath(config.out), "cocopp.log"),
+        )
         print(f"cocopp: {len(ecdfs)} ECDF pictures in {pp}")
     if args.out:
         for path in write(report, args.out, name, config, ecdfs):

@@ -159,4 +159,3 @@ class ScreenedCMA:
         if opt is not None:
             self.inject.insert(0, opt)
         self.inject = self.inject[: max(1, self.cma.size // 2)]
-

@@ -66,8 +66,15 @@ def test_suite_filters_and_bad_input():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bbob")
-    config = bbob_runner.Config(functions=(1, 15), dims=(2,), instances=(1, 2), budget_per_dim=60,
-                                solvers=("pycma-ipop", "ev3evo"), processes=1, out=str(out))
+    config = bbob_runner.Config(
+        functions=(1, 15),
+        dims=(2,),
+        instances=(1, 2),
+        budget_per_dim=60,
+        solvers=("pycma-ipop", "ev3evo"),
+        processes=1,
+        out=str(out),
+    )
     return config, bbob_runner.run(config)
 
 
@@ -103,8 +110,15 @@ def test_anytime_fractions_and_the_best_2009_reference(tiny_run):
 
 def test_a_crashing_solver_is_reported_not_hidden(tmp_path):
     """nevergrad's NGOpt fails under numpy >= 2.4 on small problems: a failed run, with why."""
-    config = bbob_runner.Config(functions=(1,), dims=(2,), instances=(1,), budget_per_dim=20,
-                                solvers=("ng-ngopt",), processes=1, out=str(tmp_path))
+    config = bbob_runner.Config(
+        functions=(1,),
+        dims=(2,),
+        instances=(1,),
+        budget_per_dim=20,
+        solvers=("ng-ngopt",),
+        processes=1,
+        out=str(tmp_path),
+    )
     (run,) = bbob_runner.run(config)
     if run["error"] is None:
         pytest.skip("NGOpt did not crash with this numpy")
