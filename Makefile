@@ -30,11 +30,12 @@ demo: $(STAMP)
 	$(VENV)/bin/ev3evo distill --data digits --student-hidden 8 --time-budget 45 --steps 1000 \
 		--baselines --out runs/demo
 
-# The BBOB quick mode: ev3evo.minimize against pycma, evosax and nevergrad on the 24 noiseless
-# functions, D = 2 and 5, 1000·D evaluations (about 9 minutes on 2 cores); results in
-# benchmarks/results/ (bbob_quick.json, bbob_table.md, bbob_ecdf.png).
+# The BBOB quick mode on COCO (cocoex problems and observers, cocopp's ECDFs): ev3evo.minimize
+# against pycma (IPOP, BIPOP, lq-CMA-ES), evosax and nevergrad on the 24 noiseless functions,
+# D = 2, 5, 10, one instance, 1000·D evaluations (about 15-25 minutes on 2 cores); results in
+# benchmarks/results/ (bbob_quick.md/.json, bbob_quick_ecdf/), COCO data in runs/bbob/.
 bench: $(STAMP)
-	$(PY) benchmarks/bbob.py --quick --json benchmarks/results/bbob_quick.json --out benchmarks/results
+	$(PY) benchmarks/bbob.py --quick --out benchmarks/results
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -18,6 +18,7 @@ import numpy as np
 from ..types import Source
 from . import generations
 from .checks import check_bounds, check_budget, check_sigma0, check_x0
+from .noise import NoisyIncumbent
 from .objective import evaluator, is_jax_function
 from .portfolio import build_portfolio, resolve_sources
 from .result import FAILURES, MinimizeResult, message
@@ -35,6 +36,7 @@ def minimize(
     vectorized: bool = False,
     jax_fun: bool | None = None,
     ftarget: float | None = None,
+    noise: bool = False,
     throw: bool = False,
 ) -> MinimizeResult:
     """Minimizes ``fun`` over ``R^D`` (or a box) with at most ``budget`` evaluations.
@@ -56,9 +58,10 @@ def minimize(
         before evaluation and the sources are told the clipped points.
       sources: names from :data:`~ev3evo.blackbox.SOURCE_NAMES` and/or
         :class:`~ev3evo.Source` objects (asked around the incumbent every generation).
-        ``None``: :data:`~ev3evo.blackbox.DEFAULT_SOURCES`. ``"cma"`` (pycma, IPOP) and
-        ``"cma_bipop"`` (pycma, BIPOP) exclude each other; ``"model"`` (the quadratic
-        surrogate) needs at least one other source.
+        ``None``: :data:`~ev3evo.blackbox.DEFAULT_SOURCES`. ``"lq_cma"`` (pycma IPOP
+        screened by a surrogate), ``"cma"`` (pycma, IPOP) and ``"cma_bipop"`` (pycma, BIPOP)
+        exclude each other; ``"model"`` (the quadratic surrogate) needs at least one other
+        source.
       sigma0: initial step size (default: 0.3 × the box width with bounds, else
         ``max(1, 0.3 · max|x0|)``).
       vectorized: a host ``fun`` accepts a whole generation as a 2-D array.
@@ -66,7 +69,12 @@ def minimize(
         ``False``: a host function; ``None``: a JAX function when it is an object made by
         ``jax.jit`` (recognized by its type, without calling it) and ``vectorized`` is false,
         else a host function.
-      ftarget: stop as ``"converged"`` as soon as a value ``<= ftarget`` is found.
+      ftarget: stop as ``"converged"`` as soon as a value ``<= ftarget`` is found (with
+        ``noise``, an incumbent's mean).
+      noise: ``fun`` is noisy (:mod:`~ev3evo.blackbox.noise`): the incumbent changes only when
+        a challenger wins a paired test on re-evaluations (counted in the budget, reported as
+        ``source_evals["reevaluate"]``, at most a tenth of them), and ``fun``/``x`` of the
+        result are the incumbent's mean value and point.
       throw: raise ``RuntimeError`` instead of returning a result whose status is
         ``"all_nan"`` or ``"stalled"``.
 
@@ -97,12 +105,15 @@ def minimize(
     portfolio = build_portfolio(spec, x0, f0, sigma0=sigma0, seed=seed, budget=budget,
                                 dtype=dtype, bounded=box is not None)  # fmt: skip
     progress = generations.start(x0, f0, len(portfolio.names))
+    judge = NoisyIncumbent(x0, np.array([f0])) if noise else None
     progress, status = generations.run(portfolio, evaluate, progress, budget=budget, box=box,
-                                       ftarget=ftarget)  # fmt: skip
-    return _finish(progress, portfolio.names, status, budget=budget, ftarget=ftarget, throw=throw)
+                                       ftarget=ftarget, judge=judge)  # fmt: skip
+    return _finish(progress, portfolio.names, status, budget=budget, ftarget=ftarget, throw=throw,
+                   noise=noise)  # fmt: skip
 
 
-def _finish(progress, names, status: str, *, budget: int, ftarget, throw: bool) -> MinimizeResult:
+def _finish(progress, names, status: str, *, budget: int, ftarget, throw: bool,
+            noise: bool = False) -> MinimizeResult:  # fmt: skip
     """The result of a run (or the ``RuntimeError`` of a failed one, with ``throw``)."""
     if not progress.seen_finite:
         status = "all_nan"
@@ -110,6 +121,9 @@ def _finish(progress, names, status: str, *, budget: int, ftarget, throw: bool) 
                    stall=generations.STALL)  # fmt: skip
     if throw and status in FAILURES:
         raise RuntimeError(f"minimize failed: {text}")
+    evals = dict(zip(names, progress.evals))
+    if noise:  # every evaluation that was not a candidate's first (x0 aside)
+        evals["reevaluate"] = int(progress.nfev - 1 - sum(progress.evals))
     return MinimizeResult(
         x=np.asarray(progress.best_x, dtype=np.float64),
         fun=float(progress.best_f),
@@ -118,6 +132,6 @@ def _finish(progress, names, status: str, *, budget: int, ftarget, throw: bool) 
         status=status,
         message=text,
         history=np.asarray(progress.history, dtype=np.float64).reshape(-1, 2),
-        source_evals=dict(zip(names, progress.evals)),
+        source_evals=evals,
         source_wins=dict(zip(names, progress.wins)),
     )

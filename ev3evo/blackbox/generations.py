@@ -79,7 +79,7 @@ def start(x0: np.ndarray, f0: float, parts: int) -> Progress:
 
 
 def run(portfolio: Portfolio, evaluate: Callable, progress: Progress, *, budget: int,
-        box, ftarget: float | None) -> tuple[Progress, str]:  # fmt: skip
+        box, ftarget: float | None, judge=None) -> tuple[Progress, str]:  # fmt: skip
     """Runs generations until a stop; returns the final progress and the stop's status.
 
     Args:
@@ -89,6 +89,9 @@ def run(portfolio: Portfolio, evaluate: Callable, progress: Progress, *, budget:
       budget: the most evaluations in all.
       box: ``(lower, upper)`` arrays, or ``None``.
       ftarget: stop once a value ``<= ftarget`` is found (``None``: never).
+      judge: a :class:`~ev3evo.blackbox.noise.NoisyIncumbent` (noisy ``fun``): the best
+        candidate becomes the incumbent only when it wins the judge's paired test (its
+        re-evaluations are counted); ``None``: when its value is below the incumbent's.
 
     Returns:
       ``(progress, status)``, status ``"converged"``, ``"budget_exhausted"`` or ``"stalled"``.
@@ -100,7 +103,8 @@ def run(portfolio: Portfolio, evaluate: Callable, progress: Progress, *, budget:
         x, owner, blocks = _explore(members, owners, progress)
         if len(x):
             x, values, evaluated = _assess(x, evaluate, box, budget - progress.nfev)
-            progress, outcome = _adapt(progress, x, values, evaluated, owner, names)
+            decide = _lowest if judge is None else _judged(judge, evaluate, budget)
+            progress, outcome = _adapt(progress, x, values, evaluated, owner, names, decide)
             for member, block in zip(members, blocks):
                 member.tell(outcome._replace(block=block))
         else:  # no member proposed anything this generation
@@ -147,17 +151,34 @@ def _assess(x: np.ndarray, evaluate: Callable, box, remaining: int):
     return x, values, evaluated
 
 
-def _adapt(progress: Progress, x, values, evaluated, owner, names) -> tuple[Progress, Outcome]:
+def _lowest(progress: Progress, x, ranked, win: int, nfev: int):
+    """The candidate with the lowest value replaces the incumbent when it is lower."""
+    if ranked[win] < progress.best_f:
+        return True, x[win].copy(), float(ranked[win]), 0
+    return False, progress.best_x, progress.best_f, 0
+
+
+def _judged(judge, evaluate: Callable, budget: int):
+    """The best candidate replaces the incumbent when it wins ``judge``'s paired test."""
+
+    def decide(progress: Progress, x, ranked, win: int, nfev: int):
+        won, spent = judge.challenge(x[win], float(ranked[win]), evaluate, budget - nfev, nfev)
+        return won, judge.x, judge.f, spent
+
+    return decide
+
+
+def _adapt(progress: Progress, x, values, evaluated, owner, names,
+           decide=_lowest) -> tuple[Progress, Outcome]:  # fmt: skip
     """The new incumbent and the counts; the :class:`Outcome` every member is told."""
     n_done = int(evaluated.sum())
     ranked = np.where(np.isnan(values), np.inf, values)  # NaN ranks worst, never best
     win = int(np.argmin(ranked))
-    improved = bool(ranked[win] < progress.best_f)
     nfev = progress.nfev + n_done
-    best_x, best_f, history, winner = progress.best_x, progress.best_f, progress.history, None
-    wins = progress.wins
+    improved, best_x, best_f, spent = decide(progress, x, ranked, win, nfev)
+    nfev += spent
+    history, winner, wins = progress.history, None, progress.wins
     if improved:
-        best_x, best_f = x[win].copy(), float(ranked[win])
         history = (*history, (nfev, best_f))
         who = int(owner[win])
         winner = names[who]

@@ -7,12 +7,14 @@
   ``exp(-1/12)`` otherwise, so it is stationary at a 20 % success rate. A generation in which
   it had no slot does not count as a failure.
 * :class:`LocalPool`: the ``"gaussian"`` and ``"cauchy"`` members of :func:`ev3evo.minimize`,
-  one :class:`LocalSearch` each, sharing a pool of slots. The pool's size follows an
-  exponential moving average ``r`` (factor 0.9) of how often the pool produced the incumbent:
-  ``round(c · min(1, r / 0.2))`` slots, ``c = max(2, λ0 / 2)`` the capacity of one search
-  (``λ0`` pycma's default population), and at least one probe slot every eighth generation.
-  So it has no slots at first (CMA-ES keeps the early budget, where mutations of the incumbent
-  duplicate its work), and up to ``c`` once it wins 20 % of the generations. Alone in the
+  one :class:`LocalSearch` each, sharing a pool of slots. The pool is paid by its *efficiency*:
+  the decrease of the best value it produced per evaluation, over that of the rest of the
+  portfolio (both exponential moving averages, factor 0.9 per generation). It gets
+  ``min(c, round((e - 1) n))`` slots, ``e`` the efficiency, ``n`` the evaluations the rest spent in
+  the last generation and ``c = max(2, λ0 / 2)`` the capacity of one search (``λ0`` pycma's
+  default population), and at least one probe slot every eighth generation. So it has no
+  slots while CMA-ES (or its surrogate) makes the faster progress per evaluation, many small
+  wins included, and as many evaluations as the rest once it is twice as efficient. Alone in the
   portfolio (no CMA-ES, no JAX member; the quadratic model aside) it always fills every slot.
   The pool's slots go to the searches by :func:`ev3evo.adapt.allocation.counts_from_credit`
   (no minimum, prior 0.1) of their credit, an EMA (factor 0.8) of their wins, updated in the
@@ -93,7 +95,12 @@ class LocalPool:
         self.searches = tuple(LocalSearch(sigma, k, seed) for k in self.names)
         self.capacities = np.full(len(self.names), int(capacity), np.int32)
         self.credit = np.zeros(len(self.names), np.float32)
-        self.rate = 0.0  # EMA of the generations the pool won
+        # EMAs (factor 0.9 per generation) of [pool, rest of the portfolio]: the decrease of
+        # the best value each produced, and the evaluations each spent.
+        self.gain = np.zeros(2)
+        self.spent = np.zeros(2)
+        self.others = 0  # the rest's evaluations in the last generation
+        self.best = math.inf
         self.alone = bool(alone)
         self.probe = int(probe)
         self.counts = np.zeros(len(self.names), np.int32)  # the last ask's slots per search
@@ -102,8 +109,18 @@ class LocalPool:
         """How many slots the pool fills in ``generation``."""
         if self.alone:
             return int(self.capacities.sum())
-        n = round(int(self.capacities[0]) * min(1.0, self.rate / 0.2))
+        # Slots for the part of its efficiency above the rest's: none while it is no better.
+        share = self.others * max(0.0, self.efficiency() - 1.0)
+        n = int(self.capacities[0]) if share >= self.capacities[0] else round(share)
         return max(n, 1 if generation % self.probe == self.probe - 1 else 0)
+
+    def efficiency(self) -> float:
+        """The pool's decrease of the best value per evaluation, over the rest's (0 before the
+        pool gained anything; ``inf`` when only the pool gains)."""
+        if self.gain[0] <= 0:
+            return 0.0
+        rest = self.gain[1] / max(self.spent[1], 1e-12)
+        return math.inf if rest <= 0 else (self.gain[0] / max(self.spent[0], 1e-12)) / rest
 
     def split(self, n: int) -> np.ndarray:
         """Slots of each search out of ``n``, by credit (``counts_from_credit``)."""
@@ -124,7 +141,12 @@ class LocalPool:
 
     def tell(self, outcome: Outcome) -> None:
         won = outcome.winner in self.names
-        self.rate = 0.9 * self.rate + 0.1 * float(won)
+        gain = self.best - outcome.best_f if math.isfinite(self.best) else 0.0
+        self.best = min(self.best, outcome.best_f)
+        mine = int(outcome.evaluated[outcome.block].sum())
+        self.others = int(outcome.evaluated.sum()) - mine
+        self.gain = 0.9 * self.gain + np.array([gain * won, gain * (not won)])
+        self.spent = 0.9 * self.spent + np.array([mine, self.others])
         for name, search, c in zip(self.names, self.searches, self.counts):
             search.tell(tried=bool(c), won=outcome.winner == name)
         if self.counts.any():  # credit moves only in generations where the pool had slots

@@ -42,6 +42,7 @@ import math
 import numpy as np
 
 from .member import Outcome, Proposal
+from .surrogate import _least_squares
 
 
 class QuadraticModel:
@@ -128,18 +129,8 @@ class QuadraticModel:
         if not (np.isfinite(spread) and spread > 0):
             return None
         y = (fs - f0) / spread
-        if p <= 100:
-            coef, *_ = np.linalg.lstsq(a, y, rcond=None)
-            return coef, scale
-        # Large fits (full model, D >= 13): the normal equations with a tiny ridge cost a
-        # fraction of lstsq's SVD and are accurate enough for a proposal on standardized
-        # coordinates.
-        ata = a.T @ a
-        ridge = 1e-10 * np.trace(ata) / p
-        try:
-            return np.linalg.solve(ata + ridge * np.eye(p), a.T @ y), scale
-        except np.linalg.LinAlgError:
-            return None
+        coef = _least_squares(a, y)
+        return None if coef is None else (coef, scale)
 
     def _newton_step(self, coef: np.ndarray, full: bool) -> np.ndarray | None:
         """The model's modified Newton step in standardized coordinates, in the trust region."""

@@ -3,11 +3,15 @@
 Names (:data:`SOURCE_NAMES`) and :class:`~ev3evo.Source` objects become members
 (:mod:`ev3evo.blackbox.member`):
 
+* ``"lq_cma"``: pycma's IPOP CMA-ES screened by a linear-quadratic surrogate
+  (:mod:`ev3evo.blackbox.screened`), the first run with twice pycma's default population
+  ``λ0 = 4 + floor(3 ln D)``;
 * ``"cma"`` / ``"cma_bipop"``: pycma's CMA-ES with IPOP / BIPOP restarts
-  (:mod:`ev3evo.blackbox.host_cma`); the first IPOP run uses twice pycma's default population
-  ``λ0 = 4 + floor(3 ln D)``, BIPOP starts at ``λ0``. They exclude each other.
+  (:mod:`ev3evo.blackbox.host_cma`); the first IPOP run uses ``2 λ0``, BIPOP starts at
+  ``λ0``. The three exclude each other.
 * ``"model"``: the quadratic surrogate (:mod:`ev3evo.blackbox.model`); it needs another member
-  to learn from. When its candidate becomes the incumbent, CMA-ES continues from it.
+  to learn from. When its candidate becomes the incumbent, ``"cma"``'s CMA-ES continues from it
+  (``"lq_cma"`` injects every incumbent another member produced).
 * ``"gaussian"``, ``"cauchy"``: the local pool (:mod:`ev3evo.blackbox.local`), capacity
   ``max(2, λ0 / 2)`` slots per search.
 * ``"cma_evosax"``, ``"de"`` and any :class:`~ev3evo.Source`: the JAX members, mixed into one
@@ -19,8 +23,8 @@ which their candidates are evaluated (and truncated, at the end of the budget).
 Example::
 
     from ev3evo.blackbox.portfolio import resolve_sources
-    spec = resolve_sources(["cma", "model", "gaussian"])
-    assert spec.host_cma == "cma" and spec.model and spec.pool == ("gaussian",)
+    spec = resolve_sources(["lq_cma", "model", "gaussian"])
+    assert spec.host_cma == "lq_cma" and spec.model and spec.pool == ("gaussian",)
 """
 
 from __future__ import annotations
@@ -35,12 +39,13 @@ from .device import DEVICE_NAMES, DeviceMembers, device_step
 from .host_cma import CMAMember, HostCMA
 from .local import KINDS, LocalPool
 from .model import ModelMember
+from .screened import ScreenedCMA
 
 #: Source names accepted by ``sources=`` (besides :class:`~ev3evo.Source` objects).
-SOURCE_NAMES = ("cma", "cma_bipop", "cma_evosax", "model", "gaussian", "cauchy", "de")
+SOURCE_NAMES = ("lq_cma", "cma", "cma_bipop", "cma_evosax", "model", "gaussian", "cauchy", "de")
 #: The portfolio of ``sources=None``: all on the host, so that it compiles nothing.
-DEFAULT_SOURCES = ("cma", "model", "gaussian", "cauchy")
-_HOST_CMA = {"cma": "ipop", "cma_bipop": "bipop"}  # pycma on the host, by restart regime
+DEFAULT_SOURCES = ("lq_cma", "model", "gaussian", "cauchy")
+_HOST_CMA = {"lq_cma": "ipop", "cma": "ipop", "cma_bipop": "bipop"}  # pycma, by restart regime
 _MODEL = "model"
 
 
@@ -90,7 +95,7 @@ def resolve_sources(sources) -> PortfolioSpec:
         raise ValueError("sources is empty")
     host = [n for n in names if n in _HOST_CMA]
     if len(host) > 1:
-        raise ValueError(f"choose one of 'cma' (IPOP) and 'cma_bipop', got {host}")
+        raise ValueError(f"choose one of 'lq_cma', 'cma' (IPOP) and 'cma_bipop', got {host}")
     others = [n for n in names if n != _MODEL and n not in _HOST_CMA]
     if not others and not user and not host:
         raise ValueError("the 'model' source needs at least one other source to learn from")
@@ -110,7 +115,10 @@ def build_portfolio(spec: PortfolioSpec, x0: np.ndarray, f0: float, *, sigma0: f
     lam = 4 + int(3 * math.log(d))  # pycma's default population size
     follow = (_MODEL,) if spec.model else ()
     cma = None
-    if spec.host_cma:
+    if spec.host_cma == "lq_cma":
+        cma = ScreenedCMA(spec.host_cma, HostCMA(x0, sigma0, seed, "ipop", popsize=2 * lam),
+                          exact=not bounded)  # fmt: skip
+    elif spec.host_cma:
         regime = _HOST_CMA[spec.host_cma]
         es = HostCMA(x0, sigma0, seed, regime, popsize=2 * lam if regime == "ipop" else lam)
         cma = CMAMember(spec.host_cma, es, exact=not bounded, follow=follow)
