@@ -64,7 +64,18 @@ from .types import Objective as Objective
 from .types import Pickled as Pickled
 from .types import Source as Source
 
-__version__ = "0.1.0"
+
+def _installed_version() -> str:
+    """The version pip installed (pyproject.toml is the one place it is written)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ev3evo")
+    except PackageNotFoundError:  # imported from a source tree that is not installed
+        return "0+unknown"
+
+
+__version__ = _installed_version()
 
 
 # Names whose modules import evosax, nevergrad or flax are loaded on first use: those imports

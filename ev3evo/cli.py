@@ -30,7 +30,7 @@ import argparse
 import importlib
 import sys
 
-from . import interrupts
+from . import __version__, interrupts
 
 #: subcommand -> (module, one-line help)
 COMMANDS = {
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ev3evo",
         description="EV3: explore -> assess -> adapt meta-optimization on a vectorized JAX population.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)

@@ -454,3 +454,12 @@ def test_the_real_command_exits_2_without_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().endswith("missing.npz: no such file")
+
+
+@pytest.mark.slow
+def test_the_command_tells_its_version():
+    from importlib.metadata import version
+
+    done = subprocess.run([sys.executable, "-m", "ev3evo.cli", "--version"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"ev3evo {version('ev3evo')}"
