@@ -18,6 +18,15 @@ mapped over a :class:`concurrent.futures.Executor`:
 Everything else about the engine is unchanged: the step stays one compiled program, which
 pauses at the callback while the executor works.
 
+**Per-example scores.** The gate compares models example by example (paired tests, the
+bootstrap), so ``fn`` returns one score per example, ``(N,)``, or per-example statistics
+``(N, k)`` with an ``aggregate`` that turns their mean into the value. A *batch-level* scorer
+(scikit-learn's ``f1_score``, ``roc_auc_score``) returns one number for the whole batch and
+cannot be used as it is: return the per-example statistics it is a function of instead. For
+F1 of class 1 those are the example's true-positive, false-positive and false-negative
+indicators, and the aggregate is ``2 tp / (2 tp + fp + fn)`` of their means (the second example
+below; :func:`ev3evo.metrics.macro_f1` does the same for every class).
+
 Example::
 
     import numpy as np, jax, jax.numpy as jnp, ev3evo
@@ -29,6 +38,22 @@ Example::
     batch = {"x": jnp.eye(3), "y": jnp.array([0, 1, 1])}
     stats = acc.stats({"w": jnp.eye(3)}, batch)          # (3, 1)
     assert abs(float(acc.aggregate(stats.mean(axis=0))) - 2 / 3) < 1e-6
+
+Example (F1 of class 1 from per-example counts, as ``sklearn.metrics.f1_score`` computes it)::
+
+    import numpy as np, jax.numpy as jnp, ev3evo
+    from sklearn.metrics import f1_score
+
+    def f1_counts(params, batch):          # (N, 3): tp, fp, fn of class 1, each 0 or 1
+        pred = np.argmax(batch["x"] @ params["w"], axis=-1) == 1
+        true = batch["y"] == 1
+        return np.stack([pred & true, pred & ~true, ~pred & true], axis=1)
+
+    f1 = ev3evo.host_metric(f1_counts, "f1", executor="serial", num_stats=3,
+                            aggregate=lambda m: 2 * m[..., 0] / (2 * m[..., 0] + m[..., 1] + m[..., 2]))
+    x, y = np.eye(3)[[0, 1, 1, 2, 1]], np.array([0, 1, 0, 1, 1])
+    value = f1.aggregate(f1.stats({"w": jnp.eye(3)}, {"x": x, "y": y}).mean(axis=0))
+    assert abs(float(value) - f1_score(y, np.argmax(x, -1) == 1)) < 1e-6
 """
 
 from __future__ import annotations
