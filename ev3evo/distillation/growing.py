@@ -99,8 +99,9 @@ class Growth:
 
     Called when the run stalls, it grows the student (at most ``config.max_growths`` times,
     only with ``config.grow``), compiles the new engine's step, records the event (with the
-    step, the seconds since :meth:`start` when it began and ``compile_seconds``) and returns
-    the new engine and state, or ``None`` to go on unchanged.
+    step, the seconds since :meth:`start` when it began, ``compile_seconds`` for the
+    recompilation and ``growth_seconds`` for the whole growth: the check, the new engine and
+    its compilation) and returns the new engine and state, or ``None`` to go on unchanged.
 
     Args:
       config: the run's :class:`~ev3evo.distillation.options.DistillConfig`.
@@ -152,6 +153,7 @@ class Growth:
             self._before.append((int(state.step), self.student, state.stable))
             self.student, self.size = grown.student, grown.student.count(grown.current)
             result = (new_engine, new_state)
+        event["growth_seconds"] = time.perf_counter() - self.started - began  # all of it
         self.events.append(event)
         self.on_event(event)
         return result

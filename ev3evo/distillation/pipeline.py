@@ -255,8 +255,9 @@ def certify(ev3: EV3Outcome, splits: dict, check_examples: int = 512) -> Certifi
 
 def _record_growth(jsonl: JSONLHistory, event: dict, log) -> None:
     write_event(jsonl, event)
-    how = (f"accepted; {event['params_before']} -> {event['params_after']} params, step "
-           f"recompiled in {event['compile_seconds']:.1f}s, counted in the time budget"
+    how = (f"accepted; {event['params_before']} -> {event['params_after']} params; "
+           f"{event['growth_seconds']:.1f}s, {event['compile_seconds']:.1f}s of them "
+           "recompiling the step, counted in the time budget"
            if event["accepted"] else "refused: it changed the stable model's metrics")
     log(f"growth at step {event['step']}: {event['arch_before']} -> {event['arch_after']} "
         f"({how})")

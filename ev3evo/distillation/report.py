@@ -129,16 +129,18 @@ def _plot_metric(plt, steps, events, primary: str, key: str, label: str, path: s
     fig, ax = plt.subplots(figsize=(7, 4))
     for i, seg in enumerate(_segments(steps, events)):
         x = [r.get(key, float("nan")) for r in seg]
-        ax.plot(x, [r["current"][primary] for r in seg], color="C0", alpha=0.7,
+        marker = "o" if len(seg) < 3 else None  # a segment of one or two steps stays visible
+        ax.plot(x, [r["current"][primary] for r in seg], color="C0", alpha=0.7, marker=marker,
                 label="current θ" if i == 0 else None)
         ax.step(x, [r["stable"][primary] for r in seg], where="post", color="C1", linewidth=2,
-                label="stable θ_s (certified)" if i == 0 else None)
+                marker=marker, label="stable θ_s (certified)" if i == 0 else None)
     grown = [e for e in events if e.get("accepted")]
     for i, e in enumerate(grown):
-        if key == "seconds" and e.get("compile_seconds") is not None:
+        spent = e.get("growth_seconds", e.get("compile_seconds"))
+        if key == "seconds" and spent is not None:
             start = e.get("seconds", float("nan"))
-            ax.axvspan(start, start + e["compile_seconds"], color="grey", alpha=0.25,
-                       label="growth: recompilation" if i == 0 else None)
+            ax.axvspan(start, start + spent, color="grey", alpha=0.25,
+                       label="growth and recompilation" if i == 0 else None)
         else:
             ax.axvline(e.get(key, float("nan")), color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel(label)
@@ -155,8 +157,9 @@ def plot_history(history: Sequence[dict], out_dir: str | os.PathLike, primary: s
     """Writes ``metric_vs_step.png``, ``metric_vs_time.png`` and ``allocation.png``.
 
     Growth events (records with ``"event": "grow"``) cut the curves: a vertical line in the
-    step plot, and in the time plot a grey band over the recompilation it cost (its
-    ``compile_seconds``), with no line drawn across it. Returns the paths written.
+    step plot, and in the time plot a grey band over the time the growth cost (its
+    ``growth_seconds``: the check, the new engine, the recompilation), with no line drawn
+    across it. Returns the paths written.
     """
     plt = _pyplot()
     out_dir = os.fspath(out_dir)
