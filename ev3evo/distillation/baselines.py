@@ -177,8 +177,7 @@ def es_train(
         raise ValueError(f"time_budget must be > 0, got {time_budget}")
     start = time.perf_counter()
     cls, _ = driver.resolve(algorithm)
-    flat, unravel_params = ravel_pytree(stateful.explored(params))
-    # a Stateful student's parameters are searched, its state is kept as it is
+    flat, unravel_params = ravel_pytree(stateful.explored(params))  # a Stateful's state stays
     unravel = lambda x: stateful.with_params(params, unravel_params(x))
     accepted = inspect.signature(cls.__init__).parameters
     options: dict[str, Any] = {}

@@ -159,8 +159,7 @@ def guided_es(
 
     Args:
       loss: the surrogate ``(params, batch) -> scalar`` whose gradients guide the search
-        (for a :class:`~ev3evo.explore.stateful.Stateful` model ``(model, batch) -> (scalar,
-        state)``: the search moves the parameters, the candidates carry the model's state).
+        (of a :class:`~ev3evo.explore.stateful.Stateful`: ``(model, batch) -> (scalar, state)``).
       size: candidates per step (at least 3).
       sigma: perturbation scale (``E‖σε‖² = σ²``).
       subspace: ``k``, the number of recent gradients spanning the guiding subspace.
