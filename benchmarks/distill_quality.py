@@ -155,7 +155,7 @@ def main(argv=None) -> int:
                     ds, os.path.join(args.work, "teachers"), seed=seed).path
             t0 = time.time()
             res = distill(data=data, metrics=(metric,), steps=args.steps,
-                          time_budget=args.time_budget, student_hidden=(args.hidden,),
+                          time_budget=args.time_budget, student=f"mlp:{args.hidden}",
                           seed=seed, out=os.path.join(args.work, f"{data.replace(':', '')}_{metric}_s{seed}"),
                           teacher=teachers[(data, seed)], baselines=True, progress=False,
                           warmup=True, rollout_steps=args.rollout_steps,

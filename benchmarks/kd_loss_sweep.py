@@ -37,8 +37,6 @@ def main(argv=None) -> int:
                    help="the quality benchmark's folder: its cached teachers are reused")
     args = p.parse_args(argv)
 
-    import numpy as np
-
     from ev3evo.assess import metrics as M
     from ev3evo.distillation import baselines as B
     from ev3evo.distillation import data as D
@@ -58,11 +56,11 @@ def main(argv=None) -> int:
         teacher = T.load_or_train_teacher(ds, os.path.join(args.work, "teachers"), seed=seed)
         splits = T.teacher_splits(ds, teacher)
         _, k_kd, _ = run_keys(seed)  # the key and initial student of distill's KD baselines
-        student, params0 = Student.create(int(np.prod(ds.feature_shape)), (args.hidden,),
-                                          ds.num_classes, seed)
+        student = Student.build(f"mlp:{args.hidden}", ds.feature_shape, ds.num_classes, seed)
+        params0 = student.initial
         metric = M.get(args.metric, student.apply, ds.num_classes)
         for loss_name in G.MIXTURES:
-            loss = G.named_loss(student.apply, loss_name)
+            loss = G.named_loss(student, loss_name)
             for opt in names:
                 r = B.kd_train(k_kd, student.apply, params0, splits["train"], splits["val"],
                                loss, grid[opt], metric, time_budget=args.budget)

@@ -1,6 +1,6 @@
 """Throughput benchmarks: ev3evo's compiled, vectorized phases against the reference style.
 
-    python benchmarks/throughput.py [--quick] [--json PATH]
+    python benchmarks/throughput.py [--quick] [--json PATH] [--only assess_cnn ...]
 
 Four measurements, each printed as a ratio measured side by side in this one run:
 
@@ -341,6 +341,63 @@ def bench_assess(ps, bs, repeats, hidden=32, n=None, sharded=False) -> dict:
             "devices": len(jax.devices())}
 
 
+def cnn_flops(arch: dict) -> int:
+    """Multiply-adds ×2 of one example through a CNN's convolutions and head (``SAME``
+    padding: every output position of a stage costs ``k^d · c_in · c_out``)."""
+    shape = arch["in_shape"]
+    spatial, c_in = (list(shape), 1) if len(shape) == 1 else (list(shape[:-1]), shape[-1])
+    taps = arch["kernel_size"] ** len(spatial)
+    flops = 0
+    for c, pool, blocks in zip(arch["channels"], arch["pool"], arch["blocks"]):
+        positions = int(np.prod(spatial))
+        flops += 2 * positions * taps * c_in * c * (1 + 2 * blocks)
+        spatial = [d // 2 for d in spatial] if pool else spatial
+        c_in = c
+    return flops + 2 * int(np.prod(spatial)) * c_in * arch["num_classes"]
+
+
+def bench_assess_cnn(ps, bs, repeats, channels=(8, 16), n=None,
+                     chunk_sizes=("auto", 1, 4, None)) -> dict:
+    """Population evaluation of CNN students on digits as 8×8×1 images: any nnx student,
+    vmapped through ``nnx.merge`` (no population rule), against the same matmul peak.
+
+    ``chunk_sizes``: the members evaluated together (``evaluate_population``'s
+    ``chunk_size``; ``"auto"`` is what the engine uses, the first row per configuration).
+    """
+    from ev3evo.distillation.student import Student
+
+    n = n or peak_size()
+    _, val, _ = digits_splits(0)
+    student = Student.build(f"cnn:{','.join(map(str, channels))}", (8, 8, 1), 10, seed=0)
+    acc = ev3evo.metrics.accuracy(student.apply)
+    per_example = cnn_flops(student.arch)
+    rng = np.random.default_rng(0)
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    rows = []
+    for b in bs:
+        idx = rng.integers(0, val["x"].shape[0], b)
+        batch = {"x": val["x"][idx].reshape(b, 8, 8, 1), "y": val["y"][idx]}
+        for p in ps:
+            pop = population(jax.random.key(p), student.initial, p)
+            for chunk in chunk_sizes:
+                evaluate = jax.jit(lambda pop, batch, chunk=chunk: evaluate_population(
+                    [acc], pop, batch, chunk_size=chunk)[0])
+                t_dot, t, ratio = compare(lambda: dot(a, a),
+                                          lambda p=pop, b=batch, e=evaluate: e(p, b),
+                                          repeats=repeats)
+                flops = p * b * per_example / t
+                fraction = (p * b * per_example) / (2 * n**3) / ratio
+                rows.append({"P": p, "B": b, "chunk_size": chunk, "seconds": t,
+                             "flops_per_s": flops, "peak_flops_per_s": 2 * n**3 / t_dot,
+                             "roofline_fraction": fraction})
+                print(f"  assess CNN {student.describe()} P={p:4d} B={b:5d} images, chunks "
+                      f"{chunk!s:>4}: {t * 1e3:8.2f} ms  {flops / 1e9:6.1f} GFLOP/s  (peak "
+                      f"alongside {2 * n**3 / t_dot / 1e9:5.1f})  {100 * fraction:5.1f}% of peak",
+                      flush=True)
+    return {"rows": rows, "arch": student.arch, "flops_per_example": per_example}
+
+
 def run_assess_devices(ps, bs, repeats, hidden=32) -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
@@ -493,7 +550,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
     parser.add_argument("--json", metavar="PATH", help="write every figure to this JSON file")
-    parser.add_argument("--only", nargs="*", choices=["explore", "assess", "evosax", "scaling"])
+    parser.add_argument("--only", nargs="*",
+                        choices=["explore", "assess", "assess_cnn", "evosax", "scaling"])
     parser.add_argument("--assess-hidden", type=int, default=32, metavar="H",
                         help="hidden width of the assessed students (default 32, the digits "
                         "student; a wider one shows the fraction at higher arithmetic intensity)")
@@ -507,7 +565,7 @@ def main(argv=None) -> int:
         ps, bs, repeats, hidden = json.loads(args._assess_devices)
         print(json.dumps(bench_assess(ps, bs, repeats, hidden=hidden, sharded=True)))
         return 0
-    only = set(args.only or ["explore", "assess", "evosax", "scaling"])
+    only = set(args.only or ["explore", "assess", "assess_cnn", "evosax", "scaling"])
     repeats = 3 if args.quick else 5
     result: dict = {"machine": machine(), "quick": args.quick,
                     "command": " ".join([os.path.basename(sys.executable), *sys.argv])}
@@ -540,6 +598,17 @@ def main(argv=None) -> int:
             result["assess_devices"] = dv
             for r in dv["rows"]:
                 result[f"assess_devices_roofline_fraction_p{r['P']}_b{r['B']}"] = (
+                    r["roofline_fraction"])
+    if "assess_cnn" in only:
+        print("2b. assess: CNN students (any nnx model: vmapped through nnx.merge) against the "
+              "measured matmul peak", flush=True)
+        if "matmul_peak" not in result:
+            result["matmul_peak"] = bench_matmul_peak(repeats)
+        cnn = bench_assess_cnn([64], [1024], repeats)
+        result["assess_cnn"] = cnn
+        for r in cnn["rows"]:
+            if r["chunk_size"] == "auto":
+                result[f"assess_cnn_roofline_fraction_p{r['P']}_b{r['B']}"] = (
                     r["roofline_fraction"])
     if "evosax" in only:
         print("3. wrapper overhead: evosax through ev3evo.evosax_source vs raw", flush=True)

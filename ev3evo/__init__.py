@@ -50,6 +50,8 @@ from .explore.mutation import per_layer as per_layer
 from .explore.mutation import per_layer_mutation as per_layer_mutation
 from .explore.mutation import sparse as sparse
 from .explore.mutation import sparse_mutation as sparse_mutation
+from .explore.stateful import Stateful as Stateful
+from .explore.stateful import on_params as on_params
 from .loop import EV3 as EV3
 from .loop import EV3State as EV3State
 from .loop import StepInfo as StepInfo

@@ -79,10 +79,14 @@ def num_members(population: Population) -> int:
 def describe(tree) -> str:
     """A short human-readable description of a pytree's structure, shapes and dtypes."""
     leaves, treedef = jax.tree.flatten(tree)
-    shapes = ", ".join(f"{jnp.dtype(getattr(x, 'dtype', type(x))).name}{list(jnp.shape(x))}"
-                       for x in leaves[:6])
+    shapes = ", ".join(f"{_dtype_name(x)}{list(jnp.shape(x))}" for x in leaves[:6])
     more = f", ... ({len(leaves)} leaves)" if len(leaves) > 6 else ""
     return f"{treedef} with leaves [{shapes}{more}]"
+
+
+def _dtype_name(x) -> str:
+    dtype = getattr(x, "dtype", None)
+    return str(dtype) if dtype is not None else jnp.dtype(type(x)).name  # PRNG keys: key<fry>
 
 
 def check_population(population: Population, params: Params, size: int, who: str) -> None:

@@ -55,6 +55,7 @@ from .adapt.gate import Gate, decide, initial_state
 from .assess import objectives as obj
 from .assess.evaluate import check_metrics, evaluate_population
 from .assess.metrics import utility
+from .explore import stateful
 from .explore.mix import ask_parts, mix, tell_parts
 from .parallel import constrain_population, sharded_evaluate, sharded_step
 from .types import Array, Batch, Evaluation, Feedback, Metric, Params, PRNGKey, Source
@@ -563,13 +564,29 @@ def _check_metrics(metrics) -> tuple[Metric, ...]:
     return metrics
 
 
+_SPLIT_HINT = (
+    "EV3 explores floating-point parameters; carry any other state (batch statistics, RNG "
+    "streams) beside them as ev3evo.Stateful(params, state), e.g. for a flax nnx model "
+    "graphdef, params, rest = nnx.split(model, nnx.Param, ...), with the RNG keys of rest as "
+    "their raw data (jax.random.key_data)")
+
+
 def _check_params(params) -> None:
-    leaves = jax.tree.leaves(params)
+    explored = stateful.explored(params)
+    leaves = jax.tree.leaves(explored)
     if not leaves:
         raise ValueError("params is an empty pytree")
-    for x in leaves:
+    for path, x in jax.tree_util.tree_flatten_with_path(explored)[0]:
         if not jnp.issubdtype(jnp.result_type(x), jnp.inexact):
             raise TypeError(
                 f"every parameter must be a floating-point array; got dtype "
-                f"{jnp.result_type(x)} in {_tree.describe(params)}"
+                f"{jnp.result_type(x)} at {jax.tree_util.keystr(path) or '<root>'} of "
+                f"{_tree.describe(explored)}. {_SPLIT_HINT}"
             )
+    if isinstance(params, stateful.Stateful):
+        for path, x in jax.tree_util.tree_flatten_with_path(params.state)[0]:
+            if jax.dtypes.issubdtype(jnp.result_type(x), jax.dtypes.prng_key):
+                raise TypeError(
+                    f"the carried state holds a typed PRNG key at "
+                    f"{jax.tree_util.keystr(path)}: store its raw data (jax.random.key_data) "
+                    "and wrap it back (jax.random.wrap_key_data) where the model is applied")

@@ -195,6 +195,17 @@ def _nevergrad(problem: ExampleProblem) -> Source:
 
 
 #: name -> factory ``(ExampleProblem) -> Source``; the test table runs every entry.
+def _on_params(problem: ExampleProblem) -> Source:
+    """A mix of mutations applied to the parameters of the model (``ev3evo.on_params``; the
+    identity on a model without carried state)."""
+    del problem
+    from ev3evo.explore import mutation
+    from ev3evo.explore.mix import mix
+    from ev3evo.explore.stateful import on_params
+
+    return on_params(mix(mutation.gaussian(4, sigma=0.05), mutation.cauchy(2, scale=0.05)))
+
+
 EXAMPLES: dict[str, Callable[[ExampleProblem], Source]] = {
     "gradient": _gradient,
     "gaussian": _mutation("gaussian"),
@@ -209,6 +220,7 @@ EXAMPLES: dict[str, Callable[[ExampleProblem], Source]] = {
     "evosax_de": _evosax("DifferentialEvolution"),
     "evosax_cma_bipop": _evosax_restarts,
     "nevergrad": _nevergrad,
+    "on_params": _on_params,
 }
 
 

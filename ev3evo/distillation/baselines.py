@@ -40,6 +40,7 @@ import optax
 from jax.flatten_util import ravel_pytree
 
 from ..assess.metrics import utility, value
+from ..explore import stateful
 from ..types import Batch, LossFn, Metric, Params, PRNGKey
 
 
@@ -86,9 +87,11 @@ def kd_train(
     Args:
       key: minibatch sampling key.
       apply: the student's ``(params, x) -> logits`` (unused here but kept for symmetry).
-      params: the initial student (the same one EV3 starts from).
+      params: the initial student (the same one EV3 starts from; an :class:`ev3evo.Stateful`
+        model trains its parameters and carries the state its loss returns).
       train, val: dict batches (``"x"``, ``"y"``, ``"teacher"``).
-      loss: a differentiable ``(params, batch) -> scalar`` (see :mod:`ev3evo.losses`).
+      loss: a differentiable ``(params, batch) -> scalar`` (see :mod:`ev3evo.losses`; for a
+        ``Stateful`` model ``(model, batch) -> (scalar, state)``).
       optimizer: any optax transformation.
       metric: the validation metric used to select the checkpoint.
       time_budget: wall-clock seconds (compilation included).
@@ -103,22 +106,23 @@ def kd_train(
     start = time.perf_counter()
     n = int(jax.tree.leaves(train)[0].shape[0])
     bs = min(batch_size, n)
-    grad = jax.value_and_grad(loss)
+    grad = stateful.value_and_grad(loss)
 
     @jax.jit
-    def run_chunk(key, params, opt_state):
+    def run_chunk(key, model, opt_state):
         def one(carry, k):
-            p, s = carry
+            m, s = carry
             idx = jax.random.choice(k, n, (bs,), replace=False)
-            _, g = grad(p, jax.tree.map(lambda a: a[idx], train))
+            _, g, state = grad(m, jax.tree.map(lambda a: a[idx], train))
+            p = stateful.explored(m)
             updates, s = optimizer.update(g, s, p)
-            return (optax.apply_updates(p, updates), s), None
+            return (stateful.with_params(m, optax.apply_updates(p, updates), state), s), None
 
-        (params, opt_state), _ = jax.lax.scan(one, (params, opt_state), jax.random.split(key, chunk))
-        return params, opt_state
+        (model, opt_state), _ = jax.lax.scan(one, (model, opt_state), jax.random.split(key, chunk))
+        return model, opt_state
 
     stats = jax.jit(metric.stats)
-    opt_state = optimizer.init(params)
+    opt_state = optimizer.init(stateful.explored(params))
     best_params, best = params, _val_utility(metric, stats, params, val)
     curve, steps, waited = [], 0, 0
     while time.perf_counter() - start < time_budget and waited < patience:
@@ -173,7 +177,8 @@ def es_train(
         raise ValueError(f"time_budget must be > 0, got {time_budget}")
     start = time.perf_counter()
     cls, _ = driver.resolve(algorithm)
-    flat, unravel = ravel_pytree(params)
+    flat, unravel_params = ravel_pytree(stateful.explored(params))  # a Stateful's state stays
+    unravel = lambda x: stateful.with_params(params, unravel_params(x))
     accepted = inspect.signature(cls.__init__).parameters
     options: dict[str, Any] = {}
     if "optimizer" in accepted:  # gradient-style ES (Open_ES, PGPE, SNES, ...)

@@ -5,7 +5,8 @@ OPTIONS`): every setting with a flag becomes one argument of its ``--help`` grou
 help text, its default, its choices and its parser; the parsed arguments become a
 :class:`~ev3evo.distillation.options.DistillConfig` for :func:`ev3evo.distill`. Usage::
 
-    ev3evo distill --steps 200 --student-hidden 8 --out runs/digits
+    ev3evo distill --steps 200 --student mlp:8 --out runs/digits
+    ev3evo distill --data mnist1d --student cnn:8,16 --grow --grow-kind residual
     ev3evo distill --data my.csv --label target --metric macro_f1 \\
         --constraint "agreement>=0.9" --time-budget 60 --no-baselines
 
@@ -19,8 +20,8 @@ Example::
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     config = config_from_args(parser.parse_args(["--metric", "macro_f1", "--no-baselines",
-                                                 "--student-hidden", "8", "4", "--quiet"]))
-    assert config.metrics == ("macro_f1",) and config.student_hidden == (8, 4)
+                                                 "--student", "cnn:8,4", "--quiet"]))
+    assert config.metrics == ("macro_f1",) and config.student == "cnn:8,4"
     assert not config.baselines and not config.progress and config.out == "ev3evo-distill"
 """
 

@@ -3,15 +3,21 @@
 :func:`engine_settings` turns a :class:`~ev3evo.distillation.options.DistillConfig` into what
 the engine is built from (objectives, constraints, a validated :class:`~ev3evo.Gate`), before
 any work is done, so bad settings are reported at once. :func:`build_engine` builds the engine
-for one student architecture (the sources close over the student's ``apply``; a grown student
-gets a new engine):
+for one student architecture (the sources close over the student's pure functions; a grown
+student gets a new engine). The engine's model is the student's :class:`ev3evo.Stateful`
+(:mod:`ev3evo.distillation.student`): its parameters with a calibration head, and its other
+state. The sources:
 
 - gradient rollouts of the KD grid (:mod:`ev3evo.distillation.grid`), one source per
-  optimizer family, so the allocation learns which pays;
+  optimizer family, so the allocation learns which pays; they train the student in train mode
+  and carry the state each rollout leaves (batch statistics, RNG counters);
 - deliberately biased gradients: a sparse random mask on the gradient, guided ES;
 - an evosax OpenES re-centred on the accepted model, gaussian mutations;
 - the output-layer moves (:mod:`ev3evo.distillation.sources`): softmax temperature and
-  per-class biases.
+  per-class biases, on the calibration head.
+
+Every source but the gradient ones is wrapped with :func:`ev3evo.on_params`: it moves the
+parameters, and each of its candidates carries the current model's state unchanged.
 
 Candidates are assessed on the validation split with the user's objectives and constraints;
 with the tie-breaker (:func:`engine_objectives`) fidelity to the teacher is the last objective.
@@ -41,11 +47,12 @@ from ..adapt.gate import Gate
 from ..assess import metrics as M
 from ..assess.objectives import parse_constraint, parse_objective
 from ..explore import biased
-from ..explore.gradient import gradient_rollouts, mixture_grid
+from ..explore.gradient import gradient_rollouts
 from ..explore.mutation import gaussian
+from ..explore.stateful import on_params
 from ..loop import EV3
 from ..types import Constraint, Objective, Source
-from .grid import MIXTURES, OPTIMIZERS, fidelity, kd_loss, loss_parts
+from .grid import OPTIMIZERS, fidelity, kd_grid, kd_loss
 from .scores import REPORTED, metric_objects
 from .sources import head_bias, temperature
 
@@ -129,15 +136,12 @@ def engine_objectives(objectives: Sequence[Objective], tie_break: bool, n_val: i
     return [*objectives, Objective("fidelity", 1e9)]
 
 
-def distillation_sources(apply, config) -> list[Source]:
-    """The sources of a run for a student ``apply`` (see the module docstring)."""
-    weights = list(MIXTURES.values())
-    sources = [
-        mixture_grid(loss_parts(apply), weights, factory, lrs, steps=config.rollout_steps,
-                     batch_size=config.batch_size, name=f"kd_{name}")
-        for name, (factory, lrs) in OPTIMIZERS.items()
-    ]
-    kd = kd_loss(apply)
+def distillation_sources(student, config) -> list[Source]:
+    """The sources of a run for a ``student`` (see the module docstring and
+    :func:`build_engine`)."""
+    sources = [kd_grid(student, factory, lrs, config.rollout_steps, config.batch_size,
+                       f"kd_{name}") for name, (factory, lrs) in OPTIMIZERS.items()]
+    kd = kd_loss(student)
     # Deliberately biased gradients: a sparse random mask on the gradient (two streams).
     sources.append(
         gradient_rollouts([kd], [biased.masked(optax.adam(3e-3), keep=0.3, seed=config.seed)],
@@ -145,11 +149,13 @@ def distillation_sources(apply, config) -> list[Source]:
                           name="masked")
     )
     sources.append(biased.guided_es(kd, size=5, sigma=0.05, name="guided_es"))
-    sources.append(open_es_source())
-    sources.append(gaussian(4, sigma=0.01))
-    # Output-layer moves: the softmax temperature (calibration) and per-class thresholds.
-    sources.append(temperature(2))
-    sources.append(head_bias(2))
+    # The rest see the parameters only; a stateful student's other state is carried.
+    moves = [open_es_source(), gaussian(4, sigma=0.01)]
+    if hasattr(student, "train_apply"):
+        # Output-layer moves on the calibration head: the softmax temperature (calibration)
+        # and per-class thresholds.
+        moves += [temperature(2), head_bias(2)]
+    sources.extend(on_params(s) for s in moves)
     return sources
 
 
@@ -161,18 +167,21 @@ def open_es_source() -> Source:
                          optimizer=optax.sgd(1.0), name="open_es")
 
 
-def build_engine(apply, config, settings: EngineSettings, num_classes: int, n_val: int) -> EV3:
-    """The EV3 engine of a run for one student architecture ``apply``.
+def build_engine(student, config, settings: EngineSettings, num_classes: int, n_val: int) -> EV3:
+    """The EV3 engine of a run for one student architecture.
 
     Args:
-      apply: the student's ``(params, x) -> logits``.
+      student: the run's :class:`~ev3evo.distillation.student.Student` (its engine model is
+        an :class:`ev3evo.Stateful`: the output-layer moves act on its calibration head), or
+        a plain ``(params, x) -> logits`` (then without the output-layer moves).
       config: the run's :class:`~ev3evo.distillation.options.DistillConfig`.
       settings: its :func:`engine_settings`.
       num_classes: the number of classes.
       n_val: the number of validation examples (the tie band is relative to the examples the
         winner is selected on: half of them with the split gate).
     """
-    sources = distillation_sources(apply, config)
+    apply = getattr(student, "apply", student)
+    sources = distillation_sources(student, config)
     held_out = settings.gate.correction in HOLD_OUT
     objectives = engine_objectives(settings.objectives, config.tie_break,
                                    n_val // 2 if held_out else n_val, config.tie_examples)

@@ -1,7 +1,11 @@
 """Users' data files: ``.npz`` arrays and ``.csv`` tables, loaded into a split Dataset.
 
 ``.npz``: arrays ``x`` (N, features...) and ``y`` (N,), split with ``fractions`` and ``seed``;
-or predefined splits ``x_train, y_train, x_test, y_test`` and optionally ``x_val, y_val``.
+or predefined splits ``x_train, y_train, x_test, y_test`` and optionally ``x_val, y_val``. The
+shape of an example is kept (images ``(N, H, W, C)``, sequences ``(N, L, C)``). A teacher's
+logits computed beforehand go beside them: ``teacher_logits`` (N, C), or
+``teacher_logits_train``, ``teacher_logits_val``, ``teacher_logits_test`` with predefined
+splits.
 ``.csv``: a header row, then one example per row, numeric features and one label column.
 Nothing is unpickled. Every problem raises :class:`~ev3evo.distillation.splits.DataError`
 naming the file and what is wrong with it (the column, the row, the label).
@@ -31,12 +35,13 @@ from .splits import (
     assemble,
     check_finite,
     check_fractions,
+    check_logits,
     encode_labels,
     from_arrays,
     stratified_split,
 )
 
-__all__ = ["load_file"]
+__all__ = ["load_arrays", "load_file"]
 
 
 def _read_npz(path: str) -> dict[str, np.ndarray]:
@@ -130,11 +135,29 @@ def _check_parts(path: str, parts: dict) -> None:
                 )
 
 
-def _predefined_splits(path: str, arrays: dict, name: str, seed: int, fractions) -> Dataset:
+def _split_logits(path: str, arrays: dict, parts: dict) -> dict | None:
+    """The predefined splits' ``teacher_logits_<split>`` (all of them or none)."""
+    keys = {s: f"teacher_logits_{s}" for s in parts}
+    given = [k for k in keys.values() if k in arrays]
+    if not given:
+        if "teacher_logits" in arrays:
+            raise DataError(f"{path}: with predefined splits, give the teacher's logits per "
+                            "split: teacher_logits_train, teacher_logits_test (and _val)")
+        return None
+    missing = [k for k in keys.values() if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: teacher logits are given for some splits only; missing "
+                        f"{', '.join(missing)}")
+    return {s: arrays[k] for s, k in keys.items()}
+
+
+def _predefined_splits(path: str, arrays: dict, name: str, seed: int, fractions,
+                       standardize: bool) -> Dataset:
     fr = check_fractions(fractions)
     parts = {s: (_npz_features(path, arrays, f"x_{s}"), _npz_labels(path, arrays, f"y_{s}"))
              for s in ("train", "val", "test") if f"x_{s}" in arrays}
     _check_parts(path, parts)
+    logits = _split_logits(path, arrays, parts)
     _, classes = encode_labels(np.concatenate([y for _, y in parts.values()]), name)
     lookup = {c: i for i, c in enumerate(classes)}
     enc = {s: np.asarray([lookup[v.item()] for v in y], np.int32) for s, (_, y) in parts.items()}
@@ -147,16 +170,40 @@ def _predefined_splits(path: str, arrays: dict, name: str, seed: int, fractions)
                             "validation split; provide x_val and y_val")
         parts["train"], parts["val"] = (x_tr[tr], y_tr[tr]), (x_tr[va], y_tr[va])
         enc["train"], enc["val"] = y_tr[tr], y_tr[va]
+        if logits is not None:
+            t = check_logits(logits["train"], len(y_tr), len(classes), f"{path} (train)")
+            logits["train"], logits["val"] = t[tr], t[va]
     splits = {s: (parts[s][0], enc[s]) for s in ("train", "val", "test")}
-    return assemble(splits, classes, name)
+    return assemble(splits, classes, name, teacher=logits, standardize=standardize)
 
 
-def _load_npz(path: str, name: str, seed: int, fractions) -> Dataset:
-    arrays = _read_npz(path)
-    if _has_splits(path, arrays):
-        return _predefined_splits(path, arrays, name, seed, fractions)
-    x, y = _npz_features(path, arrays, "x"), _npz_labels(path, arrays, "y")
-    return from_arrays(x, y, name=name, seed=seed, fractions=fractions)
+def _with_teacher(path: str, arrays: dict, teacher) -> dict:
+    """The arrays with teacher logits given apart (an array, or one per split) added."""
+    if teacher is None:
+        return arrays
+    if any(k.startswith("teacher_logits") for k in arrays):
+        raise DataError(f"{path}: the teacher's logits are in the file and given again")
+    if isinstance(teacher, dict):
+        return {**arrays, **{f"teacher_logits_{s}": v for s, v in teacher.items()}}
+    return {**arrays, "teacher_logits": teacher}
+
+
+def load_arrays(arrays: dict, name: str, seed: int = 0, fractions=DEFAULT_FRACTIONS,
+                standardize: bool = True, teacher=None) -> Dataset:
+    """A Dataset from the arrays a ``.npz`` would hold (``x``, ``y`` or the predefined splits,
+    and the teacher's logits), checked as a file's are; ``name`` names them in messages."""
+    arrays = _with_teacher(name, dict(arrays), teacher)
+    if _has_splits(name, arrays):
+        return _predefined_splits(name, arrays, name, seed, fractions, standardize)
+    x, y = _npz_features(name, arrays, "x"), _npz_labels(name, arrays, "y")
+    return from_arrays(x, y, name=name, seed=seed, fractions=fractions,
+                       teacher=arrays.get("teacher_logits"), standardize=standardize)
+
+
+def _load_npz(path: str, name: str, seed: int, fractions, standardize: bool,
+              teacher=None) -> Dataset:
+    dataset = load_arrays(_read_npz(path), path, seed, fractions, standardize, teacher)
+    return dataset._replace(name=name)
 
 
 def _read_csv_rows(path: str) -> tuple[list[str], list[list[str]]]:
@@ -200,7 +247,8 @@ def _parse_label(values: list[str], column: str, path: str) -> tuple[np.ndarray,
     return encode_labels(num.astype(np.int64), path)
 
 
-def _load_csv(path: str, label: str | None, name: str, seed: int, fractions) -> Dataset:
+def _load_csv(path: str, label: str | None, name: str, seed: int, fractions,
+              standardize: bool, teacher=None) -> Dataset:
     header, rows = _read_csv_rows(path)
     if label is None:
         col = header.index("label") if "label" in header else len(header) - 1
@@ -246,7 +294,8 @@ def _load_csv(path: str, label: str | None, name: str, seed: int, fractions) -> 
             f"{path}: empty label in column '{header[col]}' at data row {i + 1} (line {i + 2})"
         )
     y, classes = _parse_label(labels, header[col], path)
-    return from_arrays(x, y, name=name, seed=seed, fractions=fractions, classes=classes)
+    return from_arrays(x, y, name=name, seed=seed, fractions=fractions, classes=classes,
+                       teacher=teacher, standardize=standardize)
 
 
 def load_file(
@@ -254,13 +303,18 @@ def load_file(
     label: str | None = None,
     seed: int = 0,
     fractions=DEFAULT_FRACTIONS,
+    standardize: bool = True,
+    teacher=None,
 ) -> Dataset:
     """Load a user's ``.npz`` or ``.csv`` file into a standardized, split Dataset.
 
     ``.npz``: arrays ``x`` (N, features...) and ``y`` (N,), split with ``fractions`` and
     ``seed``; or predefined splits ``x_train, y_train, x_test, y_test`` and optionally
     ``x_val, y_val`` (without them, a validation split is carved out of train). Labels: any
-    non-negative integers or strings.
+    non-negative integers or strings. The teacher's logits, when the file has them
+    (``teacher_logits``, or ``teacher_logits_<split>`` with predefined splits), land in each
+    split's ``"teacher"``; ``teacher`` gives them apart from the file (an array aligned with
+    its examples, or ``{split: array}`` with predefined splits).
 
     ``.csv``: a header row, then one example per row. The label column is ``label`` when given,
     else the column named ``"label"`` if there is one, else the **last** column. Every other
@@ -289,7 +343,10 @@ def load_file(
     stem, ext = os.path.splitext(os.path.basename(path))
     ext = ext.lower()
     if ext == ".npz":
-        return _load_npz(path, stem, seed, fractions)
+        return _load_npz(path, stem, seed, fractions, standardize, teacher)
     if ext == ".csv":
-        return _load_csv(path, label, stem, seed, fractions)
+        if isinstance(teacher, dict):
+            raise DataError(f"{path}: a .csv has no predefined splits: give the teacher's "
+                            "logits as one array aligned with its rows")
+        return _load_csv(path, label, stem, seed, fractions, standardize, teacher)
     raise DataError(f"{path}: unsupported format '{ext or '(none)'}'; use a .npz or .csv file")

@@ -7,6 +7,12 @@ T=4, the reverse KL at T=2, the MSE between logits and cross-entropy with the la
 the optax optimizers and their learning rates. :func:`fidelity` scores each example by how
 close the student's softmax is to the teacher's: the tie-breaker among equally good students.
 
+The losses take a *student*: a plain ``apply(params, x) -> logits`` (the loss is then
+``(params, batch) -> scalar``), or a :class:`~ev3evo.distillation.student.Student`, whose
+losses run its forward pass once in train mode and return ``(scalar, new_state)`` for its
+:class:`~ev3evo.Stateful` model (every part is computed from the same logits).
+:func:`kd_grid` is the grid as one gradient source per optimizer family.
+
 Example::
 
     import jax.numpy as jnp
@@ -27,11 +33,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from .. import losses as L
 from ..assess import metrics as M
-from ..types import LossFn, Metric
+from ..explore.gradient import RolloutGroup, rollouts
+from ..types import LossFn, Metric, Source
 
 #: the optimizer grid: name -> (optax factory taking ``learning_rate``, learning rates)
 OPTIMIZERS = {
@@ -60,6 +68,17 @@ def optimizer_grid() -> dict[str, optax.GradientTransformation]:
     }
 
 
+def _logits(_, x):
+    return x
+
+
+#: the parts of the grid's losses as functions of the student's logits ``(None, batch)``
+#: with the logits under ``"x"``
+_PARTS = (L.kl_to_teacher(_logits, 1.0), L.kl_to_teacher(_logits, 4.0),
+          L.kl_to_teacher(_logits, 2.0, reverse=True), L.logit_mse(_logits),
+          L.cross_entropy(_logits))
+
+
 def loss_parts(apply) -> list[LossFn]:
     """The five parts the losses of :data:`MIXTURES` weight, for a student ``apply``."""
     return [
@@ -78,16 +97,62 @@ def check_loss_name(name) -> str:
     return name
 
 
-def named_loss(apply, name: str) -> LossFn:
-    """The loss of :data:`MIXTURES` called ``name``: its weighted sum of :func:`loss_parts`."""
-    terms = [(f, w) for f, w in zip(loss_parts(apply), MIXTURES[check_loss_name(name)]) if w]
-    return L.mixture([f for f, _ in terms], [w for _, w in terms])
+def _forward(student):
+    """``(model, x) -> (logits, state or None)``: a Student in train mode, or a plain apply."""
+    train_apply = getattr(student, "train_apply", None)
+    if train_apply is not None:
+        return train_apply
+    return lambda params, x: (student(params, x), None)
 
 
-def kd_loss(apply) -> LossFn:
+def mixture_loss(student):
+    """``(model, batch, weights) -> loss``: ``Σ_i weights[i] · part_i`` on one forward pass
+    (``(loss, new_state)`` for a Student's model)."""
+    forward = _forward(student)
+
+    def loss(model, batch, weights):
+        logits, state = forward(model, batch["x"])
+        on_logits = {**batch, "x": logits}
+        value = sum(weights[i] * part(None, on_logits) for i, part in enumerate(_PARTS))
+        return value if state is None else (value, state)
+
+    return loss
+
+
+def named_loss(student, name: str) -> LossFn:
+    """The loss of :data:`MIXTURES` called ``name``: its weighted sum of :func:`loss_parts`
+    (for a Student: ``(model, batch) -> (loss, new_state)``)."""
+    terms = [(w, part) for w, part in zip(MIXTURES[check_loss_name(name)], _PARTS) if w]
+    forward = _forward(student)
+
+    def loss(model, batch):
+        logits, state = forward(model, batch["x"])
+        on_logits = {**batch, "x": logits}
+        value = sum(w * part(None, on_logits) for w, part in terms)
+        return value if state is None else (value, state)
+
+    loss.__name__ = name
+    return loss
+
+
+def kd_loss(student) -> LossFn:
     """Hinton et al.'s KL at T=4: the loss of EV3's biased-gradient sources and the KD
     baselines' default."""
-    return L.kl_to_teacher(apply, 4.0)
+    return named_loss(student, "kl_t4")
+
+
+def kd_grid(student, factory, learning_rates, steps: int, batch_size: int | None,
+            name: str) -> Source:
+    """Every mixture of :data:`MIXTURES` × ``learning_rates`` of the optax ``factory``, as one
+    source of gradient rollouts (one vmapped group; slots rotate, see
+    :mod:`ev3evo.explore.gradient`)."""
+    w = np.asarray(list(MIXTURES.values()), np.float32)
+    lrs = np.asarray(learning_rates, np.float32)
+    group = RolloutGroup(
+        mixture_loss(student), optax.inject_hyperparams(factory)(learning_rate=float(lrs[0])),
+        rows=int(w.shape[0] * lrs.size), data=jnp.asarray(np.repeat(w, lrs.size, axis=0)),
+        hyperparams={"learning_rate": jnp.asarray(np.tile(lrs, w.shape[0]))})
+    return rollouts([group], steps, batch_size, order="rotate", name=name)
 
 
 def fidelity(apply) -> Metric:

@@ -1,4 +1,4 @@
-"""Function-preserving growth of an MLP: widen a hidden layer or insert a new one (Net2Net).
+"""Function-preserving growth of a built-in model (Net2Net): MLPs here, CNNs in ``growth_conv``.
 
 EV3 grows its model when progress stalls (Ding et al. 2023, "architecture expansion"); the
 grown model must compute *exactly* the same function right after growth, so that growth is
@@ -19,8 +19,10 @@ assessed like any other update and the stable model's guarantee still holds. Fol
 
 Everything works on the engine's view of a model: the architecture dict of
 :func:`ev3evo.distillation.models.build` and the plain params dict (``nnx.to_pure_dict``), returning
-a new ``(arch, params)`` pair (nothing is modified in place). :func:`grow_module` does the same
-on an nnx :class:`~ev3evo.distillation.models.MLP`.
+a new ``(arch, params)`` pair (nothing is modified in place). :func:`grow` dispatches on the
+architecture: a CNN (:class:`~ev3evo.distillation.models.CNN`) grows as
+:mod:`ev3evo.distillation.growth_conv` describes (wider stages, an identity stage, residual
+blocks). :func:`grow_module` does the same on an nnx module.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -45,11 +47,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import models
+from . import growth_conv, models
 
-__all__ = ["deepen", "grow", "grow_module", "widen"]
+__all__ = ["KINDS", "deepen", "grow", "grow_module", "widen"]
 
-KINDS = ("widen", "deepen")
+#: how a model grows: wider layers, an identity layer, residual blocks (CNNs only)
+KINDS = ("widen", "deepen", "residual")
 
 
 def _check(arch: dict, params: dict) -> tuple[list[int], dict]:
@@ -224,12 +227,15 @@ def grow(
     *,
     method: str = "zero",
 ) -> tuple[dict, dict]:
-    """One growth step: ``"widen"`` every hidden layer by ``amount`` units, or ``"deepen"``.
+    """One growth step: ``"widen"`` every hidden layer by ``amount`` units, ``"deepen"``, or
+    (CNNs) ``"residual"``.
 
     ``"widen"``: each hidden layer gets ``amount`` more units (default: half its width, at
     least 2), with ``method`` as in :func:`widen`. ``"deepen"``: ``amount`` identity layers
-    (default 1) inserted before the output layer. Calling it with the same ``key`` on the
-    current and the stable model grows both the same way.
+    (default 1) inserted before the output layer. A CNN grows by
+    :func:`ev3evo.distillation.growth_conv.grow` (channels per stage, identity stages,
+    ``"residual"`` blocks in every stage; ``method`` must be ``"zero"``). Calling it with the
+    same ``key`` on the current and the stable model grows both the same way.
 
     Example:
         >>> import jax
@@ -243,6 +249,13 @@ def grow(
     if amount is not None and (isinstance(amount, bool) or not isinstance(amount, (int, np.integer))
                                or amount < 1):
         raise ValueError(f"amount must be a positive integer, got {amount!r}")
+    if isinstance(arch, dict) and arch.get("kind") == "cnn":
+        if method != "zero":
+            raise ValueError(f"a CNN widens with method='zero' only, got {method!r}")
+        return growth_conv.grow(arch, params, kind, key, amount)
+    if kind == "residual":
+        raise ValueError("residual blocks grow a CNN (a cnn:... model); an MLP grows with "
+                         "'widen' or 'deepen'")
     hidden, _ = _check(arch, params)
     if kind == "deepen":
         for _ in range(1 if amount is None else int(amount)):
@@ -257,9 +270,10 @@ def grow(
 
 
 def grow_module(
-    model: models.MLP, kind: str, key: jax.Array, amount: int | None = None, **kwargs
-) -> models.MLP:
-    """:func:`grow` on an nnx :class:`~ev3evo.distillation.models.MLP`: returns a new, grown MLP.
+    model: models.MLP | models.CNN, kind: str, key: jax.Array, amount: int | None = None,
+    **kwargs
+) -> models.MLP | models.CNN:
+    """:func:`grow` on a built-in nnx model (an MLP or a CNN): returns a new, grown module.
 
     Example:
         >>> import jax
@@ -268,8 +282,8 @@ def grow_module(
         >>> grow_module(m, "deepen", jax.random.key(0)).hidden
         (3, 3)
     """
-    if not isinstance(model, models.MLP):
-        raise TypeError(f"grow_module expects an ev3evo MLP, got {type(model).__name__}")
+    if not isinstance(model, (models.MLP, models.CNN)):
+        raise TypeError(f"grow_module expects an ev3evo MLP or CNN, got {type(model).__name__}")
     f = models.functional(model)
     arch, params = grow(f.arch, f.params, kind, key, amount, **kwargs)
     return models.to_module(models.template(arch), params)

@@ -3,7 +3,8 @@
 Besides :class:`ev3evo.JSONLHistory`'s one line per step, a distillation history holds events:
 growth (``{"event": "grow", ...}``, written when it happens) and the final check
 (``{"event": "final_check", ...}``, appended after the run). :class:`Annotate` adds the
-student's hidden widths and parameter count to every step record; :class:`Replay` rewrites the
+student's architecture (``arch``, e.g. ``"mlp:8"``), the widths growth changes (``widths``)
+and its parameter count to every step record; :class:`Replay` rewrites the
 file on resume with the restored records and the growth events at their steps.
 
 Example::
@@ -24,14 +25,18 @@ from ..callbacks import Callback, JSONLHistory
 
 
 class Annotate(Callback):
-    """Adds the student's shape (``hidden``, ``params``) to every step record, read from a
-    :class:`~ev3evo.distillation.student.Growth` (list it before the JSONL writer)."""
+    """Adds the student's shape (``arch``, ``widths``, ``params``) to every step record, read
+    from a :class:`~ev3evo.distillation.growing.Growth` (list it before the JSONL writer)."""
 
     def __init__(self, growth):
         self.growth = growth
 
     def on_step(self, record, state, engine):
-        record["hidden"] = list(self.growth.student.arch["hidden"])
+        from .models import widths
+
+        student = self.growth.student
+        record["arch"] = student.describe()
+        record["widths"] = widths(student.arch) if student.arch is not None else None
         record["params"] = self.growth.size
 
 

@@ -117,18 +117,6 @@ def _path(value, name: str):
     return value
 
 
-def _widths(empty_ok: bool):
-    def check(value, name: str) -> tuple[int, ...]:
-        items = tuple(value) if isinstance(value, Sequence) and not isinstance(value, str) else None
-        ok = items is not None and (items or empty_ok) and all(
-            isinstance(h, numbers.Integral) and not isinstance(h, bool) and h > 0 for h in items)
-        if not ok:
-            raise ValueError(f"{name} must be positive integers, got {value!r}")
-        return tuple(int(h) for h in items)
-
-    return check
-
-
 def _optional(check):
     return lambda value, name: None if value is None else check(value, name)
 
@@ -147,6 +135,16 @@ def _loss_name(value, name: str) -> str:
     return check_loss_name(value)
 
 
+def _model_spec(value, name: str) -> str:
+    from .models import parse_spec
+
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a model spec such as 'mlp:8' or 'cnn:8,16', got "
+                        f"{value!r}")
+    parse_spec(value)
+    return value
+
+
 def _as_given(value, name: str):
     """Settings checked elsewhere (the gate's, by ``ev3evo.Gate.validated``)."""
     return value
@@ -161,7 +159,6 @@ FLAG = Kind(None, _flag)
 TEXT = Kind(str, _as_given)
 PATH = Kind(str, _path)
 TEXTS = Kind(str, _texts, "append")
-WIDTHS = Kind(_word_positive_int, _widths(empty_ok=False), "+")
 
 
 # --------------------------------------------------------------------------- options
@@ -231,9 +228,12 @@ class DistillConfig:
     """
 
     data: str | None = setting(
-        None, "'digits' (built in, the default), 'hard' or 'hard:N' (a generated harder "
-        "problem with N examples, 3000 by default), or a .npz (arrays x, y; or x_train, "
-        "y_train, [x_val, y_val,] x_test, y_test) or .csv file (header row; numeric features)",
+        None, "'digits' (built in, the default; 'digits:images' as 8x8x1 images), 'hard' or "
+        "'hard:N' (a generated harder problem with N examples, 3000 by default), 'mnist1d' or "
+        "'mnist1d:N' (Greydanus' 1-D digits, 40x1 sequences generated offline, 10000 by "
+        "default), or a .npz (arrays x, y; or x_train, y_train, [x_val, y_val,] x_test, "
+        "y_test; x of any shape: (N, D), images (N, H, W, C), sequences (N, L, C); optional "
+        "teacher_logits) or .csv file (header row; numeric features)",
         PATH, "--data", DATA, checks=_optional(_path), metavar="PATH", shown_default="",
         same_on_resume=True)
     label: str | None = setting(
@@ -254,17 +254,23 @@ class DistillConfig:
         "clock starts; a recompilation after growth counts); each baseline then gets EV3's "
         "actual wall time", POSITIVE_NUMBER, "--time-budget", RUN,
         checks=_optional(_positive_number), metavar="SECONDS", shown_default="no limit")
-    student_hidden: Sequence[int] = setting(
-        (8,), "hidden widths of the student MLP (capacity-limited on purpose)", WIDTHS,
-        "--student-hidden", RUN, metavar="H", same_on_resume=True)
+    student: str | None = setting(
+        "mlp:8", "the built-in student: mlp:H[,H...] (hidden widths; capacity-limited on "
+        "purpose) or cnn:C[,C...] (conv stages of C channels, each with a 2x max pool, and a "
+        "dense head); from Python, distill(student=...) also takes your own flax nnx Module",
+        TEXT, "--student", RUN, checks=_optional(_model_spec), metavar="SPEC",
+        same_on_resume=True)
     grow: bool = setting(
-        False, "grow the student function-preservingly when progress stalls (the baselines "
-        "keep the initial size)", FLAG, "--grow", RUN, same_on_resume=True)
+        False, "grow a built-in student function-preservingly when progress stalls (the "
+        "baselines keep the initial size); the recompilation counts in the time budget",
+        FLAG, "--grow", RUN, same_on_resume=True)
     grow_kind: str = setting(
-        "widen", "how to grow the student", TEXT, "--grow-kind", RUN, choices=KINDS,
-        checks=_one_of(KINDS), same_on_resume=True)
+        "widen", "how to grow the student: wider layers or conv stages, an identity layer "
+        "('deepen'), or an identity residual block in every conv stage ('residual', CNNs)",
+        TEXT, "--grow-kind", RUN, choices=KINDS, checks=_one_of(KINDS), same_on_resume=True)
     grow_amount: int = setting(
-        4, "units added to every hidden layer per widening (deepening adds one layer)",
+        4, "units (channels for a CNN) added to every hidden layer (conv stage) per widening; "
+        "deepening adds one layer, 'residual' one block per stage",
         POSITIVE_INT, same_on_resume=True)
     max_growths: int = setting(2, "at most this many growth events", COUNT, same_on_resume=True)
     patience: int = setting(
@@ -332,16 +338,28 @@ class DistillConfig:
         "hard:20000), logit MSE, cross-entropy, or KL+CE", TEXT, "--kd-loss", OUTPUTS,
         choices=tuple(MIXTURES), checks=_loss_name)
     teacher: str | None = setting(
-        None, "a teacher checkpoint (.msgpack from ev3evo.distillation.models.save)", PATH,
-        "--teacher", DATA, checks=_optional(_path), metavar="CKPT",
-        shown_default="train one and cache it under OUT/teacher")
-    teacher_hidden: Sequence[int] = setting(
-        (128, 128), "hidden widths of a trained teacher (empty: the trainer's default)",
-        Kind(_word_positive_int, _widths(empty_ok=True), "+"), same_on_resume=True)
+        None, "a teacher checkpoint (.msgpack from ev3evo.distillation.models.save); from "
+        "Python, distill(teacher=...) also takes an nnx Module, any callable x -> logits, or "
+        "the logits themselves", PATH, "--teacher", DATA, checks=_optional(_path),
+        metavar="CKPT", shown_default="train one and cache it under OUT/teacher")
+    teacher_arch: str | None = setting(
+        None, "architecture of a trained teacher: mlp:H[,H...] or cnn:C[,C...]", TEXT,
+        "--teacher-arch", DATA, checks=_optional(_model_spec), metavar="SPEC",
+        shown_default="cnn:32,32,32 for images and sequences, mlp:128,128 for flat features",
+        same_on_resume=True)
     teacher_epochs: int | None = setting(
         None, "training epochs of the teacher when one is trained", POSITIVE_INT,
         "--teacher-epochs", DATA, checks=_optional(check_positive_int), metavar="N",
         shown_default="the trainer's default, 200 with early stopping", same_on_resume=True)
+    teacher_lr: float = setting(
+        1e-3, "AdamW learning rate of a trained teacher", POSITIVE_NUMBER, "--teacher-lr", DATA,
+        metavar="LR", same_on_resume=True)
+    standardize: bool | None = setting(
+        None, "standardize the examples with train statistics (per feature; per channel for "
+        "images and sequences); a teacher module or callable always sees the data as given",
+        FLAG, checks=_optional(_flag),
+        shown_default="on, off when distill(student=...) is your own module (it sees your "
+        "data as you give it)", same_on_resume=True)
     progress: bool = setting(
         True, "show a progress bar and print the table", FLAG, "--quiet", OUTPUTS,
         negated=True, flag_help="no progress bar, no table")

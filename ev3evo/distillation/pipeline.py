@@ -3,26 +3,35 @@
 :func:`distill` (also ``ev3evo.distill``) is the Python front door of ``ev3evo distill``. One
 call, in named steps:
 
-1. checks the settings (:mod:`~ev3evo.distillation.options`,
-   :func:`~ev3evo.distillation.engine.engine_settings`) before any work;
-2. loads the data (:mod:`~ev3evo.distillation.data`) and a teacher (trained and cached under
-   the output folder, or loaded from a checkpoint);
-3. runs EV3 on a small student (:mod:`~ev3evo.distillation.engine`), assessed on the
-   **validation** split with the chosen objectives and constraints, growing the student when
-   the run stalls (:mod:`~ev3evo.distillation.student`), checkpointed and resumable
+1. **settings**: the settings and the objects it was given (:mod:`~ev3evo.distillation.inputs`,
+   :func:`~ev3evo.distillation.engine.engine_settings`), checked before any work;
+2. **data** (:mod:`~ev3evo.distillation.data`): a name, a path, arrays or splits, examples of
+   any shape;
+3. **student** (:mod:`~ev3evo.distillation.student`): the user's nnx Module or a built-in
+   one, checked against the data (before any training);
+4. **teacher** (:mod:`~ev3evo.distillation.teachers`): its logits on every split: given with
+   the data, computed once by the user's module or callable, or from a built-in teacher
+   trained and cached under the output folder (or loaded from a checkpoint);
+5. **EV3** (:mod:`~ev3evo.distillation.engine`): assessed on the **validation** split with the
+   chosen objectives and constraints, growing the student when the run stalls
+   (:mod:`~ev3evo.distillation.growing`), checkpointed and resumable
    (:mod:`~ev3evo.distillation.resume`);
-4. with the split gate, tests the final current model against the stable one on the held-out
-   half (:mod:`~ev3evo.distillation.final_check`);
-5. gives each baseline (KD with every optimizer of the grid, a pure evosax ES;
-   :mod:`~ev3evo.distillation.baselines`) EV3's wall time;
-6. reports test and validation metrics of every method: ``summary.json``, ``history.jsonl``
-   and PNG plots under ``out`` (:mod:`~ev3evo.distillation.report`).
+6. **final check**: with the split gate, the final current model against the stable one on
+   the held-out half (:mod:`~ev3evo.distillation.final_check`);
+7. **certified student**: the certified model as an nnx Module of the student's own class,
+   at the size it was certified at, its calibration head folded in
+   (:meth:`~ev3evo.distillation.student.Student.certified`);
+8. **baselines**: KD with every optimizer of the grid and a pure evosax ES, each given EV3's
+   wall time (:mod:`~ev3evo.distillation.baselines`);
+9. **report**: test and validation metrics of every method: ``summary.json``,
+   ``history.jsonl`` and PNG plots under ``out`` (:mod:`~ev3evo.distillation.report`).
 
 Example::
 
     import ev3evo
     result = ev3evo.distill(steps=5, baselines=False, teacher_epochs=5, progress=False)
     assert 0.0 <= result.methods["ev3"]["test"]["accuracy"] <= 1.0
+    assert type(result.student).__name__ == "MLP"          # the certified student, nnx
 """
 
 from __future__ import annotations
@@ -37,22 +46,23 @@ from typing import Any, NamedTuple
 
 import jax
 import numpy as np
+from flax import nnx
 
 from ..callbacks import Callback, JSONLHistory, ProgressBar
 from ..run import RunResult, run
-from ..types import Params
 from . import baselines as B
-from . import data as D
-from . import models, report
-from . import teacher as T
+from . import inputs, models, report
+from .data import Dataset
 from .engine import EngineSettings, build_engine, engine_settings
 from .final_check import describe, final_check
 from .grid import named_loss, optimizer_grid
+from .growing import Growth
 from .history import Annotate, Replay, append_event, write_event
-from .options import DistillConfig, checked, configure
+from .options import DistillConfig
 from .resume import Checkpointing, checkpointing, resumed_student, run_config
-from .scores import logit_metrics
-from .student import Growth, Student
+from .scores import evaluate, logit_metrics
+from .student import Student
+from .teachers import splits_with_teacher
 
 
 @dataclass
@@ -62,16 +72,23 @@ class DistillResult:
     Attributes:
       summary: the dict written to ``summary.json`` (``summary["methods"][name]["test"]`` ...).
       history: EV3's per-step records and events (also in ``history.jsonl``).
-      arch: the final student architecture (a dict for :mod:`ev3evo.distillation.models`).
-      stable: the final certified student's parameters.
+      arch: the certified student's architecture dict when it is built in (else ``None``).
+      stable: the certified student as the engine holds it (an :class:`ev3evo.Stateful`).
       out: the output folder.
+      student: the certified student, an nnx Module of the student's own class in eval mode
+        (its calibration head folded into its output layer; when that is impossible, a
+        :class:`~ev3evo.distillation.head.Calibrated` around it, as ``summary["student"]``
+        says). It takes examples as :meth:`standardize` makes them.
+      dataset: the run's :class:`~ev3evo.distillation.data.Dataset` (standardized splits).
     """
 
     summary: dict
     history: list = field(default_factory=list)
-    arch: dict = field(default_factory=dict)
-    stable: Params = None
+    arch: dict | None = None
+    stable: Any = None
     out: str = ""
+    student: nnx.Module | None = None
+    dataset: Dataset | None = None
 
     @property
     def methods(self) -> dict:
@@ -81,57 +98,82 @@ class DistillResult:
     def teacher(self) -> dict:
         return self.summary["teacher"]
 
+    def standardize(self, x) -> np.ndarray:
+        """Raw examples ``x`` as the student takes them (the run's train statistics; the
+        identity when the run did not standardize)."""
+        return self.dataset.standardize(x)
+
 
 class EV3Outcome(NamedTuple):
     """What the EV3 phase of a run gives the rest of it (see :func:`run_ev3`)."""
 
     result: RunResult
-    student: Student  # the architecture reached (grown or not)
-    stable: Params  # the certified student, after the final check
+    student: Student  # the student reached (grown or not)
+    stable: Any  # the certified model, after the final check, at the size reached
     final_check: dict | None
     events: list  # growth events
     seconds: float  # EV3's wall time, final check included
+    growth: Growth
 
 
-def distill(config: DistillConfig | None = None, /, **options) -> DistillResult:
-    """Distills a teacher into a small student with EV3, against baselines at equal wall time.
+class Certified(NamedTuple):
+    """The certified student (see :func:`certify`)."""
+
+    student: Student  # at the size it was certified at
+    model: Any  # its engine model
+    module: nnx.Module  # as an nnx Module, head folded (or wrapped)
+    folded: bool
+
+
+def distill(config: DistillConfig | None = None, /, *, student=None, teacher=None, data=None,
+            **options) -> DistillResult:
+    """Distills a teacher into a student with EV3, against baselines at equal wall time.
 
     Args:
       config: a :class:`~ev3evo.distillation.options.DistillConfig`; keyword arguments
         replace its fields (``distill(steps=50, metrics=["macro_f1"])``).
+      student: a built-in spec (``"mlp:8"``, ``"cnn:8,16"``) or any flax nnx Module returning
+        one logit per class. EV3 explores its ``nnx.Param`` leaves; its other state (batch
+        statistics, RNG streams) is carried, updated by the gradient rollouts as training
+        would, never by the other sources; it is assessed in eval mode. Your own module sees
+        the data as you give it (``standardize=False`` unless you set it).
+      teacher: a checkpoint path, an nnx Module, any callable ``x -> logits``, or the logits:
+        an array aligned with the examples of ``data`` (one per split for a dict of splits).
+      data: a dataset name or a path (the ``data`` setting), arrays ``(x, y)``, or a dict of
+        splits ``{"train": (x, y), "val": (x, y), "test": (x, y)}``.
 
     Returns:
       A :class:`DistillResult`; its ``summary`` is also written to ``out/summary.json``.
 
     Raises:
-      ValueError, TypeError: bad settings; ``ev3evo.distillation.data.DataError`` (a
-        ``ValueError``) for unusable data.
+      ValueError, TypeError: bad settings, or a student, teacher or data that do not fit
+        (``ev3evo.distillation.data.DataError`` and ``ModelError`` are ``ValueError`` s).
     """
-    c = checked(configure(config, **options))
+    c, objects = inputs.given(config, student, teacher, data, options)
     settings = engine_settings(c)
     log = _logger(c.progress)
     out = c.out or tempfile.mkdtemp(prefix="ev3evo-distill-")
     os.makedirs(out, exist_ok=True)
     ckpt = checkpointing(c, out)
-    ds = load_data(c)
-    teacher = _teacher(ds, c, out, log)
-    splits = T.teacher_splits(ds, teacher)
-    k_run, k_kd, k_es = run_keys(c.seed)
-    student, params0 = Student.create(int(np.prod(ds.feature_shape)), c.student_hidden,
-                                      ds.num_classes, c.seed)
+    ds = inputs.dataset(c, objects)
+    learner = inputs.student(c, objects, ds)  # checked against the data before any training
+    splits, teacher_info = splits_with_teacher(ds, objects.teacher, c, out, log)
     names = settings.metric_names
-    ev3 = run_ev3(k_run, c, settings, ds.name, splits, student, params0, ckpt, out, log)
-    methods = {"ev3": _ev3_method(ev3, splits, names)}
+    k_run, k_kd, k_es = run_keys(c.seed)
+    ev3 = run_ev3(k_run, c, settings, ds.name, splits, learner, ckpt, out, log)
+    final = certify(ev3, splits)
+    methods = {"ev3": _ev3_method(ev3, final, splits, names)}
     if c.baselines:
         budget = c.baseline_seconds or ev3.seconds
-        methods.update(run_baselines(k_kd, k_es, c, student, params0, splits, names,
+        methods.update(run_baselines(k_kd, k_es, c, learner, splits, names,
                                      settings.objectives[0].metric, budget, log))
-    teacher_report = _teacher_report(teacher, splits, names, ds.num_classes)
-    summary = _summary(c, settings, ds, splits, teacher_report, methods, ev3)
+    teacher_report = _teacher_report(teacher_info, splits, names, ds.num_classes)
+    summary = _summary(c, settings, ds, splits, teacher_report, methods, ev3, final)
     history = _write_outputs(out, summary)
     if c.progress:
         _print(summary, c, ev3, out)
-    return DistillResult(summary, history, ev3.student.arch, ev3.stable, out)
+    return DistillResult(summary, history, final.student.arch, final.model, out, final.module,
+                         ds)
 
 
 def _logger(progress: bool):
@@ -146,58 +188,37 @@ def run_keys(seed: int):
     return k_run, k_kd, k_es
 
 
-def load_data(c: DistillConfig) -> D.Dataset:
-    """The run's dataset, every example flattened to a feature vector (the student is an MLP)."""
-    ds = D.load(c.data, label=c.label, seed=c.seed)
-    if len(ds.feature_shape) != 1:
-        flat = lambda s: {**s, "x": s["x"].reshape(len(s["y"]), -1)}
-        ds = ds._replace(train=flat(ds.train), val=flat(ds.val), test=flat(ds.test))
-    return ds
-
-
-def _teacher(ds, c: DistillConfig, out: str, log) -> T.Teacher:
-    kwargs: dict[str, Any] = {"seed": c.seed}
-    if c.teacher_epochs is not None:
-        kwargs["epochs"] = c.teacher_epochs
-    if c.teacher_hidden:
-        kwargs["hidden"] = tuple(c.teacher_hidden)
-    t0 = time.perf_counter()
-    teacher = T.load_or_train_teacher(ds, os.path.join(out, "teacher"), path=c.teacher, **kwargs)
-    log(f"teacher ready in {time.perf_counter() - t0:.1f}s")
-    return teacher
-
-
-def _teacher_report(teacher: T.Teacher, splits: dict, names, num_classes: int) -> dict:
+def _teacher_report(info: dict, splits: dict, names, num_classes: int) -> dict:
     return {
         "test": logit_metrics(splits["test"]["teacher"], splits["test"], names, num_classes),
         "validation": logit_metrics(splits["val"]["teacher"], splits["val"], names, num_classes),
-        "params": int(models.count_params(teacher.params)),
+        **info,
     }
 
 
 def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: dict,
-            student: Student, params, ckpt: Checkpointing, out: str, log) -> EV3Outcome:
+            student: Student, ckpt: Checkpointing, out: str, log) -> EV3Outcome:
     """The EV3 phase: the engine, growth, callbacks, the run and the final check."""
     train, val = splits["train"], splits["val"]
     names = settings.metric_names
-    rebuild = lambda apply: build_engine(apply, c, settings, student.num_classes, len(val["y"]))
+    rebuild = lambda s: build_engine(s, c, settings, s.num_classes, len(val["y"]))
     if ckpt.saved is not None:
         log(f"resuming from step {ckpt.saved.step} ({ckpt.saved.path})")
-    student, params, events = resumed_student(ckpt.saved, student, params)
-    engine = rebuild(student.apply)
+    student, model, events = resumed_student(ckpt.saved, student, student.initial)
+    engine = rebuild(student)
     jsonl = JSONLHistory(os.path.join(out, "history.jsonl"), mode="w")
-    growth = Growth(c, student, params, val, names, rebuild, events,
+    growth = Growth(c, student, model, train, val, names, rebuild, events,
                     on_event=lambda event: _record_growth(jsonl, event, log))
-    log(f"EV3 on {name}: student {student.arch['hidden']} ({growth.size} params), "
+    log(f"EV3 on {name}: student {student.describe()} ({growth.size} params), "
         f"objectives {[o.metric for o in settings.objectives]}, constraints "
         f"{list(c.constraints)}, {len(engine.source_names)} sources, population "
         f"{engine.population_size}")
     if c.warmup:
-        _warm_up(engine, key, params, train, val, log)
+        _warm_up(engine, key, model, train, val, log)
     start = time.perf_counter()
     growth.start()
     metadata = {"config": run_config(c), "every": ckpt.every}
-    result = run(engine, key, params, train, val, c.steps,
+    result = run(engine, key, model, train, val, c.steps,
                  callbacks=_callbacks(c, growth, jsonl), time_budget=c.time_budget,
                  on_stall=growth, checkpoint_dir=ckpt.directory, checkpoint_every=ckpt.every,
                  resume=ckpt.resume,
@@ -212,13 +233,34 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
             stable = result.current
         log(describe(checked_event))
     return EV3Outcome(result, growth.student, stable, checked_event, growth.events,
-                      time.perf_counter() - start)
+                      time.perf_counter() - start, growth)
+
+
+def certify(ev3: EV3Outcome, splits: dict, check_examples: int = 512) -> Certified:
+    """The certified student as an nnx Module, at the size it was certified at.
+
+    The run's stable model, unless a growth came after its last certification: then the
+    stable model before that growth, the same function at its smaller size (see
+    :meth:`~ev3evo.distillation.growing.Growth.certified`). Its head is folded into its output
+    layer, checked on the first ``check_examples`` validation examples.
+    """
+    if ev3.final_check is not None and ev3.final_check["certified"]:
+        student, model = ev3.student, ev3.stable
+    else:
+        last = max((r["step"] for r in ev3.result.history if r.get("certified")), default=0)
+        student, model = ev3.growth.certified(ev3.stable, last)
+    module, folded = student.certified(model, splits["val"]["x"][:check_examples])
+    return Certified(student, model, module, folded)
 
 
 def _record_growth(jsonl: JSONLHistory, event: dict, log) -> None:
     write_event(jsonl, event)
-    log(f"growth at step {event['step']}: hidden {event['hidden_before']} -> "
-        f"{event['hidden_after']} ({'accepted' if event['accepted'] else 'refused'})")
+    how = (f"accepted; {event['params_before']} -> {event['params_after']} params; "
+           f"{event['growth_seconds']:.1f}s, {event['compile_seconds']:.1f}s of them "
+           "recompiling the step, counted in the time budget"
+           if event["accepted"] else "refused: it changed the stable model's metrics")
+    log(f"growth at step {event['step']}: {event['arch_before']} -> {event['arch_after']} "
+        f"({how})")
 
 
 def _callbacks(c: DistillConfig, growth: Growth, jsonl: JSONLHistory) -> list[Callback]:
@@ -229,46 +271,58 @@ def _callbacks(c: DistillConfig, growth: Growth, jsonl: JSONLHistory) -> list[Ca
     return callbacks
 
 
-def _warm_up(engine, key, params, train, val, log) -> None:
+def _warm_up(engine, key, model, train, val, log) -> None:
     """Compiles the step before the clock starts: one step on a throw-away state."""
     t0 = time.perf_counter()
-    jax.block_until_ready(engine.step(key, engine.init(key, params), train, val))
+    jax.block_until_ready(engine.step(key, engine.init(key, model), train, val))
     log(f"EV3 step compiled in {time.perf_counter() - t0:.1f}s (not counted in its time)")
 
 
-def _ev3_method(ev3: EV3Outcome, splits: dict, names) -> dict:
-    final, r = ev3.student, ev3.result
+def _module_apply(module: nnx.Module):
+    """``(_, x) -> logits`` of an nnx module, compiled once (for the report's metrics)."""
+    graphdef, state = nnx.split(module)
+    run = jax.jit(lambda state, x: nnx.merge(graphdef, state)(x))
+    return lambda _, x: run(state, x)
+
+
+def _ev3_method(ev3: EV3Outcome, final: Certified, splits: dict, names) -> dict:
+    """EV3's record: the metrics of the returned module itself (what the user gets), its size,
+    and the final current model's test metrics and size."""
+    apply, r, k = _module_apply(final.module), ev3.result, final.student.num_classes
     return {
-        "test": final.evaluate(ev3.stable, splits["test"], names),
-        "validation": final.evaluate(ev3.stable, splits["val"], names),
+        "test": evaluate(apply, None, splits["test"], names, k),
+        "validation": evaluate(apply, None, splits["val"], names, k),
         "seconds": ev3.seconds,
-        "params": final.count(ev3.stable),
+        "params": models.count_params(final.module),
         "steps": r.steps,
         "status": r.status,
-        "hidden": list(final.arch["hidden"]),
-        "current_test": final.evaluate(r.current, splits["test"], names),
+        "arch": final.student.describe(),
+        "current_test": ev3.student.evaluate(r.current, splits["test"], names),
+        "current_arch": ev3.student.describe(),
+        "current_params": ev3.student.count(r.current),
     }
 
 
-def run_baselines(k_kd, k_es, c: DistillConfig, student: Student, params0, splits: dict,
-                  names, primary: str, budget: float, log) -> dict:
-    """The baselines, each given ``budget`` seconds: KD with every optimizer of the grid on
-    ``c.kd_loss``, and the evosax ES ``c.es_algorithm``; ``{method: record}``."""
+def run_baselines(k_kd, k_es, c: DistillConfig, student: Student, splits: dict, names,
+                  primary: str, budget: float, log) -> dict:
+    """The baselines, each given ``budget`` seconds from the initial ``student``: KD with every
+    optimizer of the grid on ``c.kd_loss``, and the evosax ES ``c.es_algorithm``;
+    ``{method: record}``."""
     from ..assess import metrics as M
 
     train, val = splits["train"], splits["val"]
+    model0 = student.initial
     metric = M.get(primary, student.apply, student.num_classes)
     methods = {}
     for name, opt in optimizer_grid().items():
         log(f"baseline kd_{name}: up to {budget:.1f}s")
-        r = B.kd_train(k_kd, student.apply, params0, train, val,
-                       named_loss(student.apply, c.kd_loss), opt, metric,
-                       time_budget=budget, batch_size=c.batch_size)
+        r = B.kd_train(k_kd, student.apply, model0, train, val, named_loss(student, c.kd_loss),
+                       opt, metric, time_budget=budget, batch_size=c.batch_size)
         methods[f"kd_{name}"] = {**_method(student, r, splits, names), "budget": budget,
                                  "loss": c.kd_loss}
     es_name = f"es_{c.es_algorithm.lower()}"
     log(f"baseline {es_name}: {budget:.1f}s")
-    r = B.es_train(k_es, params0, train, val, metric, time_budget=budget,
+    r = B.es_train(k_es, model0, train, val, metric, time_budget=budget,
                    algorithm=c.es_algorithm)
     methods[es_name] = {**_method(student, r, splits, names), "budget": budget}
     return methods
@@ -285,16 +339,22 @@ def _method(student: Student, r: B.BaselineResult, splits: dict, names) -> dict:
 
 
 def _summary(c: DistillConfig, settings: EngineSettings, ds, splits: dict, teacher: dict,
-             methods: dict, ev3: EV3Outcome) -> dict:
+             methods: dict, ev3: EV3Outcome, final: Certified) -> dict:
+    head = ("folded into its output layer" if final.folded else
+            "kept apart: the returned student is Calibrated(student, scale, bias), since no "
+            "nnx.Linear computes its logits")
     return {
         "dataset": {"name": ds.name, "num_classes": ds.num_classes,
-                    "feature_shape": list(ds.feature_shape),
+                    "feature_shape": list(ds.feature_shape), "standardized": c.standardize,
                     "sizes": {s: len(splits[s]["y"]) for s in splits}},
         "config": report.jsonable(dataclasses.asdict(c)),
         "primary": settings.objectives[0].metric,
         "objectives": [o._asdict() for o in settings.objectives],
         "constraints": list(c.constraints),
         "metrics": settings.metric_names,
+        "student": {"class": type(final.module).__name__, "arch": final.student.describe(),
+                    "params": models.count_params(final.module), "head": head,
+                    "folded": final.folded},
         "teacher": teacher,
         "methods": methods,
         "growth": ev3.events,
@@ -324,4 +384,4 @@ def _print(summary: dict, c: DistillConfig, ev3: EV3Outcome, out: str) -> None:
     print(f"outputs in {out}")
 
 
-__all__ = ["DistillConfig", "DistillResult", "distill", "run_keys"]
+__all__ = ["Certified", "DistillConfig", "DistillResult", "certify", "distill", "run_keys"]

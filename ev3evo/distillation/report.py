@@ -113,11 +113,53 @@ def _pyplot():
     return plt
 
 
+def _segments(steps: Sequence[dict], events: Sequence[dict]) -> list[list[dict]]:
+    """The step records cut at every accepted growth (lines are not drawn across one)."""
+    cuts = sorted({e["step"] for e in events if e.get("accepted")})
+    segments, current = [], []
+    for r in steps:
+        if current and any(current[-1]["step"] <= c < r["step"] for c in cuts):
+            segments.append(current)
+            current = []
+        current.append(r)
+    return [*segments, current] if current else segments
+
+
+def _plot_metric(plt, steps, events, primary: str, key: str, label: str, path: str) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, seg in enumerate(_segments(steps, events)):
+        x = [r.get(key, float("nan")) for r in seg]
+        marker = "o" if len(seg) < 3 else None  # a segment of one or two steps stays visible
+        ax.plot(x, [r["current"][primary] for r in seg], color="C0", alpha=0.7, marker=marker,
+                label="current θ" if i == 0 else None)
+        ax.step(x, [r["stable"][primary] for r in seg], where="post", color="C1", linewidth=2,
+                marker=marker, label="stable θ_s (certified)" if i == 0 else None)
+    grown = [e for e in events if e.get("accepted")]
+    for i, e in enumerate(grown):
+        spent = e.get("growth_seconds", e.get("compile_seconds"))
+        if key == "seconds" and spent is not None:
+            start = e.get("seconds", float("nan"))
+            ax.axvspan(start, start + spent, color="grey", alpha=0.25,
+                       label="growth and recompilation" if i == 0 else None)
+        else:
+            ax.axvline(e.get(key, float("nan")), color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel(label)
+    ax.set_ylabel(f"validation {primary}")
+    what = "grey: growth and its recompilation" if key == "seconds" else "dotted: growth"
+    ax.set_title(f"EV3: validation {primary}" + (f" ({what})" if grown else ""))
+    ax.legend(loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def plot_history(history: Sequence[dict], out_dir: str | os.PathLike, primary: str) -> list[str]:
     """Writes ``metric_vs_step.png``, ``metric_vs_time.png`` and ``allocation.png``.
 
-    Growth events (records with ``"event": "grow"``) are drawn as vertical lines.
-    Returns the paths written.
+    Growth events (records with ``"event": "grow"``) cut the curves: a vertical line in the
+    step plot, and in the time plot a grey band over the time the growth cost (its
+    ``growth_seconds``: the check, the new engine, the recompilation), with no line drawn
+    across it. Returns the paths written.
     """
     plt = _pyplot()
     out_dir = os.fspath(out_dir)
@@ -126,29 +168,12 @@ def plot_history(history: Sequence[dict], out_dir: str | os.PathLike, primary: s
     paths = []
     if not steps:
         return paths
-    x_step = [r["step"] for r in steps]
-    x_time = [r.get("seconds", float("nan")) for r in steps]
-    cur = [r["current"][primary] for r in steps]
-    stab = [r["stable"][primary] for r in steps]
-    for x, label, fname, key in [
-        (x_step, "step", "metric_vs_step.png", "step"),
-        (x_time, "wall time (s)", "metric_vs_time.png", "seconds"),
-    ]:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        ax.plot(x, cur, label="current θ", alpha=0.7)
-        ax.step(x, stab, where="post", label="stable θ_s (certified)", linewidth=2)
-        for e in events:
-            ax.axvline(e.get(key, float("nan")), color="grey", linestyle=":", linewidth=1)
-        ax.set_xlabel(label)
-        ax.set_ylabel(f"validation {primary}")
-        ax.set_title(f"EV3: validation {primary}" + (" (dotted: growth)" if events else ""))
-        ax.legend(loc="best")
-        fig.tight_layout()
+    for key, label, fname in [("step", "step", "metric_vs_step.png"),
+                              ("seconds", "wall time (s)", "metric_vs_time.png")]:
         path = os.path.join(out_dir, fname)
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        _plot_metric(plt, steps, events, primary, key, label, path)
         paths.append(path)
-
+    x_step = [r["step"] for r in steps]
     names = list(steps[0]["allocation"])
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.stackplot(

@@ -94,15 +94,15 @@ def checkpointing(config, out: str) -> Checkpointing:
     return Checkpointing(directory, config.checkpoint_every, False, None)
 
 
-def resumed_student(saved, student: Student, params) -> tuple[Student, Any, list]:
-    """The student a run starts with: ``(student, params, growth events)``; after a resume,
-    the architecture the saved run had reached (its parameters come from the checkpoint, so
-    ``params`` is a zero template then)."""
+def resumed_student(saved, student: Student, model) -> tuple[Student, Any, list]:
+    """The student a run starts with: ``(student, model, growth events)``; after a resume,
+    the architecture the saved run had reached (its weights come from the checkpoint, so
+    ``model`` is a zero template then)."""
     if saved is None:
-        return student, params, []
+        return student, model, []
     events = list(saved.metadata.get("events", []))
     arch = saved.metadata.get("arch", student.arch)
-    if arch != student.arch:
-        grown = Student(arch)
+    if arch is not None and arch != student.arch:
+        grown = Student.for_arch(arch, student.num_classes)
         return grown, grown.zeros(), events
-    return student, params, events
+    return student, model, events

@@ -2,9 +2,13 @@
 
 :func:`from_arrays` splits features and labels class by class with a fixed seed, maps the
 labels to ``0 .. C-1`` (the original labels are kept in ``Dataset.classes``) and standardizes
-every split with statistics of the *train* split only (a feature with zero train spread is
-divided by 1). Anything unusable raises :class:`DataError` (a ``ValueError``) whose message
-names the problem. The loaders of :mod:`ev3evo.distillation.data` and
+every split with statistics of the *train* split only: flat examples ``(D,)`` feature by
+feature, images ``(H, W, C)`` and sequences ``(L, C)`` channel by channel (over the examples
+and their positions), so that the shape of an example is kept; a feature or channel with zero
+train spread is divided by 1. A teacher's logits computed beforehand travel with their
+examples (``"teacher"`` in each split, checked: one row per example, one column per class,
+finite). Anything unusable raises :class:`DataError` (a ``ValueError``) whose message names
+the problem. The loaders of :mod:`ev3evo.distillation.data` and
 :mod:`ev3evo.distillation.files` build on it.
 
 Example::
@@ -13,6 +17,9 @@ Example::
     from ev3evo.distillation.splits import from_arrays
     ds = from_arrays(np.random.rand(30, 3), np.arange(30) % 2)
     assert ds.num_classes == 2 and ds.train["x"].shape[1:] == (3,)
+    images = from_arrays(np.random.rand(30, 4, 4, 2), np.arange(30) % 2)
+    assert images.mean.shape == (4, 4, 2) and np.allclose(images.train["x"][..., 0].mean(), 0,
+                                                           atol=1e-5)
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["DEFAULT_FRACTIONS", "DataError", "Dataset", "assemble", "check_finite",
-           "check_fractions", "encode_labels", "from_arrays", "stratified_split"]
+           "check_fractions", "check_logits", "encode_labels", "from_arrays",
+           "stratified_split"]
 
 DEFAULT_FRACTIONS = (0.6, 0.2, 0.2)
 
@@ -38,12 +46,14 @@ class Dataset(NamedTuple):
     """Train / validation / test splits of a classification problem.
 
     Attributes:
-        train, val, test: dicts ``{"x": float32 (N, *feature_shape), "y": int32 (N,)}``.
+        train, val, test: dicts ``{"x": float32 (N, *feature_shape), "y": int32 (N,)}``, and
+            ``"teacher"``: float32 ``(N, C)`` when a teacher's logits came with the data.
         num_classes: number of classes ``C``; labels are ``0 .. C-1``.
-        feature_shape: shape of one example, e.g. ``(64,)``.
+        feature_shape: shape of one example, e.g. ``(64,)`` or ``(8, 8, 1)``.
         name: a short name (``"digits"``, ``"hard"``, the file's stem) used in cache keys.
         mean, std: numpy arrays of shape ``feature_shape``, the train statistics used to
-            standardize every split (``x = (raw - mean) / std``).
+            standardize every split (``x = (raw - mean) / std``; per channel, repeated over the
+            positions, for images and sequences; 0 and 1 when not standardized).
         classes: the original label of each class index (``classes[k]`` is class ``k``).
     """
 
@@ -56,6 +66,14 @@ class Dataset(NamedTuple):
     mean: np.ndarray
     std: np.ndarray
     classes: tuple = ()
+
+    def standardize(self, raw) -> np.ndarray:
+        """Raw examples as the splits hold them: ``(raw - mean) / std`` (float32)."""
+        return ((np.asarray(raw, np.float64) - self.mean) / self.std).astype(np.float32)
+
+    def raw(self, x) -> np.ndarray:
+        """The inverse of :meth:`standardize`: the examples as they were given."""
+        return (np.asarray(x, np.float64) * self.std + self.mean).astype(np.float32)
 
 
 def check_fractions(fractions) -> tuple[float, float, float]:
@@ -128,12 +146,54 @@ def check_finite(x: np.ndarray, where: str) -> None:
         raise DataError(f"{where}: features contain {kind} (first at example {i})")
 
 
+def check_logits(logits, n: int, num_classes: int, where: str) -> np.ndarray:
+    """``logits`` as float32 ``(n, num_classes)``; :class:`DataError` naming what disagrees."""
+    try:
+        a = np.asarray(logits, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{where}: teacher logits must be numeric ({e})") from None
+    if a.ndim != 2:
+        raise DataError(f"{where}: teacher logits must have shape (examples, classes), got "
+                        f"{a.shape}")
+    if a.shape[0] != n:
+        raise DataError(f"{where}: teacher logits have {a.shape[0]} rows but the data has {n} "
+                        "examples (one row of logits per example, in the same order)")
+    if a.shape[1] != num_classes:
+        raise DataError(f"{where}: teacher logits have {a.shape[1]} classes but the data has "
+                        f"{num_classes}")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        i = int(np.argwhere(bad)[0][0])
+        kind = "NaN" if np.isnan(a[bad]).any() else "inf"
+        raise DataError(f"{where}: teacher logits contain {kind} (first at example {i})")
+    return a.astype(np.float32)
+
+
+def _statistics(x_tr: np.ndarray, name: str, standardize: bool):
+    """Train mean and spread, shaped like one example (per channel for rank >= 2)."""
+    shape = x_tr.shape[1:]
+    if not standardize:
+        return np.zeros(shape), np.ones(shape)
+    axes = tuple(range(x_tr.ndim - 1)) if len(shape) >= 2 else (0,)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+        mean = x_tr.mean(axis=axes, keepdims=True)
+        std = x_tr.std(axis=axes, keepdims=True)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+        raise DataError(f"{name}: feature values too large to standardize (overflow)")
+    std = np.where(std > 0, std, 1.0)  # constant feature: divide by 1 (it becomes all zeros)
+    return np.broadcast_to(mean[0], shape), np.broadcast_to(std[0], shape)
+
+
 def assemble(
     splits: dict[str, tuple[np.ndarray, np.ndarray]],
     classes: tuple,
     name: str,
+    *,
+    teacher: dict | None = None,
+    standardize: bool = True,
 ) -> Dataset:
-    """Standardize with train statistics and build the Dataset; checks classes."""
+    """Standardize with train statistics and build the Dataset; checks classes (and the
+    teacher's logits per split, ``teacher[split]``, when given)."""
     x_tr, y_tr = splits["train"]
     num_classes = len(classes)
     if num_classes < 2:
@@ -150,29 +210,28 @@ def assemble(
             )
     if len(seen) < 2:
         raise DataError(f"{name}: the train split holds a single class ({classes[y_tr[0]]!r})")
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
-        mean = x_tr.mean(axis=0)
-        std = x_tr.std(axis=0)
-    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
-        raise DataError(f"{name}: feature values too large to standardize (overflow)")
-    std = np.where(std > 0, std, 1.0)  # constant feature: divide by 1 (it becomes all zeros)
+    mean, std = _statistics(x_tr, name, standardize)
 
-    def pack(x, y):
+    def pack(split, x, y):
         with np.errstate(over="ignore", invalid="ignore"):
             z = ((x - mean) / std).astype(np.float32)
         if not np.all(np.isfinite(z)):
             raise DataError(f"{name}: feature values too large to standardize (overflow)")
-        return {"x": jnp.asarray(z), "y": jnp.asarray(y, dtype=jnp.int32)}
+        out = {"x": jnp.asarray(z), "y": jnp.asarray(y, dtype=jnp.int32)}
+        if teacher is not None:
+            logits = check_logits(teacher[split], len(y), num_classes, f"{name} ({split})")
+            out["teacher"] = jnp.asarray(logits)
+        return out
 
     return Dataset(
-        train=pack(*splits["train"]),
-        val=pack(*splits["val"]),
-        test=pack(*splits["test"]),
+        train=pack("train", *splits["train"]),
+        val=pack("val", *splits["val"]),
+        test=pack("test", *splits["test"]),
         num_classes=num_classes,
         feature_shape=tuple(int(d) for d in x_tr.shape[1:]),
         name=name,
-        mean=mean.astype(np.float32),
-        std=std.astype(np.float32),
+        mean=np.asarray(mean, np.float32),
+        std=np.asarray(std, np.float32),
         classes=classes,
     )
 
@@ -185,11 +244,14 @@ def from_arrays(
     seed: int = 0,
     fractions=DEFAULT_FRACTIONS,
     classes: tuple | None = None,
+    teacher=None,
+    standardize: bool = True,
 ) -> Dataset:
     """Build a Dataset from features ``x`` (N, ...) and labels ``y`` (N,) with a stratified split.
 
     Labels are mapped to ``0 .. C-1`` unless ``classes`` is given (then ``y`` must already be
-    class indices into it).
+    class indices into it). ``teacher``: the teacher's logits ``(N, C)``, one row per example
+    of ``x``, split with them.
 
     Example:
         >>> import numpy as np
@@ -216,6 +278,10 @@ def from_arrays(
     check_finite(x, name)
     if classes is None:
         y, classes = encode_labels(y, name)
+    if teacher is not None:
+        teacher = check_logits(teacher, len(y), len(classes), name)
     tr, va, te = stratified_split(y, fr, seed)
-    splits = {"train": (x[tr], y[tr]), "val": (x[va], y[va]), "test": (x[te], y[te])}
-    return assemble(splits, tuple(classes), name)
+    idx = {"train": tr, "val": va, "test": te}
+    splits = {s: (x[i], y[i]) for s, i in idx.items()}
+    logits = None if teacher is None else {s: teacher[i] for s, i in idx.items()}
+    return assemble(splits, tuple(classes), name, teacher=logits, standardize=standardize)

@@ -1,172 +1,160 @@
-"""The student of a distillation run, and its growth while the run stalls.
+"""The student of a distillation run as the engine sees it: pure functions of a ``Stateful``.
 
-A :class:`Student` is an architecture (the dict of :mod:`ev3evo.distillation.models`) with its
-pure ``apply``; the engine works on its plain parameter dicts. When the run stalls,
-:class:`Growth` (the ``on_stall`` hook of :func:`ev3evo.run`) widens or deepens both the
-current and the stable model function-preservingly (:mod:`ev3evo.distillation.growth`),
-checks that the grown stable model computes the same validation metrics (a growth that
-changes them is refused), and hands the run a new engine built for the new shapes, with fresh
-sources and the allocation record kept.
+A :class:`Student` wraps any flax nnx Module (the user's own, or a built-in
+:class:`~ev3evo.distillation.models.MLP` / :class:`~ev3evo.distillation.models.CNN`) into
+what the engine works on, an :class:`ev3evo.Stateful` model::
+
+    Stateful(params={"model": <the module's nnx.Param values>, "head": <calibration head>},
+             state=<every other variable: batch statistics, RNG streams (raw key data)>)
+
+- :meth:`Student.apply` is the module in **eval mode** (``module.eval()``: running batch
+  statistics, no dropout) followed by the head (:mod:`ev3evo.distillation.head`): what every
+  metric assesses;
+- :meth:`Student.train_apply` is the module in **train mode** (``module.train()``): it returns
+  the logits and the updated state (batch statistics moved, RNG counters advanced), what the
+  gradient rollouts' losses use, so a rollout trains the student the way ``nnx`` training
+  would;
+- :meth:`Student.module` turns an engine model back into an nnx Module of the student's own
+  class (eval mode), :meth:`Student.certified` also folds the head into it.
+
+A built-in MLP keeps its population rule (:mod:`ev3evo.assess.population`), the fast path for
+evaluating a population of dense networks; any other module is vmapped through
+``nnx.merge``.
 
 Example::
 
     import jax, jax.numpy as jnp
-    from ev3evo.distillation.student import Student, grow_student
-    student, params = Student.create(4, (3,), 2, seed=0)
-    x = jax.random.normal(jax.random.key(0), (20, 4))
-    val = {"x": x, "y": jnp.zeros(20, jnp.int32), "teacher": student.apply(params, x)}
-    grown = grow_student(jax.random.key(1), student, params, params, "widen", 2, val,
-                         ["accuracy", "agreement"])
-    assert grown.event["accepted"] and grown.student.arch["hidden"] == [5]
+    from flax import nnx
+    from ev3evo.distillation.student import Student
+    module = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.BatchNorm(8, rngs=nnx.Rngs(0)),
+                            nnx.Linear(8, 3, rngs=nnx.Rngs(0)))
+    student = Student(module, 3)
+    x = jax.random.normal(jax.random.key(0), (16, 4))
+    logits, state = student.train_apply(student.initial, x)      # batch statistics move
+    assert not jnp.allclose(state["layers"][1]["mean"], 0.0)
+    assert student.apply(student.initial, x).shape == (16, 3)
+    assert isinstance(student.module(student.initial), nnx.Sequential)
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
-from ..types import Params
-from . import growth, models
+from ..explore.stateful import Stateful
+from . import head, models, nnx_state
 from .scores import evaluate
 
 
+def _graph(parts: nnx_state.Parts, mode: str):
+    """The module's graph in ``mode`` ("train" or "eval"), on a copy (the module is untouched)."""
+    rest = nnx_state.from_raw(parts.rest, parts.keys) if parts.keys else parts.rest
+    copy = nnx.merge(parts.graphdef, parts.params, rest)
+    getattr(copy, mode)()
+    return nnx.split(copy, nnx.Param, ...)[0]
+
+
 class Student:
-    """A student architecture and its pure ``apply`` (a new one when the student grows).
-
-    Attributes:
-      arch: the architecture dict (:func:`ev3evo.distillation.models.build`).
-      functional: its :class:`~ev3evo.distillation.models.Functional` (no weights).
-      apply: ``(params, x) -> logits``.
-    """
-
-    def __init__(self, arch: dict):
-        self.arch = dict(arch)
-        self.functional = models.template(self.arch)
-        self.apply = self.functional.apply
-
-    @classmethod
-    def create(cls, in_features: int, hidden, num_classes: int, seed: int):
-        """A fresh MLP student: ``(Student, params)`` initialized from ``seed``."""
-        from flax import nnx
-
-        module = models.MLP(in_features, list(hidden), num_classes, rngs=nnx.Rngs(seed))
-        f = models.functional(module)
-        return cls(f.arch), f.params
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.arch["num_classes"])
-
-    def count(self, params) -> int:
-        """The number of scalar parameters in ``params``."""
-        return int(models.count_params(params))
-
-    def zeros(self) -> Params:
-        """Zero parameters of this architecture (a template to restore a checkpoint into)."""
-        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), self.functional.params)
-
-    def evaluate(self, params, batch, names: Sequence[str]) -> dict[str, float]:
-        """``{metric: value}`` of ``params`` on ``batch``."""
-        return evaluate(self.apply, params, batch, names, self.num_classes)
-
-
-class Grown(NamedTuple):
-    """A growth of the current and stable models (see :func:`grow_student`).
-
-    Attributes:
-      event: the ``{"event": "grow", ...}`` record; ``accepted`` says if it kept the function.
-      student: the grown architecture.
-      current, stable: the grown models.
-    """
-
-    event: dict
-    student: Student
-    current: Params
-    stable: Params
-
-
-def grow_student(key, student: Student, current, stable, kind: str, amount: int, val,
-                 names: Sequence[str]) -> Grown:
-    """Grows ``current`` and ``stable`` (``kind`` ``"widen"`` by ``amount`` units per hidden
-    layer, or ``"deepen"`` by one layer) and checks the grown stable model scores the same
-    validation metrics ``names`` (within 1e-6)."""
-    amount = amount if kind == "widen" else 1  # deepen: one identity layer
-    arch, grown_current = growth.grow(student.arch, current, kind, key, amount)
-    _, grown_stable = growth.grow(student.arch, stable, kind, key, amount)
-    new = Student(arch)
-    before = student.evaluate(stable, val, names)
-    after = new.evaluate(grown_stable, val, names)
-    gap = float(jnp.max(jnp.abs(student.apply(stable, val["x"])
-                                - new.apply(grown_stable, val["x"]))))
-    same = all(abs(before[n] - after[n]) <= 1e-6 for n in names)
-    event = {
-        "event": "grow",
-        "kind": kind,
-        "hidden_before": list(student.arch["hidden"]),
-        "hidden_after": list(arch["hidden"]),
-        "params_before": student.count(stable),
-        "params_after": new.count(grown_stable),
-        "stable_before": before,
-        "stable_after": after,
-        "max_logit_change": gap,
-        "accepted": bool(same),
-    }
-    return Grown(event, new, grown_current, grown_stable)
-
-
-class Growth:
-    """The growth of a run's student: the ``on_stall`` hook of :func:`ev3evo.run`.
-
-    Called when the run stalls, it grows the student (at most ``config.max_growths`` times,
-    only with ``config.grow``), records the event (with the step and the seconds since
-    :meth:`start`) and returns the new engine and state, or ``None`` to go on unchanged.
+    """A flax nnx student as pure functions of its engine model (see the module docstring).
 
     Args:
-      config: the run's :class:`~ev3evo.distillation.options.DistillConfig`.
-      student: the student the run starts with; ``params`` its parameters.
-      val: the validation split (with the teacher's logits) the check runs on.
-      names: the metrics checked.
-      rebuild: ``apply -> EV3``, the run's engine for a new architecture.
-      events: growth events of the run so far (a resumed run's).
-      on_event: called with every event record (to log it).
+      module: the student, any nnx Module returning ``(N, num_classes)`` logits.
+      num_classes: the number of classes.
 
     Attributes:
-      student: the architecture the run has reached; ``size`` its parameter count.
-      events: every growth event, accepted or refused.
+      name: the student's class name; ``arch`` its architecture dict when it is built in
+        (``None`` otherwise: such a student does not grow).
+      initial: the engine model of ``module``'s weights with the identity head.
+      num_classes: the number of classes.
     """
 
-    def __init__(self, config, student: Student, params, val, names: Sequence[str],
-                 rebuild: Callable, events: Sequence[dict] = (),
-                 on_event: Callable[[dict], None] | None = None):
-        self.config, self.val, self.names, self.rebuild = config, val, list(names), rebuild
-        self.student, self.size = student, student.count(params)
-        self.events = list(events)
-        self.on_event = on_event or (lambda event: None)
-        self.started = time.perf_counter()
+    def __init__(self, module: nnx.Module, num_classes: int):
+        parts = nnx_state.split(module)
+        self.name, self.num_classes = type(module).__name__, int(num_classes)
+        self.arch = models.arch_of(module) if isinstance(module, (models.MLP, models.CNN)) \
+            else None
+        self.keys = parts.keys
+        self.graphs = {mode: _graph(parts, mode) for mode in ("train", "eval")}
+        self.initial = Stateful({"model": parts.params, "head": head.identity(num_classes)},
+                                parts.rest)
+        # a built-in MLP (not a subclass) is evaluated by its population rule
+        self._fast = models.functional(module).apply if type(module) is models.MLP else None
 
-    def start(self) -> None:
-        """Starts the clock of the events' ``seconds``."""
-        self.started = time.perf_counter()
+    @classmethod
+    def build(cls, spec, feature_shape: Sequence[int], num_classes: int, seed: int):
+        """A fresh built-in student (``"mlp:8"``, ``"cnn:8,16"`` or an arch dict)."""
+        arch = models.arch_for(spec, feature_shape, num_classes)
+        return cls(models.build(arch, seed=seed), num_classes)
 
-    def __call__(self, key, engine, state):
-        c = self.config
-        if not c.grow or len(self.events) >= c.max_growths:
-            return None
-        grown = grow_student(key, self.student, state.current, state.stable, c.grow_kind,
-                             c.grow_amount, self.val, self.names)
-        event = {**grown.event, "step": int(state.step),
-                 "seconds": time.perf_counter() - self.started}
-        self.events.append(event)
-        self.on_event(event)
-        if not event["accepted"]:
-            return None
-        new_engine = self.rebuild(grown.student.apply)
-        fresh = new_engine.init(key, grown.current)
-        new_state = fresh._replace(stable=grown.stable, allocation=state.allocation,
-                                   step=state.step)
-        self.student, self.size = grown.student, grown.student.count(grown.current)
-        return new_engine, new_state
+    @classmethod
+    def for_arch(cls, arch: dict, num_classes: int):
+        """The student of a built-in ``arch`` without initializing weights (after growth)."""
+        return cls(nnx.eval_shape(lambda: models.build(arch)), num_classes)
+
+    # ------------------------------------------------------------------ pure functions
+    def _merge(self, mode: str, model: Stateful) -> nnx.Module:
+        return nnx_state.merge(self.graphs[mode], model.params["model"], model.state, self.keys)
+
+    def logits(self, model: Stateful, x) -> jax.Array:
+        """The student's own logits in eval mode (before the head)."""
+        if self._fast is not None:
+            return self._fast(model.params["model"], x)
+        return self._merge("eval", model)(x)
+
+    def apply(self, model: Stateful, x) -> jax.Array:
+        """Eval-mode logits through the head: what the metrics assess."""
+        return head.apply(model.params["head"], self.logits(model, x))
+
+    def train_apply(self, model: Stateful, x) -> tuple[jax.Array, dict]:
+        """Train-mode logits through the head, and the state the forward pass leaves."""
+        if self._fast is not None:
+            return head.apply(model.params["head"], self._fast(model.params["model"], x)), \
+                model.state
+        module = self._merge("train", model)
+        logits = module(x)
+        rest = nnx.to_pure_dict(nnx.split(module, nnx.Param, ...)[2])
+        return head.apply(model.params["head"], logits), nnx_state.to_raw(rest)
+
+    # ------------------------------------------------------------------ back to nnx
+    def module(self, model: Stateful) -> nnx.Module:
+        """The student of ``model``'s weights as an nnx Module of its own class, eval mode
+        (the head not applied)."""
+        return self._merge("eval", jax.tree.map(jnp.asarray, model))
+
+    def certified(self, model: Stateful, x) -> tuple[nnx.Module, bool]:
+        """``(module, folded)``: the student of ``model`` with its head folded into its output
+        layer (``folded``), or inside :class:`~ev3evo.distillation.head.Calibrated`; checked on
+        the examples ``x``."""
+        module, h = self.module(model), jax.tree.map(jnp.asarray, model.params["head"])
+        identity = bool(h["scale"] == 1.0) and not bool(jnp.any(h["bias"] != 0.0))
+        if identity:
+            return module, True
+        run = jax.jit(lambda m, x: m(x))
+        path = head.output_layer(module, self.num_classes, lambda m: run(m, x))
+        if path is not None:
+            folded = head.fold(module, h, path)
+            want = np.asarray(head.apply(h, run(module, x)))
+            if np.allclose(np.asarray(run(folded, x)), want, rtol=1e-4, atol=1e-4):
+                return folded, True
+        return head.Calibrated(module, h["scale"], h["bias"]), False
+
+    # ------------------------------------------------------------------ bookkeeping
+    def count(self, model: Stateful | None = None) -> int:
+        """The number of scalar parameters of the student (the head not counted)."""
+        return models.count_params((model or self.initial).params["model"])
+
+    def describe(self) -> str:
+        """``mlp:8``, ``cnn:8,16+1,0`` for a built-in student, else its class name."""
+        return models.describe(self.arch) if self.arch is not None else self.name
+
+    def zeros(self) -> Stateful:
+        """A zero engine model of this student's shapes (a template to restore into)."""
+        return jax.tree.map(lambda s: jnp.zeros(jnp.shape(s), jnp.result_type(s)), self.initial)
+
+    def evaluate(self, model: Stateful, batch, names: Sequence[str]) -> dict[str, float]:
+        """``{metric: value}`` of ``model`` on ``batch``."""
+        return evaluate(self.apply, model, batch, names, self.num_classes)

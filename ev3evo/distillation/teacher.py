@@ -1,15 +1,17 @@
-"""The teacher: an MLP trained with optax on the train split, best-on-validation, cached.
+"""The built-in teacher: an MLP or a CNN trained with optax on the train split, cached.
 
 ``train_teacher`` runs mini-batch AdamW (weight decay) with cross-entropy on the train split,
 one jitted ``lax.scan`` per epoch (compiled once), keeps the parameters with the best
 validation accuracy (ties: lower validation loss) and stops after ``patience`` epochs without
-improvement. ``load_or_train_teacher`` caches the result under a folder, keyed by the dataset
-(name, seed-dependent content fingerprint) and the training configuration, or loads a
-checkpoint the user gives.
+improvement. The architecture is a spec (``mlp:128,128``, ``cnn:32,32,32``; see
+:func:`ev3evo.distillation.models.parse_spec`); :func:`default_arch` is a CNN for images and
+sequences, an MLP for flat features. ``load_or_train_teacher`` caches the result under a
+folder, keyed by the dataset (name, seed-dependent content fingerprint) and the training
+configuration, or loads a checkpoint the user gives.
 
 Example:
     >>> from ev3evo.distillation import data, teacher
-    >>> t = teacher.train_teacher(data.load_digits(), hidden=(32,), epochs=5)
+    >>> t = teacher.train_teacher(data.load_digits(), "mlp:32", epochs=5)
     >>> t.metrics["test"]["accuracy"] > 0.8
     True
     >>> teacher.teacher_logits(t, data.load_digits().test["x"]).shape
@@ -22,7 +24,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -34,8 +36,14 @@ from flax import nnx
 from . import models
 from .data import Dataset
 
-__all__ = ["Teacher", "evaluate", "load_or_train_teacher", "teacher_logits", "teacher_splits",
-           "train_teacher"]
+__all__ = ["Teacher", "default_arch", "evaluate", "load_or_train_teacher", "teacher_logits",
+           "teacher_splits", "train_teacher"]
+
+
+def default_arch(feature_shape) -> str:
+    """The teacher trained by default: ``cnn:32,32,32`` for images and sequences (examples of
+    rank 2 or more), ``mlp:128,128`` for flat features."""
+    return "cnn:32,32,32" if len(tuple(feature_shape)) >= 2 else "mlp:128,128"
 
 
 class Teacher(NamedTuple):
@@ -121,7 +129,7 @@ def _check_training(epochs, batch_size, patience, lr) -> None:
 
 def train_teacher(
     dataset: Dataset,
-    hidden: Sequence[int] = (128, 128),
+    model: str | dict | None = None,
     epochs: int = 200,
     seed: int = 0,
     lr: float = 1e-3,
@@ -129,29 +137,28 @@ def train_teacher(
     batch_size: int = 64,
     weight_decay: float = 1e-4,
     patience: int = 30,
-    activation: str = "relu",
 ) -> Teacher:
-    """Train an MLP teacher on ``dataset.train``, keeping the best parameters on ``dataset.val``.
+    """Train a built-in teacher on ``dataset.train``, keeping the best parameters on
+    ``dataset.val``.
 
     Args:
         dataset: a :class:`~ev3evo.distillation.data.Dataset`.
-        hidden: hidden widths of the MLP.
+        model: the architecture, a spec (``"mlp:128,128"``, ``"cnn:32,32,32"``) or an arch
+            dict; default :func:`default_arch`.
         epochs: maximum number of passes over the train split.
         seed: initialization and shuffling seed.
         lr: AdamW learning rate.
         batch_size: mini-batch size (capped at the train size).
         weight_decay: AdamW decoupled weight decay.
         patience: stop after this many epochs without a better validation accuracy.
-        activation: hidden activation (see :data:`ev3evo.distillation.models.ACTIVATIONS`).
 
     Returns:
         A :class:`Teacher` with train/val/test metrics of the kept parameters.
     """
     _check_training(epochs, batch_size, patience, lr)
-    in_features = math.prod(dataset.feature_shape)
-    model = models.MLP(in_features, list(hidden), dataset.num_classes,
-                       rngs=nnx.Rngs(seed), activation=activation)
-    f = models.functional(model)
+    arch = models.arch_for(model or default_arch(dataset.feature_shape), dataset.feature_shape,
+                           dataset.num_classes)
+    f = models.functional(models.build(arch, rngs=nnx.Rngs(seed)))
     tx = optax.adamw(lr, weight_decay=weight_decay)
     x, y = dataset.train["x"], dataset.train["y"]
     n = x.shape[0]
@@ -218,7 +225,12 @@ def _from_module(module: nnx.Module, dataset: Dataset, source: str, path: str) -
 
 def _check_fits(arch: dict, dataset: Dataset, path: str) -> None:
     in_features = math.prod(dataset.feature_shape)
-    if arch["in_features"] != in_features:
+    if arch.get("kind", "mlp") == "cnn":
+        if tuple(arch["in_shape"]) != tuple(dataset.feature_shape):
+            raise ValueError(
+                f"teacher checkpoint {path} takes examples of shape {tuple(arch['in_shape'])} "
+                f"but the data's are {tuple(dataset.feature_shape)}")
+    elif arch["in_features"] != in_features:
         raise ValueError(
             f"teacher checkpoint {path} expects {arch['in_features']} input features but the "
             f"data has {in_features} (feature shape {dataset.feature_shape})"
@@ -235,7 +247,7 @@ def load_or_train_teacher(
     cache_dir: str | os.PathLike | None,
     *,
     path: str | os.PathLike | None = None,
-    hidden: Sequence[int] = (128, 128),
+    model: str | dict | None = None,
     epochs: int = 200,
     seed: int = 0,
     lr: float = 1e-3,
@@ -255,9 +267,9 @@ def load_or_train_teacher(
         >>> import tempfile
         >>> from ev3evo.distillation import data
         >>> d, folder = data.load_digits(), tempfile.mkdtemp()
-        >>> load_or_train_teacher(d, folder, hidden=(16,), epochs=2).source
+        >>> load_or_train_teacher(d, folder, model="mlp:16", epochs=2).source
         'trained'
-        >>> load_or_train_teacher(d, folder, hidden=(16,), epochs=2).source
+        >>> load_or_train_teacher(d, folder, model="mlp:16", epochs=2).source
         'cache'
     """
     if path is not None:
@@ -265,8 +277,10 @@ def load_or_train_teacher(
         module, config = models.load(path)
         _check_fits(config, dataset, path)
         return _from_module(module, dataset, "checkpoint", path)
-    settings = {"hidden": [int(h) for h in hidden], "epochs": int(epochs), "seed": int(seed),
-                "lr": float(lr), **kwargs}
+    arch = models.arch_for(model or default_arch(dataset.feature_shape), dataset.feature_shape,
+                           dataset.num_classes)
+    settings = {"arch": arch, "epochs": int(epochs), "seed": int(seed), "lr": float(lr),
+                **kwargs}
     cached = None
     if cache_dir is not None:
         key = hashlib.sha256(
@@ -281,7 +295,7 @@ def load_or_train_teacher(
                 return _from_module(module, dataset, "cache", cached)
             except ValueError:
                 pass  # a corrupt or stale cache entry: train again and overwrite it
-    t = train_teacher(dataset, hidden, epochs, seed, lr, **kwargs)
+    t = train_teacher(dataset, arch, epochs, seed, lr, **kwargs)
     if cached is None:
         return t
     models.save(cached, (t.arch, t.params),

@@ -34,6 +34,7 @@ from jax.flatten_util import ravel_pytree
 
 from .._checks import check_positive_int, check_probability
 from ..types import Feedback, LossFn, Source
+from . import stateful
 
 
 class MaskState(NamedTuple):
@@ -157,7 +158,8 @@ def guided_es(
     step of length ``σ``.
 
     Args:
-      loss: the surrogate ``(params, batch) -> scalar`` whose gradients guide the search.
+      loss: the surrogate ``(params, batch) -> scalar`` whose gradients guide the search
+        (of a :class:`~ev3evo.explore.stateful.Stateful`: ``(model, batch) -> (scalar, state)``).
       size: candidates per step (at least 3).
       sigma: perturbation scale (``E‖σε‖² = σ²``).
       subspace: ``k``, the number of recent gradients spanning the guiding subspace.
@@ -173,11 +175,11 @@ def guided_es(
     lr = sigma if learning_rate is None else learning_rate
     pairs = (size - 1) // 2
     extra = (size - 1) % 2
-    grad_fn = jax.grad(loss)
+    grad_fn = stateful.value_and_grad(loss)
 
     def init(key, params):
         del key
-        flat, _ = ravel_pytree(params)
+        flat, _ = ravel_pytree(stateful.explored(params))
         d = flat.shape[0]
         z = jnp.zeros((), jnp.int32)
         return GuidedESState(
@@ -185,11 +187,11 @@ def guided_es(
             jnp.zeros((d,), flat.dtype),
         )
 
-    def ask(key, state, params, batch, active):
+    def ask(key, state, model, batch, active):
         del active
-        flat, unravel = ravel_pytree(params)
+        flat, unravel = ravel_pytree(stateful.explored(model))
         d = flat.shape[0]
-        g, _ = ravel_pytree(grad_fn(params, batch))
+        g, _ = ravel_pytree(grad_fn(model, batch)[1])
         g = jnp.where(jnp.isfinite(g), g, 0.0)
         gradients = state.gradients.at[state.count % k].set(g)
         count = state.count + 1
@@ -206,7 +208,7 @@ def guided_es(
         if extra:
             norm = jnp.linalg.norm(g)
             members.append(flat - sigma * g / jnp.where(norm > 0, norm, 1.0))
-        population = jax.vmap(unravel)(jnp.stack(members))
+        population = stateful.populate(model, jax.vmap(unravel)(jnp.stack(members)), size)
         return population, GuidedESState(gradients, count, eps, state.step)
 
     def tell(key, state, population, feedback: Feedback):

@@ -27,6 +27,11 @@ slots are all inactive this step is skipped. With ``order="rotate"`` the candida
 won fills slot 0 and the others follow in a random order, so that when the allocation gives the
 source fewer slots than it has candidates, every row still gets its turn.
 
+**Models with state.** A :class:`~ev3evo.explore.stateful.Stateful` model (parameters and
+carried state: batch statistics, RNG counters) is rolled out as training would: its losses
+take the model and return ``(value, new_state)``, the optimizers see the parameters, and each
+candidate carries the state its rollout ended with.
+
 Deliberately biased gradients are gradient rollouts too: pass surrogate losses
 (:mod:`ev3evo.losses`) and optimizers chained with gradient perturbations
 (:mod:`ev3evo.explore.biased`, ``optax.add_noise``, ``optax.clip``, ``optax.scale_by_sign``).
@@ -62,7 +67,7 @@ import optax
 from .. import _tree
 from .._checks import check_positive_int
 from ..types import Feedback, LossFn, Source
-from . import sampling
+from . import sampling, stateful
 
 
 def _finite(tree) -> jax.Array:
@@ -75,24 +80,29 @@ def rollout(loss: Callable, optimizer: optax.GradientTransformation, steps: int,
 
     ``steps`` steps of ``optimizer`` on ``loss(params, minibatch, data)``, each minibatch drawn
     from ``batch`` (already :func:`sampling.prepare` d, so that many vmapped rollouts share one
-    shuffle) as in :mod:`ev3evo.explore.sampling`.
+    shuffle) as in :mod:`ev3evo.explore.sampling`. For a
+    :class:`~ev3evo.explore.stateful.Stateful` model the loss takes the whole model and
+    returns ``(value, new_state)``: the optimizer updates the parameters and the model carries
+    the new state (see :mod:`ev3evo.explore.stateful`).
     """
-    value_and_grad = jax.value_and_grad(loss)
+    value_and_grad = stateful.value_and_grad(loss)
 
-    def run(key, params, opt_state, data, batch):
+    def run(key, model, opt_state, data, batch):
         def one_step(carry, step_key):
-            params, opt_state = carry
-            value, grads = value_and_grad(params, sampling.draw(step_key, batch, batch_size), data)
-            updates, new_state = optimizer.update(grads, opt_state, params)
+            model, opt_state = carry
+            params = stateful.explored(model)
+            value, grads, state = value_and_grad(model, sampling.draw(step_key, batch,
+                                                                      batch_size), data)
+            updates, new_opt_state = optimizer.update(grads, opt_state, params)
             new_params = optax.apply_updates(params, updates)
             ok = jnp.isfinite(value) & _finite(grads) & _finite(new_params)
-            params = _tree.where(ok, new_params, params)
-            opt_state = _tree.where(ok, new_state, opt_state)
-            return (params, opt_state), value
+            model = _tree.where(ok, stateful.with_params(model, new_params, state), model)
+            opt_state = _tree.where(ok, new_opt_state, opt_state)
+            return (model, opt_state), value
 
         keys = jax.random.split(key, steps)
-        (params, opt_state), values = jax.lax.scan(one_step, (params, opt_state), keys)
-        return params, opt_state, values
+        (model, opt_state), values = jax.lax.scan(one_step, (model, opt_state), keys)
+        return model, opt_state, values
 
     return run
 
@@ -101,7 +111,9 @@ class RolloutGroup(NamedTuple):
     """Rows of rollouts that share a loss and an optimizer structure (vmapped together).
 
     Attributes:
-      loss: ``(params, batch, data) -> scalar``; ``data`` is the row's entry of :attr:`data`.
+      loss: ``(params, batch, data) -> scalar``; ``data`` is the row's entry of :attr:`data`
+        (for a :class:`~ev3evo.explore.stateful.Stateful` model: ``(model, batch, data) ->
+        (scalar, new_state)``).
       optimizer: an optax transformation; with :attr:`hyperparams` it must be built with
         ``optax.inject_hyperparams`` and have those hyperparameters.
       rows: the number of rows.
@@ -135,6 +147,8 @@ class RolloutsState(NamedTuple):
 
 def _init_rows(group: RolloutGroup, params):
     """The group's per-row optimizer states at ``params`` (hyperparameters injected)."""
+
+    params = stateful.explored(params)  # a Stateful model's optimizer sees its parameters
 
     def one(hyper):
         state = group.optimizer.init(params)

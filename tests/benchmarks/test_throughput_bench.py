@@ -41,6 +41,18 @@ def test_assess_fraction_is_flops_over_peak():
             r["roofline_fraction"] / r["population_rule_speedup"])
 
 
+def test_assess_cnn_row_counts_the_convolutions_flops():
+    out = T.bench_assess_cnn([2], [16], repeats=1, channels=(4,), n=256,
+                             chunk_sizes=("auto",))
+    arch = out["arch"]
+    assert arch["channels"] == [4] and arch["pool"] == [True]
+    # 8×8 positions × 3×3 taps × 1 → 4 channels, then a 4·4·4 → 10 head; ×2 (multiply-add)
+    assert out["flops_per_example"] == 2 * (64 * 9 * 1 * 4 + 64 * 10)
+    (r,) = out["rows"]
+    assert r["flops_per_s"] == pytest.approx(2 * 16 * out["flops_per_example"] / r["seconds"])
+    assert 0 < r["roofline_fraction"] < 10 * r["flops_per_s"] / r["peak_flops_per_s"]
+
+
 @pytest.mark.slow
 def test_scaling_config_runs_in_its_own_process_and_reports_memory():
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "throughput.py"),

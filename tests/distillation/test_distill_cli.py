@@ -87,7 +87,7 @@ def _check_outputs(out, methods, primary):
 def test_csv_run_writes_summary_history_and_plots(files):
     out = files["root"] / "out_csv"
     p = _cli(["--data", files["csv"], "--label", "target", "--steps", 3, "--teacher-epochs", 3,
-              "--student-hidden", 4, "--no-baselines", "--out", out], cache=files["cache"])
+              "--student", "mlp:4", "--no-baselines", "--out", out], cache=files["cache"])
     assert p.returncode == 0, p.stderr[-3000:]
     summary, _ = _check_outputs(out, {"ev3"}, "accuracy")
     assert summary["dataset"]["num_classes"] == C
@@ -100,7 +100,7 @@ def test_csv_run_writes_summary_history_and_plots(files):
 def test_npz_run_with_baselines(files):
     out = files["root"] / "out_npz"
     # The same EV3 flags as the .csv run: the compiled step comes from the persistent cache.
-    p = _cli(["--data", files["npz"], "--steps", 3, "--teacher-epochs", 3, "--student-hidden", 4,
+    p = _cli(["--data", files["npz"], "--steps", 3, "--teacher-epochs", 3, "--student", "mlp:4",
               "--baselines", "--baseline-seconds", 1, "--kd-loss", "rkl_t2", "--quiet",
               "--out", out],
              cache=files["cache"])
@@ -126,6 +126,8 @@ def test_npz_run_with_baselines(files):
         (["--kd-loss", "kl_t9"], "invalid choice: 'kl_t9'"),
         (["--tie-examples", "-1"], "expected a positive number"),
         (["--steps", "many"], "expected a positive integer"),
+        (["--student", "cnn8"], "cannot read the model spec 'cnn8'"),
+        (["--grow", "--grow-kind", "residual"], "residual blocks grow a CNN"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, needle):
@@ -142,7 +144,8 @@ def test_help_explains_every_flag():
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0
     for flag in ("--data", "--label", "--metric", "--constraint", "--steps", "--time-budget",
-                 "--student-hidden", "--grow", "--no-grow", "--seed", "--out", "--baselines",
+                 "--student", "--teacher-arch", "--grow", "--no-grow", "--seed", "--out",
+                 "--baselines",
                  "--no-baselines", "--resume", "--checkpoint-every", "--correction", "--accept",
                  "--certify", "--tie-examples", "--rollout-steps"):
         assert flag in p.stdout, flag

@@ -83,9 +83,15 @@ def test_npz_plain_and_string_labels(tmp_path):
     ds = data.load(str(p), seed=2)
     _check_valid(ds, 60)
     assert ds.feature_shape == (2, 3) and ds.classes == (3, 7, 9) and ds.name == "grid"
-    # standardization uses train statistics only
+    # standardization uses train statistics only; (2, 3) examples are sequences of 3
+    # channels: one mean and spread per channel, over the examples and their positions
     raw_train = (np.asarray(ds.train["x"]) * ds.std + ds.mean)
-    np.testing.assert_allclose(ds.mean, raw_train.mean(0), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ds.mean, np.broadcast_to(raw_train.mean((0, 1)), (2, 3)),
+                               rtol=1e-4, atol=1e-4)
+    z = np.asarray(ds.train["x"])
+    np.testing.assert_allclose(z.mean((0, 1)), 0, atol=1e-5)
+    np.testing.assert_allclose(z.std((0, 1)), 1, atol=1e-4)
+    np.testing.assert_allclose(ds.raw(ds.train["x"]), raw_train, rtol=1e-5, atol=1e-6)
     p2 = tmp_path / "names.npz"
     np.savez(p2, x=x, y=np.array(["cat", "dog"] * 30))
     ds2 = data.load_file(p2)
@@ -262,3 +268,87 @@ def test_npz_fuzz_returns_dataset_or_data_error(tmp_path, n, d, x_kind, y_kind, 
         return
     _check_valid(ds, n)
     assert os.path.exists(p)
+
+
+# ----------------------------------------------------------------------------- shapes, logits
+
+
+def test_images_keep_their_shape_and_are_standardized_per_channel(tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(90, 6, 5, 2)) * np.array([1.0, 10.0]) + np.array([5.0, -3.0])
+    p = tmp_path / "img.npz"
+    np.savez(p, x=x, y=np.arange(90) % 3)
+    ds = data.load(str(p))
+    _check_valid(ds, 90)
+    assert ds.feature_shape == (6, 5, 2)
+    z = np.asarray(ds.train["x"])
+    np.testing.assert_allclose(z.mean((0, 1, 2)), 0, atol=1e-5)  # every channel
+    np.testing.assert_allclose(z.std((0, 1, 2)), 1, atol=1e-4)
+    # one statistic per channel, computed on train only, repeated over the positions
+    assert np.all(ds.mean[..., 1] == ds.mean[0, 0, 1]) and np.all(ds.std[..., 0] == ds.std[0, 0, 0])
+    digits = data.load("digits:images")
+    assert digits.feature_shape == (8, 8, 1) and digits.name == "digits:images"
+    np.testing.assert_allclose(digits.standardize(digits.raw(digits.test["x"])),
+                               digits.test["x"], atol=1e-5)
+
+
+def test_mnist1d_is_generated_offline_split_and_leaves_the_global_rngs_alone():
+    import random
+
+    random.seed(123)
+    np.random.seed(123)  # noqa: NPY002
+    before = (random.random(), np.random.rand())  # noqa: NPY002
+    random.seed(123)
+    np.random.seed(123)  # noqa: NPY002
+    ds = data.load("mnist1d:500")
+    after = (random.random(), np.random.rand())  # noqa: NPY002
+    assert before == after  # make_dataset's set_seed did not leak out
+    _check_valid(ds, 500)
+    assert ds.name == "mnist1d" and ds.feature_shape == (40, 1) and ds.num_classes == 10
+    assert (len(ds.train["y"]), len(ds.val["y"]), len(ds.test["y"])) == (300, 100, 100)
+    again = data.load_mnist1d(n_samples=500)
+    np.testing.assert_array_equal(np.asarray(again.test["x"]), np.asarray(ds.test["x"]))
+    assert data.MNIST1D_SIZE * 0.2 >= 2000  # the default validation split holds thousands
+    with pytest.raises(DataError, match="write mnist1d:N"):
+        data.load("mnist1d:lots")
+
+
+def test_teacher_logits_travel_with_their_examples(tmp_path):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(60, 4, 4, 1))
+    y = np.arange(60) % 3
+    logits = np.eye(3)[y] * 5.0 + rng.normal(size=(60, 3))
+    p = tmp_path / "t.npz"
+    np.savez(p, x=x, y=y, teacher_logits=logits)
+    ds = data.load(str(p))
+    for split in (ds.train, ds.val, ds.test):  # each row still belongs to its example
+        raw = ds.raw(split["x"]).reshape(len(split["y"]), -1)
+        rows = [int(np.argmin(np.abs(x.reshape(60, -1) - r).sum(1))) for r in raw]
+        np.testing.assert_allclose(np.asarray(split["teacher"]), logits[rows], rtol=1e-6)
+    # predefined splits: one array per split
+    q = tmp_path / "s.npz"
+    np.savez(q, x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:],
+             teacher_logits_train=logits[:40], teacher_logits_test=logits[40:])
+    ds2 = data.load(str(q))
+    np.testing.assert_allclose(np.asarray(ds2.test["teacher"]), logits[40:], rtol=1e-6)
+    assert len(ds2.val["teacher"]) == len(ds2.val["y"]) > 0  # carved out of train with it
+    # the same from Python: arrays, a dict, splits
+    assert data.from_user((x, y), teacher=logits).train["teacher"].shape[1] == 3
+    splits = {"train": (x[:40], y[:40]), "test": {"x": x[40:], "y": y[40:]}}
+    got = data.from_user(splits, teacher={"train": logits[:40], "test": logits[40:]})
+    np.testing.assert_allclose(np.asarray(got.test["teacher"]), logits[40:], rtol=1e-6)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda t: t[:-1], "teacher logits have 59 rows but the data has 60 examples"),
+    (lambda t: t[:, :2], "teacher logits have 2 classes but the data has 3"),
+    (lambda t: np.where(np.arange(60)[:, None] == 7, np.nan, t), "contain NaN"),
+    (lambda t: t[:, 0], "must have shape \\(examples, classes\\)"),
+])
+def test_teacher_logits_that_do_not_fit_are_one_clear_error(tmp_path, bad, message):
+    y = np.arange(60) % 3
+    p = tmp_path / "bad.npz"
+    np.savez(p, x=np.random.default_rng(0).normal(size=(60, 2)), y=y,
+             teacher_logits=bad(np.eye(3)[y]))
+    with pytest.raises(DataError, match=message):
+        data.load(str(p))

@@ -114,7 +114,7 @@ def digits_teacher(tmp_path_factory):
 
     ds = data.load_digits()
     folder = tmp_path_factory.mktemp("teacher")
-    t = teacher.load_or_train_teacher(ds, folder, hidden=(64,), epochs=40, patience=10)
+    t = teacher.load_or_train_teacher(ds, folder, model="mlp:64", epochs=40, patience=10)
     return ds, folder, t
 
 
@@ -133,7 +133,7 @@ def test_teacher_trains_on_digits_and_is_cached(digits_teacher):
     np.testing.assert_allclose(chunked, logits, atol=1e-5)
     # second call: loaded from the cache file, same parameters and metrics
     assert t.path is not None and os.path.dirname(t.path) == str(folder)
-    again = teacher.load_or_train_teacher(ds, folder, hidden=(64,), epochs=40, patience=10)
+    again = teacher.load_or_train_teacher(ds, folder, model="mlp:64", epochs=40, patience=10)
     assert again.source == "cache" and again.path == t.path
     jax.tree.map(np.testing.assert_array_equal, again.params, t.params)
     assert again.metrics["test"] == pytest.approx(t.metrics["test"])

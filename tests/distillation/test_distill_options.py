@@ -58,7 +58,7 @@ VALUES = {
     "data": (["hard:500"], "hard:500"), "label": (["y"], "y"),
     "metrics": (["macro_f1", "ece:0.01"], ("macro_f1", "ece:0.01")),
     "constraints": (["agreement>=0.9"], ("agreement>=0.9",)),
-    "steps": (["7"], 7), "time_budget": (["2.5"], 2.5), "student_hidden": (["4 3"], (4, 3)),
+    "steps": (["7"], 7), "time_budget": (["2.5"], 2.5), "student": (["cnn:4,3"], "cnn:4,3"),
     "grow": ([None], True), "grow_kind": (["deepen"], "deepen"), "patience": (["5"], 5),
     "population_size": (["9"], 9), "alpha": (["0.1"], 0.1), "correction": (["none"], "none"),
     "accept": (["better"], "better"), "certify": (["primary"], "primary"),
@@ -66,7 +66,8 @@ VALUES = {
     "out": (["runs/x"], "runs/x"), "baselines": (["no"], False),
     "baseline_seconds": (["3"], 3.0), "es_algorithm": (["CMA_ES"], "CMA_ES"),
     "kd_loss": (["ce"], "ce"), "teacher": (["t.msgpack"], "t.msgpack"),
-    "teacher_epochs": (["4"], 4), "progress": ([None], False),
+    "teacher_arch": (["mlp:16"], "mlp:16"), "teacher_epochs": (["4"], 4),
+    "teacher_lr": (["0.01"], 0.01), "progress": ([None], False),
     "checkpoint_every": (["2"], 2), "resume": (["runs/y"], "runs/y"),
 }
 
@@ -118,9 +119,13 @@ def test_choices_are_the_engine_registries():
      ("steps", "5", TypeError, "steps must be a positive integer"),
      ("max_growths", -1, ValueError, "max_growths must be >= 0"),
      ("time_budget", 0.0, ValueError, "time_budget must be a positive number"),
-     ("student_hidden", (4, 0), ValueError, "student_hidden must be positive integers"),
+     ("student", "mlp:4,0", ValueError, "cannot read the model spec 'mlp:4,0'"),
+     ("student", "rnn:8", ValueError, r"write mlp:H\[,H...\].* or cnn:C"),
+     ("student", 8, TypeError, "student must be a model spec"),
+     ("teacher_arch", "cnn:", ValueError, "a CNN needs at least one stage"),
+     ("standardize", "yes", TypeError, "standardize must be True or False"),
      ("grow", "yes", TypeError, "grow must be True or False"),
-     ("grow_kind", "shrink", ValueError, "grow_kind must be 'widen' or 'deepen'"),
+     ("grow_kind", "shrink", ValueError, "grow_kind must be 'widen' or 'deepen' or 'residual'"),
      ("kd_loss", "kl_t9", ValueError, "unknown KD loss 'kl_t9'"),
      ("metrics", [1], TypeError, "metrics must be a string or a sequence of strings"),
      ("seed", 1.5, TypeError, "seed must be an integer"),
@@ -132,8 +137,8 @@ def test_python_checks_name_the_setting(name, value, error, needle):
 
 
 def test_checks_normalize_and_unknown_settings_are_named(tmp_path):
-    c = checked(DistillConfig(metrics="ece", student_hidden=[6], data=tmp_path / "d.npz"))
-    assert c.metrics == ("ece",) and c.student_hidden == (6,) and c.data == str(tmp_path / "d.npz")
+    c = checked(DistillConfig(metrics="ece", student="mlp:6", data=tmp_path / "d.npz"))
+    assert c.metrics == ("ece",) and c.student == "mlp:6" and c.data == str(tmp_path / "d.npz")
     with pytest.raises(TypeError, match="unknown setting 'stepz'; settings: data, label"):
         configure(stepz=3)
     with pytest.raises(TypeError, match="unknown setting 'stepz'"):
@@ -143,6 +148,6 @@ def test_checks_normalize_and_unknown_settings_are_named(tmp_path):
 def test_the_resume_fingerprint_is_the_marked_settings():
     fingerprint = run_config(DistillConfig())
     assert list(fingerprint) == [o.name for o in OPTIONS if o.same_on_resume]
-    assert {"data", "seed", "metrics", "correction", "teacher_hidden"} <= set(fingerprint)
+    assert {"data", "seed", "metrics", "correction", "teacher_arch"} <= set(fingerprint)
     assert not {"steps", "time_budget", "out", "progress", "resume"} & set(fingerprint)
-    assert fingerprint["student_hidden"] == [8]  # JSON-ready
+    assert fingerprint["student"] == "mlp:8"

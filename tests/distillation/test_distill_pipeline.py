@@ -20,8 +20,9 @@ from ev3evo.distillation import engine as E
 from ev3evo.distillation import grid as G
 from ev3evo.distillation import models, report
 from ev3evo.distillation.final_check import final_check
+from ev3evo.distillation.growing import grow_student
 from ev3evo.distillation.options import DistillConfig
-from ev3evo.distillation.student import Student, grow_student
+from ev3evo.distillation.student import Student
 from ev3evo.types import Objective
 
 
@@ -33,8 +34,8 @@ def run(tmp_path_factory):
     x, y = make_classification(n_samples=150, n_features=6, n_informative=4, n_redundant=0,
                                n_classes=3, n_clusters_per_class=1, random_state=3)
     np.savez(root / "toy.npz", x=x, y=y)
-    result = ev3evo.distill(data=str(root / "toy.npz"), steps=6, student_hidden=(4,),
-                            teacher_epochs=3, teacher_hidden=(16,), grow=True, patience=1,
+    result = ev3evo.distill(data=str(root / "toy.npz"), steps=6, student="mlp:4",
+                            teacher_epochs=3, teacher_arch="mlp:16", grow=True, patience=1,
                        constraints=["agreement>=0.5"],
                        max_growths=1, baselines=False, progress=False, out=str(root / "out"))
     return result
@@ -64,31 +65,53 @@ def test_stable_metric_never_decreases_and_moves_only_when_certified(run):
     assert run.summary["teacher"]["params"] > run.methods["ev3"]["params"]
 
 
-def test_growth_events_preserve_the_function(run):
-    for e in run.summary["growth"]:
+def test_growth_events_preserve_the_function_and_cost_their_compilation(run):
+    events = run.summary["growth"]
+    assert events, "the run never grew (patience=1 should make it stall)"
+    for e in events:
         assert e["accepted"] and e["stable_after"] == e["stable_before"]
-        assert e["max_logit_change"] < 1e-5
-    if run.summary["growth"]:
-        assert run.arch["hidden"] != [4]
-        assert any(r.get("hidden") == run.arch["hidden"] for r in run.history)
+        assert e["max_logit_change"] < 1e-5 and e["compile_seconds"] > 0
+        assert e["params_after"] > e["params_before"]
+    # the steps after a growth run the grown student; they come after its recompilation
+    grown = events[0]
+    later = [r for r in run.history if "event" not in r and r["step"] > grown["step"]]
+    assert later and all(r["widths"] == grown["widths_after"] for r in later[:1])
+    assert grown["growth_seconds"] >= grown["compile_seconds"]
+    assert later[0]["seconds"] >= grown["seconds"] + grown["growth_seconds"]
+    # the summary counts the certified student: at the size it was certified at
+    certified = [r["step"] for r in run.history if r.get("certified")]
+    assert run.methods["ev3"]["params"] == run.summary["student"]["params"]
+    if not certified or max(certified) <= grown["step"]:
+        assert run.methods["ev3"]["params"] == grown["params_before"]
+    assert run.methods["ev3"]["current_params"] >= run.methods["ev3"]["params"]
+
+
+def test_the_returned_student_scores_what_the_summary_says(run):
+    assert isinstance(run.student, models.MLP) and run.summary["student"]["folded"]
+    test = run.dataset.test
+    acc = float(jnp.mean(jnp.argmax(run.student(test["x"]), -1) == test["y"]))
+    assert acc == pytest.approx(run.methods["ev3"]["test"]["accuracy"], abs=1e-9)
+    assert models.count_params(run.student) == run.methods["ev3"]["params"]
 
 
 def test_grow_helper_is_exact_and_the_grown_student_saves(run, tmp_path):
-    student = Student(run.arch)
+    student = Student.for_arch(run.arch, 3)
     x = jnp.asarray(np.random.default_rng(0).normal(size=(40, 6)), jnp.float32)
     val = {"x": x, "y": jnp.zeros(40, jnp.int32), "teacher": student.apply(run.stable, x)}
     names = ["accuracy", "agreement", "ece"]
     grown = grow_student(jax.random.key(1), student, run.stable, run.stable, "widen", 3, val,
                          names)
     assert grown.event["accepted"]
-    assert grown.event["hidden_after"] == [h + 3 for h in run.arch["hidden"]]
+    assert grown.event["widths_after"] == [h + 3 for h in run.arch["hidden"]]
     new = grown.student
     np.testing.assert_allclose(new.apply(grown.stable, x), student.apply(run.stable, x),
                                atol=1e-5)
-    path = models.save(tmp_path / "grown.msgpack", (new.arch, grown.stable))
-    module, config_ = models.load(path)
-    assert config_["hidden"] == grown.event["hidden_after"]
-    np.testing.assert_allclose(module(x), student.apply(run.stable, x), atol=1e-5)
+    module, folded = new.certified(grown.stable, x)
+    assert folded and isinstance(module, models.MLP)
+    path = models.save(tmp_path / "grown.msgpack", module)
+    loaded, config_ = models.load(path)
+    assert config_["hidden"] == grown.event["widths_after"]
+    np.testing.assert_allclose(loaded(x), student.apply(run.stable, x), atol=1e-5)
 
 
 def test_outputs_on_disk(run):
@@ -163,7 +186,8 @@ def test_engine_objectives_tie_break():
 @pytest.mark.parametrize(
     "overrides, needle",
     [({"steps": 0}, "steps"), ({"metrics": ["nope"]}, "unknown metric"),
-     ({"constraints": ["agreement>0.9"]}, "constraint"), ({"student_hidden": ()}, "hidden"),
+     ({"constraints": ["agreement>0.9"]}, "constraint"),
+     ({"student": "mlp:0"}, "cannot read the model spec"),
      ({"grow_kind": "shrink"}, "grow_kind"), ({"kd_loss": "kl_t9"}, "unknown KD loss")],
 )
 def test_config_errors_are_clear(overrides, needle):
@@ -217,3 +241,24 @@ def test_final_check_certifies_a_clearly_better_current_model_only(accept):
     worse = final_check(jax.random.key(0), engine, bad, good, val)
     assert not worse["certified"]
     assert worse["gain"] == pytest.approx(-d.mean(), abs=1e-6) and worse["needed"] > 0
+
+
+def test_time_plots_leave_a_gap_over_a_growths_recompilation(tmp_path):
+    rec = lambda step, seconds: {"step": step, "seconds": seconds, "current": {"accuracy": 0.5},
+                                 "stable": {"accuracy": 0.5}, "allocation": {"a": 2}}
+    grow = {"event": "grow", "step": 2, "seconds": 2.1, "compile_seconds": 5.0,
+            "growth_seconds": 5.3, "accepted": True}
+    refused = {"event": "grow", "step": 3, "seconds": 8.0, "accepted": False}
+    history = [rec(1, 1.0), rec(2, 2.0), grow, rec(3, 7.5), refused, rec(4, 8.5)]
+    steps = [r for r in history if "event" not in r]
+    segments = report._segments(steps, [grow, refused])
+    assert [[r["step"] for r in s] for s in segments] == [[1, 2], [3, 4]]  # cut at growth only
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    report._plot_metric(plt, steps, [grow, refused], "accuracy", "seconds", "wall time (s)",
+                        str(tmp_path / "t.png"))
+    paths = report.plot_history(history, tmp_path, "accuracy")
+    assert len(paths) == 3 and all(p.endswith(".png") for p in paths)

@@ -273,7 +273,7 @@ def _distill(out, *extra, env):
     import subprocess
     import sys
 
-    args = ["distill", "--steps", "4", "--student-hidden", "3", "--population", "8",
+    args = ["distill", "--steps", "4", "--student", "mlp:3", "--population", "8",
             "--teacher-epochs", "1", "--no-baselines", "--quiet", "--seed", "1"]
     return subprocess.Popen(
         [sys.executable, "-m", "ev3evo.cli", *args, "--out", str(out), *extra],
