@@ -51,7 +51,7 @@ def test_value_and_grad_differentiates_the_parameters_only():
 def test_rollouts_carry_the_state_each_rollout_ends_with():
     loss, _, model, batch = _problem()
     src = ev3evo.gradient_rollouts([loss], [optax.sgd(0.5), optax.adam(0.05)], steps=7,
-                                   repeats=2)
+                                   repeats=2, batch_size=16)
     state = src.init(jax.random.key(0), model)
     # the optimizer states are those of the parameters
     assert jax.tree.structure(state.committed[0]) == jax.tree.structure(
