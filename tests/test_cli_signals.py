@@ -23,7 +23,7 @@ from ev3evo.io import checkpoint as ck
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["distill", "--no-baselines", "--teacher-epochs", "1", "--student-hidden", "3",
+ARGS = ["distill", "--no-baselines", "--teacher-epochs", "1", "--student", "mlp:3",
         "--population", "8", "--seed", "1", "--checkpoint-every", "1"]
 NOT_CLEAN = ("Traceback", "Fatal Python error", "LLVM ERROR", "Segmentation fault",
              "Exception ignored", "free(): ", "core dumped", "Aborted")

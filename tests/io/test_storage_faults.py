@@ -24,8 +24,8 @@ from ev3evo.io import UnsafePathError
 from ev3evo.io import checkpoint as ck
 from ev3evo.run import RunError, add_note
 
-ARGS = ["distill", "--no-baselines", "--quiet", "--teacher-epochs", "1", "--student-hidden",
-        "3", "--population", "8", "--steps", "3"]
+ARGS = ["distill", "--no-baselines", "--quiet", "--teacher-epochs", "1", "--student",
+        "mlp:3", "--population", "8", "--steps", "3"]
 
 
 def _mount_tmpfs(where, options: str) -> bool:
@@ -146,7 +146,7 @@ def test_a_disk_that_fills_up_mid_run_keeps_the_last_checkpoint_and_resumes(tmpf
     out = disk / "out"
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "ev3evo.cli", "distill", "--no-baselines", "--quiet",
-            "--teacher-epochs", "1", "--student-hidden", "3", "--population", "8",
+            "--teacher-epochs", "1", "--student", "mlp:3", "--population", "8",
             "--steps", "40", "--checkpoint-every", "1", "--out", str(out)]
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 600
