@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import numbers
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -150,6 +151,44 @@ def _as_given(value, name: str):
     return value
 
 
+def _known_metric(metric: str, name: str, spec: str) -> None:
+    from ..assess.metrics import REGISTRY
+
+    if metric not in REGISTRY:
+        where = "" if spec.strip() == metric else f" in {spec!r}"
+        raise ValueError(f"{name}: unknown metric {metric!r}{where}; known metrics: "
+                         f"{', '.join(sorted(REGISTRY))}")
+
+
+def _objectives(value, name: str) -> tuple[str, ...]:
+    from ..assess.objectives import parse_objective
+
+    specs = _texts(value, name)
+    if not specs:
+        raise ValueError(f"{name}: give at least one metric to optimize")
+    for spec in specs:
+        _known_metric(parse_objective(spec).metric, name, spec)
+    return specs
+
+
+def _constraints(value, name: str) -> tuple[str, ...]:
+    from ..assess.objectives import parse_constraint
+
+    specs = _texts(value, name)
+    for spec in specs:
+        _known_metric(parse_constraint(spec).metric, name, spec)
+    return specs
+
+
+def _es_name(value, name: str) -> str:
+    from ..explore.evosax.driver import resolve
+
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be the name of an evosax algorithm, got {value!r}")
+    resolve(value)  # an unknown name: the known ones, and the close matches
+    return value
+
+
 POSITIVE_INT = Kind(_word_positive_int, check_positive_int)
 COUNT = Kind(int, _count)
 INTEGER = Kind(int, _integer)
@@ -243,11 +282,13 @@ class DistillConfig:
     metrics: Sequence[str] = setting(
         ("accuracy",), "objective on the validation split: accuracy, macro_f1, agreement, ece "
         "(lower is better), neg_loss, top2_accuracy...; repeat for lexicographic priorities, "
-        "':TOL' makes values within TOL of the best count as ties", TEXTS, "--metric",
-        OBJECTIVES, metavar="NAME[:TOL]", same_on_resume=True)
+        "':TOL' makes values within TOL of the best count as ties (TOL in the metric's own "
+        "units)", TEXTS, "--metric", OBJECTIVES, checks=_objectives, metavar="NAME[:TOL]",
+        same_on_resume=True)
     constraints: Sequence[str] = setting(
         (), "a requirement such as 'agreement>=0.95' or 'ece<=0.05'; repeatable", TEXTS,
-        "--constraint", OBJECTIVES, metavar="EXPR", shown_default="", same_on_resume=True)
+        "--constraint", OBJECTIVES, checks=_constraints, metavar="EXPR", shown_default="",
+        same_on_resume=True)
     steps: int = setting(300, "maximum number of EV3 steps", POSITIVE_INT, "--steps", RUN)
     time_budget: float | None = setting(
         None, "maximum wall time of the EV3 run, in seconds (the step is compiled before the "
@@ -319,9 +360,13 @@ class DistillConfig:
         0, "seeds the data split, the models and the run", Kind(parse_seed, check_seed), "--seed", RUN,
         same_on_resume=True)
     out: str | None = setting(
-        None, "output folder: summary.json, history.jsonl, *.png, the cached teacher", PATH,
-        "--out", OUTPUTS, checks=_optional(_path), metavar="DIR",
-        shown_default="a new temporary folder", cli_default="ev3evo-distill")
+        None, "output folder: summary.json, history.jsonl, *.png, the cached teacher, "
+        "checkpoints (a resumed run writes into the folder it resumes; out may only repeat "
+        "it)", PATH, "--out", OUTPUTS, checks=_optional(_path), metavar="DIR",
+        shown_default="none: nothing is kept on disk, the results are returned (the folder "
+        "resumed, with resume)", cli_default="ev3evo-distill",
+        flag_help="output folder: summary.json, history.jsonl, *.png, the cached teacher, "
+        "checkpoints; with --resume DIR the outputs go to DIR, and --out may only repeat it")
     baselines: bool = setting(
         True, "also run plain KD (each optimizer of the grid) and a pure evosax ES, each with "
         "EV3's wall time", FLAG, "--baselines", OUTPUTS)
@@ -331,7 +376,7 @@ class DistillConfig:
         metavar="SECONDS", shown_default="EV3's own wall time, the fair comparison")
     es_algorithm: str = setting(
         "Open_ES", "evosax algorithm of the ES baseline (Open_ES, CMA_ES, SNES, ...)", TEXT,
-        "--es", OUTPUTS, metavar="ALGO")
+        "--es", OUTPUTS, checks=_es_name, metavar="ALGO")
     kd_loss: str = setting(
         "kl_t4", "loss of the KD baselines (EV3's own gradient sources use all of them): KL at "
         "T=4 (kl_t4, the best on digits), KL at T=1, reverse KL at T=2 (the best on "
@@ -363,13 +408,19 @@ class DistillConfig:
     progress: bool = setting(
         True, "show a progress bar and print the table", FLAG, "--quiet", OUTPUTS,
         negated=True, flag_help="no progress bar, no table")
+    tensorboard: bool = setting(
+        False, "also write TensorBoard event files of the EV3 run under OUT/tensorboard (needs "
+        'the tensorboard extra: pip install "ev3evo[tensorboard]")', FLAG, "--tensorboard",
+        OUTPUTS)
     checkpoint_every: int | None = setting(
         None, "save the EV3 state every N steps under OUT", POSITIVE_INT,
         "--checkpoint-every", CHECKPOINTS, checks=_optional(check_positive_int),
         metavar="N", shown_default="no checkpoints")
     resume: str | None = setting(
-        None, "continue the EV3 run checkpointed in DIR", PATH, "--resume", CHECKPOINTS,
-        checks=_optional(_path), metavar="DIR", shown_default="")
+        None, "continue the EV3 run checkpointed in DIR (an output folder, or its checkpoints "
+        "folder) with the same settings; the outputs are written to that output folder",
+        PATH, "--resume", CHECKPOINTS, checks=_optional(_path), metavar="DIR",
+        shown_default="")
     warmup: bool = setting(
         True, "compile EV3's step before its clock starts (EV3's time, which the baselines "
         "also get, then excludes the one-off compilation; a recompilation after growth still "
@@ -419,10 +470,67 @@ def configure(config: DistillConfig | None = None, /, **options) -> DistillConfi
     return dataclasses.replace(config if config is not None else DistillConfig(), **options)
 
 
-def checked(config: DistillConfig) -> DistillConfig:
+def resume_folder(resume: str) -> str:
+    """The output folder of a run resumed from ``resume`` (an output folder, or the
+    ``checkpoints`` folder inside one)."""
+    path = os.path.normpath(resume)
+    if os.path.basename(path) == "checkpoints" and not os.path.isdir(
+            os.path.join(path, "checkpoints")):
+        return os.path.dirname(path) or "."
+    return resume
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _outputs(values: dict, label: Callable[[str], str]) -> dict:
+    """The rules of ``out`` and ``resume``: ``out`` names a folder; a resumed run writes into
+    the folder it resumes (``out``, when given, must be that one); checkpoints and TensorBoard
+    files need a folder that outlives the call."""
+    out, resume = values["out"], values["resume"]
+    if out is not None and not out.strip():
+        raise ValueError(f"{label('out')} must name a folder, got an empty string"
+                         + ("" if label("out").startswith("--") else
+                            " (out=None keeps nothing on disk)"))
+    if resume is not None and not resume.strip():
+        raise ValueError(f"{label('resume')} must name a folder, got an empty string")
+    if resume is not None:
+        folder = resume_folder(resume)
+        if out is not None and not _same_folder(out, folder):
+            raise ValueError(
+                f"{label('resume')} {resume} writes its outputs into {folder}, but "
+                f"{label('out')} names {out}: leave {label('out')} out, or give the same "
+                "folder (a resumed run continues in its own folder)")
+        values = {**values, "out": folder}
+    elif out is None:
+        for name in ("checkpoint_every", "tensorboard"):
+            if values[name]:
+                raise ValueError(f"{label(name)} needs {label('out')}: without one the "
+                                 "outputs live in a temporary folder deleted when the run "
+                                 "returns")
+    return values
+
+
+def checked(config: DistillConfig, flags: bool = False) -> DistillConfig:
     """``config`` with every field checked by its kind and normalized (sequences as tuples,
-    paths as strings); raises ``ValueError``/``TypeError`` naming the setting."""
+    paths as strings), and the rules of ``out`` and ``resume`` applied (a resumed run's
+    ``out`` is the folder it resumes); raises ``ValueError``/``TypeError`` naming the setting
+    (its flag, with ``flags``: for settings read from the command line)."""
     if not isinstance(config, DistillConfig):
         raise TypeError(f"config must be a DistillConfig, got {type(config).__name__}")
-    values = {o.name: o.kind.check(getattr(config, o.name), o.name) for o in OPTIONS}
-    return DistillConfig(**values)
+    by_name = {o.name: o for o in OPTIONS}
+    label = lambda name: (by_name[name].flag or name) if flags else name
+    values = {o.name: check_value(o, getattr(config, o.name), label(o.name)) for o in OPTIONS}
+    return DistillConfig(**_outputs(values, label))
+
+
+def check_value(option: Option, value, name: str):
+    """``value`` checked as ``option``'s kind; the error names ``name`` (prefixed when the
+    check's own message does not)."""
+    try:
+        return option.kind.check(value, name)
+    except (ValueError, TypeError) as e:
+        if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", str(e)):
+            raise
+        raise type(e)(f"{name}: {e}") from None

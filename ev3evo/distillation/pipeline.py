@@ -23,8 +23,14 @@ call, in named steps:
    (:meth:`~ev3evo.distillation.student.Student.certified`);
 8. **baselines**: KD with every optimizer of the grid and a pure evosax ES, each given EV3's
    wall time (:mod:`~ev3evo.distillation.baselines`);
-9. **report**: test and validation metrics of every method: ``summary.json``,
-   ``history.jsonl`` and PNG plots under ``out`` (:mod:`~ev3evo.distillation.report`).
+9. **report**: test and validation metrics of every method, the best one chosen on
+   validation, and whether EV3 certified anything: ``summary.json`` (every setting too, so
+   the run can be repeated from it), ``history.jsonl`` and PNG plots under ``out``
+   (:mod:`~ev3evo.distillation.report`).
+
+Where the outputs go: ``out``; a resumed run's own folder; with neither (``out=None``, the
+Python default) a temporary folder, deleted before :func:`distill` returns: the results are
+in the returned :class:`DistillResult` only (:meth:`DistillResult.save` writes them).
 
 Example::
 
@@ -32,10 +38,13 @@ Example::
     result = ev3evo.distill(steps=5, baselines=False, teacher_epochs=5, progress=False)
     assert 0.0 <= result.methods["ev3"]["test"]["accuracy"] <= 1.0
     assert type(result.student).__name__ == "MLP"          # the certified student, nnx
+    assert result.out is None                               # out=None: nothing left on disk
+    result.save("runs/five-steps")                          # summary, history and plots
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -48,7 +57,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-from ..callbacks import Callback, JSONLHistory, ProgressBar
+from .. import __version__
+from ..callbacks import Callback, JSONLHistory, ProgressBar, TensorBoard
 from ..run import RunResult, run
 from . import baselines as B
 from . import inputs, models, report
@@ -74,7 +84,8 @@ class DistillResult:
       history: EV3's per-step records and events (also in ``history.jsonl``).
       arch: the certified student's architecture dict when it is built in (else ``None``).
       stable: the certified student as the engine holds it (an :class:`ev3evo.Stateful`).
-      out: the output folder.
+      out: the output folder; ``None`` when nothing was kept on disk (``out=None``: see
+        :meth:`save`).
       student: the certified student, an nnx Module of the student's own class in eval mode
         (its calibration head folded into its output layer; when that is impossible, a
         :class:`~ev3evo.distillation.head.Calibrated` around it, as ``summary["student"]``
@@ -86,7 +97,7 @@ class DistillResult:
     history: list = field(default_factory=list)
     arch: dict | None = None
     stable: Any = None
-    out: str = ""
+    out: str | None = None
     student: nnx.Module | None = None
     dataset: Dataset | None = None
 
@@ -102,6 +113,19 @@ class DistillResult:
         """Raw examples ``x`` as the student takes them (the run's train statistics; the
         identity when the run did not standardize)."""
         return self.dataset.standardize(x)
+
+    def save(self, folder: str | os.PathLike) -> str:
+        """Writes ``summary.json``, ``history.jsonl`` and the plots into ``folder`` (made if
+        needed), as a run with ``out=folder`` would have; returns the folder."""
+        from ..io.atomic import atomic_write, make_dirs
+        from ..io.strict_json import dumps
+
+        folder = os.fspath(folder)
+        make_dirs(folder)
+        lines = "".join(dumps(r) + "\n" for r in self.history)
+        atomic_write(os.path.join(folder, "history.jsonl"), lines.encode("utf-8"))
+        _write_outputs(folder, self.summary)
+        return folder
 
 
 class EV3Outcome(NamedTuple):
@@ -151,11 +175,30 @@ def distill(config: DistillConfig | None = None, /, *, student=None, teacher=Non
     """
     c, objects = inputs.given(config, student, teacher, data, options)
     settings = engine_settings(c)
+    with _output_folder(c.out, c.resume) as out:
+        return _distill(c, objects, settings, out)
+
+
+@contextlib.contextmanager
+def _output_folder(out: str | None, resume: str | None):
+    """``out``, made if needed (a resumed run's folder must exist: it is never made); for
+    ``None``, a temporary folder removed afterwards."""
+    if out is not None:
+        if resume is None:
+            os.makedirs(out, exist_ok=True)
+        yield out
+        return
+    with tempfile.TemporaryDirectory(prefix="ev3evo-distill-") as folder:
+        yield folder
+
+
+def _distill(c: DistillConfig, objects: inputs.Given, settings: EngineSettings,
+             out: str) -> DistillResult:
     log = _logger(c.progress)
-    out = c.out or tempfile.mkdtemp(prefix="ev3evo-distill-")
-    os.makedirs(out, exist_ok=True)
     ckpt = checkpointing(c, out)
     ds = inputs.dataset(c, objects)
+    for note in ds.notes:
+        log(note)
     learner = inputs.student(c, objects, ds)  # checked against the data before any training
     splits, teacher_info = splits_with_teacher(ds, objects.teacher, c, out, log)
     names = settings.metric_names
@@ -163,17 +206,20 @@ def distill(config: DistillConfig | None = None, /, *, student=None, teacher=Non
     ev3 = run_ev3(k_run, c, settings, ds.name, splits, learner, ckpt, out, log)
     final = certify(ev3, splits)
     methods = {"ev3": _ev3_method(ev3, final, splits, names)}
+    if not methods["ev3"]["certified"]:
+        log(f"ev3: {report.NOTHING_CERTIFIED}")
     if c.baselines:
         budget = c.baseline_seconds or ev3.seconds
         methods.update(run_baselines(k_kd, k_es, c, learner, splits, names,
                                      settings.objectives[0].metric, budget, log))
     teacher_report = _teacher_report(teacher_info, splits, names, ds.num_classes)
     summary = _summary(c, settings, ds, splits, teacher_report, methods, ev3, final)
+    summary["given"] = inputs.described(objects)
     history = _write_outputs(out, summary)
     if c.progress:
-        _print(summary, c, ev3, out)
-    return DistillResult(summary, history, final.student.arch, final.model, out, final.module,
-                         ds)
+        _print(summary, c, ev3)
+    return DistillResult(summary, history, final.student.arch, final.model, c.out,
+                         final.module, ds)
 
 
 def _logger(progress: bool):
@@ -219,7 +265,7 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
     growth.start()
     metadata = {"config": run_config(c), "every": ckpt.every}
     result = run(engine, key, model, train, val, c.steps,
-                 callbacks=_callbacks(c, growth, jsonl), time_budget=c.time_budget,
+                 callbacks=_callbacks(c, growth, jsonl, out), time_budget=c.time_budget,
                  on_stall=growth, checkpoint_dir=ckpt.directory, checkpoint_every=ckpt.every,
                  resume=ckpt.resume,
                  checkpoint_metadata=lambda engine, state: {
@@ -247,10 +293,19 @@ def certify(ev3: EV3Outcome, splits: dict, check_examples: int = 512) -> Certifi
     if ev3.final_check is not None and ev3.final_check["certified"]:
         student, model = ev3.student, ev3.stable
     else:
-        last = max((r["step"] for r in ev3.result.history if r.get("certified")), default=0)
+        last = max(certified_steps(ev3), default=0)
         student, model = ev3.growth.certified(ev3.stable, last)
     module, folded = student.certified(model, splits["val"]["x"][:check_examples])
     return Certified(student, model, module, folded)
+
+
+def certified_steps(ev3: EV3Outcome) -> list[int]:
+    """The steps at which the run certified a new stable model (the final check's step too
+    when it certified); ``[]``: the certified student is the initial model."""
+    steps = [int(r["step"]) for r in ev3.result.history if r.get("certified")]
+    if ev3.final_check is not None and ev3.final_check["certified"]:
+        steps.append(int(ev3.final_check["step"]))
+    return steps
 
 
 def _record_growth(jsonl: JSONLHistory, event: dict, log) -> None:
@@ -263,10 +318,14 @@ def _record_growth(jsonl: JSONLHistory, event: dict, log) -> None:
         f"({how})")
 
 
-def _callbacks(c: DistillConfig, growth: Growth, jsonl: JSONLHistory) -> list[Callback]:
+def _callbacks(c: DistillConfig, growth: Growth, jsonl: JSONLHistory,
+               out: str) -> list[Callback]:
     callbacks: list[Callback] = [Annotate(growth), jsonl]
-    if c.progress:
-        callbacks.append(ProgressBar(total=c.steps, desc="ev3", file=sys.stderr))
+    if c.progress:  # it counts what ends the run: the time budget (with step k/N), or steps
+        callbacks.append(ProgressBar(total=c.steps, time_budget=c.time_budget, desc="ev3",
+                                     file=sys.stderr))
+    if c.tensorboard:
+        callbacks.append(TensorBoard(os.path.join(out, "tensorboard")))
     callbacks.append(Replay(jsonl, growth.events))
     return callbacks
 
@@ -289,7 +348,11 @@ def _ev3_method(ev3: EV3Outcome, final: Certified, splits: dict, names) -> dict:
     """EV3's record: the metrics of the returned module itself (what the user gets), its size,
     and the final current model's test metrics and size."""
     apply, r, k = _module_apply(final.module), ev3.result, final.student.num_classes
+    steps = certified_steps(ev3)
     return {
+        "certified": bool(steps),
+        "certified_steps": steps,
+        **({} if steps else {"note": report.NOTHING_CERTIFIED}),
         "test": evaluate(apply, None, splits["test"], names, k),
         "validation": evaluate(apply, None, splits["val"], names, k),
         "seconds": ev3.seconds,
@@ -344,9 +407,11 @@ def _summary(c: DistillConfig, settings: EngineSettings, ds, splits: dict, teach
             "kept apart: the returned student is Calibrated(student, scale, bias), since no "
             "nnx.Linear computes its logits")
     return {
+        "ev3evo": __version__,
         "dataset": {"name": ds.name, "num_classes": ds.num_classes,
                     "feature_shape": list(ds.feature_shape), "standardized": c.standardize,
-                    "sizes": {s: len(splits[s]["y"]) for s in splits}},
+                    "sizes": {s: len(splits[s]["y"]) for s in splits},
+                    "notes": list(ds.notes)},
         "config": report.jsonable(dataclasses.asdict(c)),
         "primary": settings.objectives[0].metric,
         "objectives": [o._asdict() for o in settings.objectives],
@@ -360,6 +425,7 @@ def _summary(c: DistillConfig, settings: EngineSettings, ds, splits: dict, teach
         "growth": ev3.events,
         "final_check": ev3.final_check,
         "status": ev3.result.status,
+        "best": report.best(methods, settings.objectives[0].metric),
     }
 
 
@@ -372,16 +438,17 @@ def _write_outputs(out: str, summary: dict) -> list[dict]:
     return history
 
 
-def _print(summary: dict, c: DistillConfig, ev3: EV3Outcome, out: str) -> None:
+def _print(summary: dict, c: DistillConfig, ev3: EV3Outcome) -> None:
     print(report.table(summary, summary["metrics"]))
     if c.baselines:
         how = "EV3's wall time" if c.baseline_seconds is None else "--baseline-seconds"
         budget = next(r["budget"] for r in summary["methods"].values() if "budget" in r)
         print(f"(EV3 ran {ev3.seconds:.1f}s, {ev3.result.steps} steps, step compiled "
-              f"{'before' if c.warmup else 'inside'} its clock; each baseline was given "
+              f"{'before' if c.warmup else 'inside'} its clock; each baseline was given up to "
               f"{budget:.1f}s ({how}); KD baselines stop early once their validation "
               f"{summary['primary']} stops improving, so 'seconds' is what each used)")
-    print(f"outputs in {out}")
+    print(f"outputs in {c.out}" if c.out is not None else
+          "outputs not kept on disk (out=None): DistillResult.save(folder) writes them")
 
 
 __all__ = ["Certified", "DistillConfig", "DistillResult", "certify", "distill", "run_keys"]

@@ -62,14 +62,37 @@ def table(summary: dict, metrics: Sequence[str] | None = None) -> str:
     )
     out = [line(head), line(["-" * w for w in widths])]
     out += [line(b) for b in body]
-    best = best_method(summary, primary, split="test", exclude=("teacher",))
     arrow = "lower" if primary in _LOWER_IS_BETTER else "higher"
-    out.append(f"(test metrics on held-out data; {primary}: {arrow} is better; best student: {best})")
+    out.append(f"(test metrics on held-out data; {primary}: {arrow} is better)")
+    out.append(_verdict(summary, primary))
     return "\n".join(out)
 
 
-def best_method(summary: dict, metric: str, split: str = "test", exclude=()) -> str | None:
-    """Name of the method with the best ``split`` value of ``metric``."""
+#: what the report says when the gate certified nothing
+NOTHING_CERTIFIED = "no certified improvement: the student is the initial model"
+
+
+def _verdict(summary: dict, primary: str) -> str:
+    """The table's last line: the student chosen on validation, the test oracle beside it,
+    and a plain word when EV3 certified nothing."""
+    ev3 = summary["methods"].get("ev3", {})
+    words, uncertified = [], ev3.get("certified") is False
+    skip = ("teacher", "ev3") if uncertified else ("teacher",)
+    chosen = best_method(summary, primary, split="validation", exclude=skip)
+    oracle = best_method(summary, primary, split="test", exclude=skip)
+    if uncertified:
+        words.append(f"ev3: {NOTHING_CERTIFIED}")
+    if chosen is not None:
+        words.append(f"best student on validation {primary}: {chosen}")
+    if oracle is not None and oracle != chosen:
+        words.append(f"best on test (an oracle choice, for reference only): {oracle}")
+    return "(" + "; ".join(words) + ")" if words else ""
+
+
+def best_method(summary: dict, metric: str, split: str = "validation",
+                exclude=()) -> str | None:
+    """Name of the method with the best ``split`` value of ``metric`` (choose on validation:
+    the test split only reports)."""
     sign = -1.0 if metric in _LOWER_IS_BETTER else 1.0
     scored = [
         (sign * r[split][metric], name)
@@ -77,6 +100,19 @@ def best_method(summary: dict, metric: str, split: str = "test", exclude=()) -> 
         if name not in exclude and r.get(split, {}).get(metric) is not None
     ]
     return max(scored)[1] if scored else None
+
+
+def best(methods: dict, metric: str) -> dict:
+    """``summary.json``'s ``"best"``: the method chosen on validation ``metric``, and, kept
+    apart, the one that would win on test (an oracle choice no user could make). EV3 is
+    never called the best when it certified nothing (its student is then the initial
+    model)."""
+    summary = {"methods": methods}
+    skip = ("ev3",) if methods.get("ev3", {}).get("certified") is False else ()
+    return {"metric": metric, "chosen_on": "validation",
+            "method": best_method(summary, metric, "validation", skip),
+            "oracle_on_test": best_method(summary, metric, "test", skip),
+            **({"note": f"ev3: {NOTHING_CERTIFIED}"} if skip else {})}
 
 
 def jsonable(x):

@@ -119,14 +119,15 @@ def test_npz_predefined_splits(tmp_path):
 
 def test_csv_label_column_choice_and_constant_feature(tmp_path):
     p = tmp_path / "t.csv"
-    rows = ["a,label,b,const"] + [f"{i},{'yes' if i % 2 else 'no'},{i * i},5" for i in range(20)]
+    rows = ["a,label,b,const"] + [f"{i + 0.5},{'yes' if i % 2 else 'no'},{i * i},5"
+                                  for i in range(20)]
     p.write_text("\n".join(rows) + "\n")
     ds = data.load_file(p)  # column named "label" wins over the last column
     _check_valid(ds, 20)
     assert ds.classes == ("no", "yes") and ds.feature_shape == (3,)
     assert ds.std[2] == 1.0 and np.all(np.asarray(ds.train["x"])[:, 2] == 0)
     q = tmp_path / "last.csv"
-    q.write_text("f1,f2,target\n" + "".join(f"{i},{-i},{i % 3}\n" for i in range(30)))
+    q.write_text("f1,f2,target\n" + "".join(f"{2 * i},{-i},{i % 3}\n" for i in range(30)))
     ds2 = data.load_file(q)  # no "label" column: the last one
     assert ds2.classes == (0, 1, 2) and ds2.feature_shape == (2,)
     ds3 = data.load_file(q, label="target", seed=3)
@@ -141,13 +142,17 @@ BAD_CSV = {
     "non_numeric": ("a,b,label\n1,2,0\n3,x7,1\n" + "1,2,0\n3,4,1\n" * 10, "'x7' in column 'b' at data row 2"),
     "nan": ("a,b,label\n1,nan,0\n" + "1,2,0\n3,4,1\n" * 10, "column 'b' at data row 1"),
     "inf": ("a,b,label\n1,2,0\n" + "1,2,0\n3,inf,1\n" * 10, "not finite"),
-    "empty_cell": ("a,b,label\n1,,0\n" + "1,2,0\n3,4,1\n" * 10, "non-numeric value '' in column 'b'"),
+    "empty_cell": ("a,b,label\n1,,0\n" + "1,2,0\n3,4,1\n" * 10,
+                   "missing value (an empty cell) in column 'b' at data row 1"),
+    "na_cell": ("a,b,label\n1,2,0\n" + "1,2,0\n3,NA,1\n" * 10,
+                "missing value ('NA') in column 'b' at data row 3"),
     "single_class": ("a,b,label\n" + "1,2,0\n" * 20, "only one class"),
     "ragged": ("a,b,label\n1,2,0\n1,2\n", "has 2 fields"),
     "float_labels": ("a,label\n" + "1,0.5\n2,1\n" * 10, "non-integer number '0.5'"),
     "too_few": ("a,label\n1,0\n2,1\n", "too few examples"),
     "only_label": ("label\n1\n2\n", "at least one feature column"),
-    "empty_label": ("a,label\n1,\n" + "1,0\n2,1\n" * 10, "empty label"),
+    "empty_label": ("a,label\n1,\n" + "1,0\n2,1\n" * 10,
+                    "missing label (an empty cell) in column 'label' at data row 1"),
 }
 
 

@@ -69,6 +69,7 @@ VALUES = {
     "teacher_arch": (["mlp:16"], "mlp:16"), "teacher_epochs": (["4"], 4),
     "teacher_lr": (["0.01"], 0.01), "progress": ([None], False),
     "checkpoint_every": (["2"], 2), "resume": (["runs/y"], "runs/y"),
+    "tensorboard": ([None], True),
 }
 
 
