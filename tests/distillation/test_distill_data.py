@@ -136,6 +136,35 @@ def test_csv_label_column_choice_and_constant_feature(tmp_path):
         data.load_file(q, label="f1")  # 30 classes of one example each cannot be split
 
 
+@pytest.mark.parametrize("head, index, note", [
+    ("", lambda i: i, "dropped the first column (unnamed): it is unnamed"),
+    ("Unnamed: 0", lambda i: i, "dropped the first column 'Unnamed: 0': it is unnamed"),
+    ("id", lambda i: i + 1, "dropped the first column 'id': it holds the row numbers"),
+    ("row", lambda i: i, "dropped the first column 'row': it holds the row numbers"),
+])
+def test_csv_index_column_is_dropped_with_a_note(tmp_path, head, index, note):
+    p = tmp_path / "indexed.csv"
+    p.write_text(f"{head},a,b,label\n" + "".join(f"{index(i)},{i % 5},{(7 * i) % 3},{i % 2}\n"
+                                                for i in range(30)))
+    ds = data.load_file(p)
+    assert ds.feature_shape == (2,) and len(ds.notes) == 1
+    assert ds.notes[0].startswith(f"{p}: {note}") and ds.notes[0].endswith("not a feature")
+    plain = tmp_path / "plain.csv"  # the same features without the index: the same data
+    plain.write_text("a,b,label\n" + "".join(f"{i % 5},{(7 * i) % 3},{i % 2}\n"
+                                             for i in range(30)))
+    np.testing.assert_array_equal(ds.train["x"], data.load_file(plain).train["x"])
+    assert data.load_file(plain).notes == ()
+
+
+def test_csv_first_columns_that_are_features_are_kept(tmp_path):
+    p = tmp_path / "shuffled.csv"  # numbers, but not the row numbers; a named label first
+    p.write_text("x,a,label\n" + "".join(f"{(i * 7) % 30},{i % 4},{i % 2}\n" for i in range(30)))
+    assert data.load_file(p).feature_shape == (2,) and data.load_file(p).notes == ()
+    q = tmp_path / "label_first.csv"
+    q.write_text("label,a,b\n" + "".join(f"{i % 2},{i},{i % 3}\n" for i in range(30)))
+    assert data.load_file(q).feature_shape == (2,) and data.load_file(q).notes == ()
+
+
 BAD_CSV = {
     "empty": ("", "empty"),
     "header_only": ("a,b,label\n", "no data rows"),
