@@ -177,6 +177,8 @@ def test_a_summary_reruns_through_config_and_resume_writes_into_its_folder(tmp_p
               first], cache=files["cache"])
     assert p.returncode == 0, p.stderr[-3000:]
     config = json.loads((first / "summary.json").read_text())["config"]
+    records = [json.loads(s) for s in (first / "history.jsonl").read_text().splitlines()]
+    last = max(r["step"] for r in records if "event" not in r)
     assert config["seed"] == 3 and config["metrics"] == ["macro_f1"] and config["steps"] == 6
     # the recorded configuration, fed back through --config, is the run's configuration
     again = tmp_path / "again"
@@ -194,6 +196,10 @@ def test_a_summary_reruns_through_config_and_resume_writes_into_its_folder(tmp_p
     assert os.listdir(cwd) == []
     resumed = json.loads((first / "summary.json").read_text())
     assert resumed["config"]["steps"] == 8 and resumed["config"]["resume"] == str(first)
+    history = [json.loads(s) for s in (first / "history.jsonl").read_text().splitlines()]
+    assert [r for r in history if r.get("event") == "resume"] == [{"event": "resume",
+                                                                   "step": last}]
+    assert max(r["step"] for r in history if "event" not in r) > last  # the plots break there
 
 
 @pytest.mark.slow
