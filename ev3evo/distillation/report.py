@@ -222,9 +222,16 @@ def metric_figure(plt, steps: Sequence[dict], events: Sequence[dict], primary: s
     ax.set_xlim(min(0.0, min(xs)) - pad, max(xs) + pad)
     ax.set_xlabel(label)
     ax.set_ylabel(f"validation {primary}")
+    kinds = {"grew the student" if e.get("event") == "grow" else "resumed" for e in shown
+             if e.get("event") == "resume" or e.get("accepted")}
+    notes = [f"lines break where the run {' or '.join(sorted(kinds))}"] if kinds else []
+    late = [e for e in events if e.get("event") == "grow" and e.get("accepted")
+            and e["step"] >= steps[-1]["step"]]
+    if late:  # said, not drawn: no step ran on the grown model
+        spent = sum(e.get("growth_seconds") or 0.0 for e in late)
+        notes.append(f"a growth after the last step, {spent:.1f} s, not drawn")
     ax.set_title(f"EV3: validation {primary} of the current and the certified model"
-                 + ("\n(lines break where the run grew the student or resumed)"
-                    if _cuts(shown) else ""))
+                 + (f"\n({'; '.join(notes)})" if notes else ""))
     _legend_outside(ax)
     return fig
 
@@ -245,7 +252,7 @@ def allocation_figure(plt, steps: Sequence[dict], events: Sequence[dict] = ()):
     ax.stackplot([r["step"] for r in steps],
                  *[[r["allocation"].get(n, 0) for r in steps] for n in names], labels=names)
     for i, e in enumerate(r for r in _within(events, steps) if r.get("event") == "resume"):
-        ax.axvline(e["step"], color="k", linestyle="--", linewidth=1,
+        ax.axvline(e["step"] + 0.5, color="k", linestyle="--", linewidth=1,
                    label="resumed" if i == 0 else None, gid="resume")
     ax.set_xlim(steps[0]["step"], steps[-1]["step"])
     ax.set_xlabel("step")
@@ -289,7 +296,7 @@ def time_claim(summary: dict, tolerance: float = 0.1) -> str:
     ev3 = methods.get("ev3", {}).get("seconds")
     used = [r["seconds"] for n, r in methods.items() if n != "ev3" and "seconds" in r]
     if not used or ev3 is None:
-        return "EV3's student and the teacher (no baselines were run)"
+        return "no baselines were run: EV3's student beside the teacher"
     budget = max((r.get("budget") or 0.0) for r in methods.values())
     if all(abs(u - ev3) <= tolerance * ev3 for u in used):
         return f"equal wall time: each method ran about {ev3:.1f} s"

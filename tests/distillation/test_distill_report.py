@@ -70,7 +70,11 @@ def test_metric_plots_break_at_growth_and_resume_and_show_step_0(key):
         assert list(growth[0].get_xdata()) == [2.5, 2.5]
     (resume,) = lines["resume"]
     assert left <= resume.get_xdata()[0] <= right
-    assert "lines break where the run grew the student or resumed" in ax.get_title()
+    assert ax.get_title().endswith("(lines break where the run grew the student or resumed; "
+                                   "a growth after the last step, 4.0 s, not drawn)")
+    only_resumed = report.metric_figure(plt, STEPS, [RESUME], "accuracy", key, key)
+    assert only_resumed.axes[0].get_title().endswith("(lines break where the run resumed)")
+    plt.close(only_resumed)
     plt.close(fig)
 
 
@@ -93,7 +97,7 @@ def _summary(ev3_seconds, baselines, certified=True):
 
 
 @pytest.mark.parametrize("baselines, claim", [
-    ([], "(EV3's student and the teacher (no baselines were run))"),
+    ([], "(no baselines were run: EV3's student beside the teacher)"),
     ([("kd_adam", 0.85, 45.0), ("es_open_es", 0.8, 46.0)],
      "(equal wall time: each method ran about 46.0 s)"),
     ([("kd_adam", 0.85, 1.3), ("es_open_es", 0.8, 46.0)],
