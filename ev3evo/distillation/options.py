@@ -284,10 +284,22 @@ class DistillConfig:
         0.05, "error level of the gate's confidence bounds", NUMBER, "--alpha", RUN,
         same_on_resume=True)
     correction: str = setting(
-        "split", "how the gate controls errors over the candidates of a step: 'split' selects "
-        "the winner on half of the validation split and tests it alone on the other half; "
-        "'holm', 'bonferroni' or 'none' test every candidate on all of it with that "
-        "correction", TEXT, "--correction", RUN, choices=_CORRECTIONS, same_on_resume=True)
+        "auto", "how the gate tests a step's winner: 'split' selects it on half of the "
+        "validation split and tests it alone on the other half; 'fresh' tests it on teacher-"
+        "labelled transfer examples drawn afresh every step (agreement with the teacher), "
+        "'sequential' accumulates that evidence over steps for a frozen challenger (an "
+        "anytime-valid test); 'holm', 'bonferroni' or 'none' test every candidate on all of "
+        "the validation split with that correction; 'auto': 'sequential' when the teacher can "
+        "label new inputs and the first metric is accuracy or agreement, else 'split'",
+        TEXT, "--correction", RUN, choices=("auto", *_CORRECTIONS), same_on_resume=True)
+    transfer: int = setting(
+        4096, "teacher-labelled transfer examples made afresh every step for the 'fresh' and "
+        "'sequential' gates (mixup, shifts and noise of the training inputs)", POSITIVE_INT,
+        "--transfer", RUN, metavar="N", same_on_resume=True)
+    gate_period: int = setting(
+        8, "with correction 'sequential': steps a challenger is tested before the current "
+        "model replaces it", POSITIVE_INT, "--gate-period", RUN, metavar="STEPS",
+        same_on_resume=True)
     accept: str = setting(
         "lexicographic", "when a step's winner replaces the current model: 'lexicographic' "
         "(better beyond the tie tolerance, or tied and significantly closer to the teacher), "
@@ -300,8 +312,9 @@ class DistillConfig:
         shown_default="'lexicographic' with --correction split and the fidelity tie-breaker, "
         "else 'primary'", same_on_resume=True)
     final_check: bool = setting(
-        True, "with correction 'split', test the final current model against the stable one "
-        "on the held-out half of the validation split at the end of the run", FLAG)
+        True, "at the end of the run, test the final current model against the stable one "
+        "once more (correction 'split': on the held-out half of the validation split; "
+        "'fresh' or 'sequential': on one more fresh transfer batch)", FLAG)
     rollout_steps: int = setting(
         200, "optimizer steps per gradient candidate", POSITIVE_INT, "--rollout-steps", RUN,
         metavar="N", same_on_resume=True)
