@@ -32,7 +32,8 @@ One concept per module:
 - :mod:`~ev3evo.distillation.resume`: checkpoints and resuming a run;
 - :mod:`~ev3evo.distillation.history`: the run's ``history.jsonl`` (steps and events);
 - :mod:`~ev3evo.distillation.baselines`: plain KD and a pure evolution strategy;
-- :mod:`~ev3evo.distillation.report`: ``summary.json``, the table and the plots.
+- :mod:`~ev3evo.distillation.report`: ``summary.json``, the table and the plots;
+  :mod:`~ev3evo.distillation.outputs`: where they are written.
 
 Example::
 

@@ -45,9 +45,9 @@ from .options import (
     Option,
     checked,
     configure,
-    resume_folder,
     shown_default,
 )
+from .outputs import resume_folder
 
 DESCRIPTION = (
     "Distill a teacher into a small student with EV3 (explore with gradient, biased, "

@@ -325,10 +325,22 @@ class DistillConfig:
         0.05, "error level of the gate's confidence bounds", NUMBER, "--alpha", RUN,
         same_on_resume=True)
     correction: str = setting(
-        "split", "how the gate controls errors over the candidates of a step: 'split' selects "
-        "the winner on half of the validation split and tests it alone on the other half; "
-        "'holm', 'bonferroni' or 'none' test every candidate on all of it with that "
-        "correction", TEXT, "--correction", RUN, choices=_CORRECTIONS, same_on_resume=True)
+        "auto", "how the gate tests a step's winner: 'split' selects it on half of the "
+        "validation split and tests it alone on the other half; 'fresh' tests it on teacher-"
+        "labelled transfer examples drawn afresh every step (agreement with the teacher), "
+        "'sequential' accumulates that evidence over steps for a frozen challenger (an "
+        "anytime-valid test); 'holm', 'bonferroni' or 'none' test every candidate on all of "
+        "the validation split with that correction; 'auto': 'sequential' when the teacher can "
+        "label new inputs and the first metric is accuracy or agreement, else 'split'",
+        TEXT, "--correction", RUN, choices=("auto", *_CORRECTIONS), same_on_resume=True)
+    transfer: int = setting(
+        4096, "teacher-labelled transfer examples made afresh every step for the 'fresh' and "
+        "'sequential' gates (mixup, shifts and noise of the training inputs)", POSITIVE_INT,
+        "--transfer", RUN, metavar="N", same_on_resume=True)
+    gate_period: int = setting(
+        8, "with correction 'sequential': steps a challenger is tested before the current "
+        "model replaces it", POSITIVE_INT, "--gate-period", RUN, metavar="STEPS",
+        same_on_resume=True)
     accept: str = setting(
         "lexicographic", "when a step's winner replaces the current model: 'lexicographic' "
         "(better beyond the tie tolerance, or tied and significantly closer to the teacher), "
@@ -341,8 +353,9 @@ class DistillConfig:
         shown_default="'lexicographic' with --correction split and the fidelity tie-breaker, "
         "else 'primary'", same_on_resume=True)
     final_check: bool = setting(
-        True, "with correction 'split', test the final current model against the stable one "
-        "on the held-out half of the validation split at the end of the run", FLAG)
+        True, "at the end of the run, test the final current model against the stable one "
+        "once more (correction 'split': on the held-out half of the validation split; "
+        "'fresh' or 'sequential': on one more fresh transfer batch)", FLAG)
     rollout_steps: int = setting(
         200, "optimizer steps per gradient candidate", POSITIVE_INT, "--rollout-steps", RUN,
         metavar="N", same_on_resume=True)
@@ -470,48 +483,6 @@ def configure(config: DistillConfig | None = None, /, **options) -> DistillConfi
     return dataclasses.replace(config if config is not None else DistillConfig(), **options)
 
 
-def resume_folder(resume: str) -> str:
-    """The output folder of a run resumed from ``resume`` (an output folder, or the
-    ``checkpoints`` folder inside one)."""
-    path = os.path.normpath(resume)
-    if os.path.basename(path) == "checkpoints" and not os.path.isdir(
-            os.path.join(path, "checkpoints")):
-        return os.path.dirname(path) or "."
-    return resume
-
-
-def _same_folder(a: str, b: str) -> bool:
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-def _outputs(values: dict, label: Callable[[str], str]) -> dict:
-    """The rules of ``out`` and ``resume``: ``out`` names a folder; a resumed run writes into
-    the folder it resumes (``out``, when given, must be that one); checkpoints and TensorBoard
-    files need a folder that outlives the call."""
-    out, resume = values["out"], values["resume"]
-    if out is not None and not out.strip():
-        raise ValueError(f"{label('out')} must name a folder, got an empty string"
-                         + ("" if label("out").startswith("--") else
-                            " (out=None keeps nothing on disk)"))
-    if resume is not None and not resume.strip():
-        raise ValueError(f"{label('resume')} must name a folder, got an empty string")
-    if resume is not None:
-        folder = resume_folder(resume)
-        if out is not None and not _same_folder(out, folder):
-            raise ValueError(
-                f"{label('resume')} {resume} writes its outputs into {folder}, but "
-                f"{label('out')} names {out}: leave {label('out')} out, or give the same "
-                "folder (a resumed run continues in its own folder)")
-        values = {**values, "out": folder}
-    elif out is None:
-        for name in ("checkpoint_every", "tensorboard"):
-            if values[name]:
-                raise ValueError(f"{label(name)} needs {label('out')}: without one the "
-                                 "outputs live in a temporary folder deleted when the run "
-                                 "returns")
-    return values
-
-
 def checked(config: DistillConfig, flags: bool = False) -> DistillConfig:
     """``config`` with every field checked by its kind and normalized (sequences as tuples,
     paths as strings), and the rules of ``out`` and ``resume`` applied (a resumed run's
@@ -522,7 +493,9 @@ def checked(config: DistillConfig, flags: bool = False) -> DistillConfig:
     by_name = {o.name: o for o in OPTIONS}
     label = lambda name: (by_name[name].flag or name) if flags else name
     values = {o.name: check_value(o, getattr(config, o.name), label(o.name)) for o in OPTIONS}
-    return DistillConfig(**_outputs(values, label))
+    from .outputs import output_rules
+
+    return DistillConfig(**output_rules(values, label))
 
 
 def check_value(option: Option, value, name: str):

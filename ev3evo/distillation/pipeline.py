@@ -44,11 +44,9 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -58,13 +56,16 @@ import numpy as np
 from flax import nnx
 
 from .. import __version__
+from ..adapt.certification import FRESH
 from ..callbacks import Callback, JSONLHistory, ProgressBar, TensorBoard
 from ..run import RunResult, run
+from ..types import Evaluation
 from . import baselines as B
-from . import inputs, models, report
+from . import inputs, models, outputs, report
 from .data import Dataset
 from .engine import EngineSettings, build_engine, engine_settings
-from .final_check import describe, final_check
+from .evidence import gate_power, teacher_misses
+from .final_check import CHECKED, describe, final_check, final_check_program
 from .grid import named_loss, optimizer_grid
 from .growing import Growth
 from .history import Annotate, Replay, append_event, write_event
@@ -72,7 +73,8 @@ from .options import DistillConfig
 from .resume import Checkpointing, checkpointing, resumed_student, run_config
 from .scores import evaluate, logit_metrics
 from .student import Student
-from .teachers import splits_with_teacher
+from .teachers import Labeller, teacher_of
+from .transfer import fresh_batches
 
 
 @dataclass
@@ -117,15 +119,7 @@ class DistillResult:
     def save(self, folder: str | os.PathLike) -> str:
         """Writes ``summary.json``, ``history.jsonl`` and the plots into ``folder`` (made if
         needed), as a run with ``out=folder`` would have; returns the folder."""
-        from ..io.atomic import atomic_write, make_dirs
-        from ..io.strict_json import dumps
-
-        folder = os.fspath(folder)
-        make_dirs(folder)
-        lines = "".join(dumps(r) + "\n" for r in self.history)
-        atomic_write(os.path.join(folder, "history.jsonl"), lines.encode("utf-8"))
-        _write_outputs(folder, self.summary)
-        return folder
+        return outputs.save(folder, self.summary, self.history)
 
 
 class EV3Outcome(NamedTuple):
@@ -138,6 +132,8 @@ class EV3Outcome(NamedTuple):
     events: list  # growth events
     seconds: float  # EV3's wall time, final check included
     growth: Growth
+    gate: dict | None = None  # the gate in use and its power (see ev3evo.distillation.evidence)
+    warnings: tuple = ()  # said before the run (the gate's power, the teacher's constraints)
 
 
 class Certified(NamedTuple):
@@ -175,21 +171,8 @@ def distill(config: DistillConfig | None = None, /, *, student=None, teacher=Non
     """
     c, objects = inputs.given(config, student, teacher, data, options)
     settings = engine_settings(c)
-    with _output_folder(c.out, c.resume) as out:
+    with outputs.output_folder(c.out, c.resume) as out:
         return _distill(c, objects, settings, out)
-
-
-@contextlib.contextmanager
-def _output_folder(out: str | None, resume: str | None):
-    """``out``, made if needed (a resumed run's folder must exist: it is never made); for
-    ``None``, a temporary folder removed afterwards."""
-    if out is not None:
-        if resume is None:
-            os.makedirs(out, exist_ok=True)
-        yield out
-        return
-    with tempfile.TemporaryDirectory(prefix="ev3evo-distill-") as folder:
-        yield folder
 
 
 def _distill(c: DistillConfig, objects: inputs.Given, settings: EngineSettings,
@@ -200,10 +183,12 @@ def _distill(c: DistillConfig, objects: inputs.Given, settings: EngineSettings,
     for note in ds.notes:
         log(note)
     learner = inputs.student(c, objects, ds)  # checked against the data before any training
-    splits, teacher_info = splits_with_teacher(ds, objects.teacher, c, out, log)
+    splits, teacher_info, labeller = teacher_of(ds, objects.teacher, c, out, log)
+    settings = engine_settings(c, can_label=labeller is not None)  # "auto" resolved
     names = settings.metric_names
     k_run, k_kd, k_es = run_keys(c.seed)
-    ev3 = run_ev3(k_run, c, settings, ds.name, splits, learner, ckpt, out, log)
+    evaluation = evaluation_batches(c, settings, splits, labeller)
+    ev3 = run_ev3(k_run, c, settings, ds.name, splits, learner, ckpt, out, log, evaluation)
     final = certify(ev3, splits)
     methods = {"ev3": _ev3_method(ev3, final, splits, names)}
     if not methods["ev3"]["certified"]:
@@ -215,7 +200,7 @@ def _distill(c: DistillConfig, objects: inputs.Given, settings: EngineSettings,
     teacher_report = _teacher_report(teacher_info, splits, names, ds.num_classes)
     summary = _summary(c, settings, ds, splits, teacher_report, methods, ev3, final)
     summary["given"] = inputs.described(objects)
-    history = _write_outputs(out, summary)
+    history = outputs.write_outputs(out, summary)
     if c.progress:
         _print(summary, c, ev3)
     return DistillResult(summary, history, final.student.arch, final.model, c.out,
@@ -242,10 +227,27 @@ def _teacher_report(info: dict, splits: dict, names, num_classes: int) -> dict:
     }
 
 
+def evaluation_batches(c: DistillConfig, settings: EngineSettings, splits: dict,
+                       labeller: Labeller | None):
+    """What EV3 is assessed on each step: the validation split, and with the fresh-data gates
+    ``(key, step) -> Evaluation(validation, transfer batch)`` (teacher-labelled examples made
+    afresh from the training inputs, :mod:`~ev3evo.distillation.transfer`)."""
+    val = splits["val"]
+    if settings.gate.correction not in FRESH:
+        return val
+    make = fresh_batches(splits["train"]["x"], labeller.fn, c.transfer,
+                         traceable=labeller.traceable)
+    return lambda key, step: Evaluation(val, make(key))
+
+
 def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: dict,
-            student: Student, ckpt: Checkpointing, out: str, log) -> EV3Outcome:
-    """The EV3 phase: the engine, growth, callbacks, the run and the final check."""
+            student: Student, ckpt: Checkpointing, out: str, log, evaluation=None) -> EV3Outcome:
+    """The EV3 phase: the engine, growth, callbacks, the run and the final check.
+
+    ``evaluation``: what each step is assessed on (:func:`evaluation_batches`; default the
+    validation split)."""
     train, val = splits["train"], splits["val"]
+    evaluation = val if evaluation is None else evaluation
     names = settings.metric_names
     rebuild = lambda s: build_engine(s, c, settings, s.num_classes, len(val["y"]))
     if ckpt.saved is not None:
@@ -254,32 +256,51 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
     engine = rebuild(student)
     jsonl = JSONLHistory(os.path.join(out, "history.jsonl"), mode="w")
     growth = Growth(c, student, model, train, val, names, rebuild, events,
-                    on_event=lambda event: _record_growth(jsonl, event, log))
+                    on_event=lambda event: _record_growth(jsonl, event, log),
+                    evaluation=evaluation)
     log(f"EV3 on {name}: student {student.describe()} ({growth.size} params), "
         f"objectives {[o.metric for o in settings.objectives]}, constraints "
         f"{list(c.constraints)}, {len(engine.source_names)} sources, population "
         f"{engine.population_size}")
+    power = gate_power(settings.gate, len(val["y"]), c.transfer, c.gate_period,
+                       engine.population_size)
+    log(f"the gate certifies on {power['examples']} {power['where']}: the smallest gain it can "
+        f"certify is {100 * power['floor']:.2f} points ({100 * power['typical']:.2f} when the "
+        "models disagree on 5% of them)")
+    warnings = [power["warning"]] if power["warning"] else []
+    warnings += teacher_misses(c.constraints, logit_metrics(val["teacher"], val, names,
+                                                            student.num_classes))
+    for w in warnings:
+        log(f"warning: {w}")
+    checked = c.final_check and settings.gate.correction in CHECKED
+    check_program = final_check_program(engine) if checked else None
     if c.warmup:
-        _warm_up(engine, key, model, train, val, log)
+        _warm_up(engine, key, model, train, evaluation, log, check_program)
     start = time.perf_counter()
     growth.start()
     metadata = {"config": run_config(c), "every": ckpt.every}
-    result = run(engine, key, model, train, val, c.steps,
+    result = run(engine, key, model, train, evaluation, c.steps,
                  callbacks=_callbacks(c, growth, jsonl, out), time_budget=c.time_budget,
                  on_stall=growth, checkpoint_dir=ckpt.directory, checkpoint_every=ckpt.every,
                  resume=ckpt.resume,
                  checkpoint_metadata=lambda engine, state: {
                      **metadata, "arch": growth.student.arch, "events": growth.events})
     stable, checked_event = result.stable, None
-    if c.final_check and c.correction == "split" and result.engine is not None:
-        checked_event = final_check(key, result.engine, result.current, result.stable, val)
+    if checked and result.engine is not None:
+        if result.engine is not engine:  # grown: the check's program is the new engine's
+            check_program = final_check_program(result.engine)
+        check_key = jax.random.fold_in(key, FINAL_CHECK_SALT)
+        batch = evaluation(check_key, -1) if callable(evaluation) else evaluation
+        checked_event = final_check(check_key, result.engine, result.current, result.stable,
+                                    batch, check_program)
         checked_event["step"] = int(result.state.step)
         append_event(os.path.join(out, "history.jsonl"), checked_event)
         if checked_event["certified"]:
             stable = result.current
         log(describe(checked_event))
+    gate = {**settings.gate._asdict(), **{k: v for k, v in power.items() if k != "warning"}}
     return EV3Outcome(result, growth.student, stable, checked_event, growth.events,
-                      time.perf_counter() - start, growth)
+                      time.perf_counter() - start, growth, gate, tuple(warnings))
 
 
 def certify(ev3: EV3Outcome, splits: dict, check_examples: int = 512) -> Certified:
@@ -330,10 +351,18 @@ def _callbacks(c: DistillConfig, growth: Growth, jsonl: JSONLHistory,
     return callbacks
 
 
-def _warm_up(engine, key, model, train, val, log) -> None:
-    """Compiles the step before the clock starts: one step on a throw-away state."""
+#: the final check's key is fold_in(the run's key, FINAL_CHECK_SALT): outside the steps' keys
+FINAL_CHECK_SALT = 0x5EED
+
+
+def _warm_up(engine, key, model, train, evaluation, log, check_program=None) -> None:
+    """Compiles the step (and the final check) before the clock starts, on throw-away data."""
     t0 = time.perf_counter()
-    jax.block_until_ready(engine.step(key, engine.init(key, model), train, val))
+    batch = evaluation(key, 0) if callable(evaluation) else evaluation
+    state = engine.init(key, model)
+    jax.block_until_ready(engine.step(key, state, train, batch))
+    if check_program is not None:
+        jax.block_until_ready(check_program(key, state.current, state.stable, batch))
     log(f"EV3 step compiled in {time.perf_counter() - t0:.1f}s (not counted in its time)")
 
 
@@ -424,18 +453,11 @@ def _summary(c: DistillConfig, settings: EngineSettings, ds, splits: dict, teach
         "methods": methods,
         "growth": ev3.events,
         "final_check": ev3.final_check,
+        "gate": ev3.gate,
+        "warnings": list(ev3.warnings),
         "status": ev3.result.status,
         "best": report.best(methods, settings.objectives[0].metric),
     }
-
-
-def _write_outputs(out: str, summary: dict) -> list[dict]:
-    """Writes ``summary.json`` and the plots; returns the full history (steps and events)."""
-    report.write_summary(os.path.join(out, "summary.json"), summary)
-    history = report.read_history(os.path.join(out, "history.jsonl"))
-    report.plot_history(history, out, summary["primary"])
-    report.plot_comparison(summary, out, summary["primary"])
-    return history
 
 
 def _print(summary: dict, c: DistillConfig, ev3: EV3Outcome) -> None:

@@ -242,7 +242,7 @@ def test_final_check_certifies_a_clearly_better_current_model_only(accept):
     x = jax.nn.one_hot(y, 3) + 0.1 * jnp.asarray(rng.normal(size=(200, 3)), jnp.float32)
     val = {"x": x, "y": y, "teacher": 5.0 * x}
     apply = lambda p, x: x @ p["w"]
-    c = DistillConfig(accept=accept)
+    c = DistillConfig(accept=accept, correction="split")
     engine = E.build_engine(apply, c, E.engine_settings(c), 3, 200)
     good, bad = {"w": 5.0 * jnp.eye(3)}, {"w": jnp.zeros((3, 3))}
     better = final_check(jax.random.key(0), engine, good, bad, val)
