@@ -104,7 +104,7 @@ def _write(rows, path_md, path_json, args):
                      f"{r['best_baseline']:.4f} ({r['best_baseline_name']}) | "
                      f"{r['val_baseline']:.4f} ({r['val_baseline_name']}) | "
                      f"{_accuracies(r)} | {r['ev3_steps']} | "
-                     f"{r['certified']} | {r['seconds']:.1f} |")
+                     f"{r['certified']} {r.get('certified_steps', '')} | {r['seconds']:.1f} |")
     if args.notes and os.path.exists(args.notes):
         lines += ["", open(args.notes).read().rstrip()]
     del np
@@ -118,8 +118,8 @@ def main(argv=None) -> int:
     p.add_argument("--time-budget", type=float, default=30.0, help="EV3 seconds per run")
     p.add_argument("--steps", type=int, default=2000, help="EV3 step cap (the budget binds)")
     p.add_argument("--hidden", type=int, default=8)
-    p.add_argument("--rollout-steps", type=int, default=200, help="optimizer steps per candidate")
-    p.add_argument("--correction", default="split", help="the gate's correction")
+    p.add_argument("--rollout-steps", type=int, default=1000, help="optimizer steps per candidate")
+    p.add_argument("--correction", default="auto", help="the gate's correction")
     p.add_argument("--accept", default="lexicographic", help="the gate's acceptance rule")
     p.add_argument("--certify", default=None, help="the gate's certification rule")
     p.add_argument("--tie-examples", type=float, default=4.0,
@@ -179,6 +179,8 @@ def main(argv=None) -> int:
                 "best_kd": kd[best_kd], "best_kd_name": best_kd,
                 "certified": sum(bool(h.get("certified")) for h in res.history
                                  if "event" not in h),
+                "certified_steps": [h["step"] for h in res.history
+                                    if "event" not in h and h.get("certified")],
                 "es": base.get("es_open_es", float("nan")),
                 "baselines": base,
                 # every metric of every method: a low ECE from a model that is rarely right

@@ -357,7 +357,7 @@ class DistillConfig:
         "once more (correction 'split': on the held-out half of the validation split; "
         "'fresh' or 'sequential': on one more fresh transfer batch)", FLAG)
     rollout_steps: int = setting(
-        200, "optimizer steps per gradient candidate", POSITIVE_INT, "--rollout-steps", RUN,
+        1000, "optimizer steps per gradient candidate", POSITIVE_INT, "--rollout-steps", RUN,
         metavar="N", same_on_resume=True)
     tie_break: bool = setting(
         True, "break ties on the first metric (within tie_examples) by fidelity to the teacher",
