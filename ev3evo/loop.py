@@ -10,7 +10,8 @@ A step is four stages, always in this order:
 
 Without host sources stages 2 and 4 do nothing and the whole step is one compiled program
 (``jit``, and ``lax.scan`` over steps works); with host sources stages 1 and 3 are compiled
-separately and the host stages run between them, with concrete arrays. A host source that
+separately and the host stages run between them, with concrete arrays. ``EV3(timed=True)``
+compiles explore, assess and the gate separately and times each (:mod:`ev3evo.timing`). A host source that
 raises is isolated for the step: its slots are invalid, its state is kept, and the error is
 reported in ``StepInfo.host_errors``.
 
@@ -39,13 +40,11 @@ Example::
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import _tree
 from ._checks import check_positive_int
@@ -58,6 +57,7 @@ from .assess.metrics import utility
 from .explore import stateful
 from .explore.mix import ask_parts, mix, tell_parts
 from .parallel import constrain_population, sharded_evaluate, sharded_step
+from .timing import Laps, StageSeconds
 from .types import Array, Batch, Evaluation, Feedback, Metric, Params, PRNGKey, Source
 
 
@@ -114,6 +114,8 @@ class StepInfo(NamedTuple):
     # Host sources that raised this step (ev3evo.explore.mix.HostError); their slots counted
     # as invalid. Always () without host sources.
     host_errors: tuple = ()
+    # With EV3(timed=True) the seconds of the step's stages (ev3evo.timing.StageSeconds).
+    seconds: tuple = ()
 
 
 class Program(NamedTuple):
@@ -129,6 +131,7 @@ class Program(NamedTuple):
     patience: int
     mesh: Any
     evidence: Metric | None = None  # the metric the fresh-data gates test (Gate.evidence)
+    timed: bool = False  # the stages compiled apart and timed (ev3evo.timing)
 
 
 def _evaluation(prog: Program, eval_batch) -> Evaluation:
@@ -278,14 +281,17 @@ def _next_gate_state(gate_state, rule_state, current):
 def build_step(prog: Program):
     """The step function ``(key, state, train_batch, eval_batch) -> (state, info)``.
 
-    Compiled as one program without host sources; otherwise its two JAX stages are compiled
-    and the host stages run between them (see the module docstring).
+    Compiled as one program without host sources; otherwise its JAX stages are compiled apart
+    and the host stages run between them (see the module docstring). Timed (``prog.timed``),
+    explore, assess and the gate are three programs, each waited for and timed.
     """
-    layout = prog.source.layout
-    host = prog.source.host
-    explore_stage, adapt_stage = functools.partial(explore, prog), functools.partial(adapt, prog)
-    if host:
-        explore_stage, adapt_stage = jax.jit(explore_stage), jax.jit(adapt_stage)
+    layout, host, timed = prog.source.layout, prog.source.host, prog.timed
+    explore_stage = functools.partial(explore, prog)
+    adapt_stages = ((functools.partial(assess, prog), functools.partial(settle, prog)) if timed
+                    else (functools.partial(adapt, prog),))
+    if host or timed:
+        explore_stage = jax.jit(explore_stage)
+        adapt_stages = tuple(jax.jit(s) for s in adapt_stages)
 
     def step(key, state: EV3State, train_batch: Batch, eval_batch: Batch | Evaluation):
         evaluation = _evaluation(prog, eval_batch)
@@ -295,22 +301,33 @@ def build_step(prog: Program):
         key_ask, key_gate, key_tell = jax.random.split(key, 3)
         ask_keys = jax.random.split(key_ask, len(layout.parts))
         tell_keys = jax.random.split(key_tell, len(layout.parts))
+        laps = Laps() if timed else None
         blocks, sources, active = explore_stage(ask_keys, state, train_batch)
         errors: list = []
         if host:
             blocks, sources = ask_parts(layout, True, ask_keys, sources, state.current,
                                         train_batch, active, blocks, errors)
-        new_state, info, feedback = adapt_stage(key_gate, tell_keys, state, blocks,
-                                                sources, active, evaluation)
+        if timed:
+            seconds = [laps.lap((blocks, sources, active))]
+            assessed = adapt_stages[0](state, blocks, active, evaluation)
+            seconds.append(laps.lap(assessed))
+            new_state, info, feedback = adapt_stages[1](key_gate, tell_keys, state, sources,
+                                                        blocks, assessed)
+        else:
+            new_state, info, feedback = adapt_stages[0](key_gate, tell_keys, state, blocks,
+                                                        sources, active, evaluation)
         if host:
             failed = {e.source for e in errors}
             told = tell_parts(layout, True, tell_keys, new_state.sources, blocks, feedback,
                               errors, skip=failed)
             new_state = new_state._replace(sources=told)
-        return new_state, info._replace(host_errors=tuple(errors))
+        info = info._replace(host_errors=tuple(errors))
+        if timed:
+            info = info._replace(seconds=StageSeconds(*seconds, laps.lap((new_state, info))))
+        return new_state, info
 
-    if host:
-        step.stages = (explore_stage, adapt_stage)
+    if host or timed:
+        step.stages = (explore_stage, *adapt_stages)
         return step
     if prog.mesh is not None:
         return sharded_step(step, prog.mesh)
@@ -338,6 +355,9 @@ class EV3:
       patience: steps without certification after which the run counts as stalled.
       mesh: a one-axis ``jax.sharding.Mesh`` (see :func:`ev3evo.parallel.population_mesh`):
         the population is split over its devices, everything else replicated.
+      timed: compile explore, assess and the gate as three programs and time each step's
+        stages (``StepInfo.seconds``, ``record["stage_seconds"]``; see :mod:`ev3evo.timing`).
+        The decisions are the same; the step waits for each stage.
     """
 
     __slots__ = ("program", "step")
@@ -352,6 +372,7 @@ class EV3:
         allocation: alloc.Allocation = alloc.Allocation(),
         patience: int = 20,
         mesh=None,
+        timed: bool = False,
     ):
         source = mix(sources) if isinstance(sources, Source) else mix(*sources)
         metrics = _check_metrics(metrics)
@@ -362,14 +383,15 @@ class EV3:
         if not isinstance(allocation, alloc.Allocation):
             raise TypeError(f"allocation must be an ev3evo.Allocation, got {allocation!r}")
         settings = allocation.validated(source.layout.sizes)
-        if mesh is not None and source.host:
-            raise ValueError("mesh= needs every source to be a JAX source (no host source)")
+        if mesh is not None and (source.host or timed):
+            raise ValueError("mesh= needs every source to be a JAX source (no host source) "
+                             "and timed=False")
         gate = gate.validated()
         prog = Program(source, metrics, objectives, constraints, gate, settings,
                        alloc.proportional(source.layout.sizes, settings.population_size,
                                           settings),
                        check_positive_int(patience, "patience"), mesh,
-                       _evidence_metric(gate, metrics))
+                       _evidence_metric(gate, metrics), bool(timed))
         object.__setattr__(self, "program", prog)
         object.__setattr__(self, "step", build_step(prog))
 
@@ -387,6 +409,7 @@ class EV3:
     patience = property(lambda self: self.program.patience)
     mesh = property(lambda self: self.program.mesh)
     host = property(lambda self: self.program.source.host, doc="some source runs on the host")
+    timed = property(lambda self: self.program.timed, doc="the step's stages are timed")
     population_size = property(lambda self: self.program.allocation.population_size)
 
     @property
@@ -442,50 +465,16 @@ class EV3:
 
     def profile(self, key: PRNGKey, state: EV3State, train_batch: Batch,
                 eval_batch: Batch | Evaluation, repeats: int = 3) -> dict:
-        """Where a step's time goes: each stage compiled alone and timed on these inputs.
+        """Where a step's time goes: each stage compiled alone and timed on these inputs
+        (:func:`ev3evo.timing.profile`)."""
+        from .timing import profile
 
-        The stages are *explore* (every source's candidates: rollouts, mutations, evolution
-        strategies; host sources included), *assess* (every arm scored on the evaluation
-        batches) and *gate* (the decision, telling the sources, the allocation). Each is timed
-        ``repeats`` times after one warm-up call; the median seconds and the shares of their
-        sum are returned. The fused step can be a little faster than the sum (XLA fuses across
-        stages); the shares say which stage dominates. Compiling the three stages costs about
-        what compiling the step costs.
-
-        Returns:
-          ``{"explore": s, "assess": s, "gate": s, "shares": {...}}``.
-        """
-        prog, layout = self.program, self.program.source.layout
-        evaluation = _evaluation(prog, eval_batch)
-        key_ask, key_gate, key_tell = jax.random.split(key, 3)
-        ask_keys = jax.random.split(key_ask, len(layout.parts))
-        tell_keys = jax.random.split(key_tell, len(layout.parts))
-        explore_jit = jax.jit(functools.partial(explore, prog))
-        assess_jit = jax.jit(functools.partial(assess, prog))
-        settle_jit = jax.jit(functools.partial(settle, prog))
-
-        def explore_all():
-            blocks, sources, active = explore_jit(ask_keys, state, train_batch)
-            if prog.source.host:
-                blocks, sources = ask_parts(layout, True, ask_keys, sources, state.current,
-                                            train_batch, active, blocks, [])
-            return blocks, sources, active
-
-        blocks, sources, active = explore_all()
-        assessed = assess_jit(state, blocks, active, evaluation)
-        stages = {
-            "explore": explore_all,
-            "assess": lambda: assess_jit(state, blocks, active, evaluation),
-            "gate": lambda: settle_jit(key_gate, tell_keys, state, sources, blocks, assessed),
-        }
-        seconds = {name: _median_seconds(run, repeats) for name, run in stages.items()}
-        total = sum(seconds.values())
-        return {**seconds, "shares": {n: v / total for n, v in seconds.items()}}
+        return profile(self, key, state, train_batch, eval_batch, repeats)
 
     def initial_record(self, info: StepInfo) -> dict:
         """The record of the models a run starts from, from its first step's :class:`StepInfo`
         (the current and stable models' values before that step, on its evaluation batch)."""
-        info = jax.device_get(info._replace(host_errors=()))
+        info = jax.device_get(info._replace(host_errors=(), seconds=()))
         names, sources = self.metric_names, self.source_names
         current, stable = ({n: float(v) for n, v in zip(names, values)}
                            for values in info.before_values)
@@ -499,8 +488,8 @@ class EV3:
 
     def record(self, info: StepInfo) -> dict:
         """A JSON-ready dict of one step's :class:`StepInfo`."""
-        host_errors = tuple(info.host_errors)
-        info = jax.device_get(info._replace(host_errors=()))
+        host_errors, seconds = tuple(info.host_errors), info.seconds
+        info = jax.device_get(info._replace(host_errors=(), seconds=()))
         names, sources = self.metric_names, self.source_names
         src = int(info.winner_source)
         as_dict = lambda values: {n: float(v) for n, v in zip(names, values)}
@@ -521,18 +510,8 @@ class EV3:
             "pvalue": float(info.pvalue),
             "host_errors": [{"source": e.source, "phase": e.phase, "error": e.message}
                             for e in host_errors],
+            **({"stage_seconds": dict(seconds._asdict())} if seconds else {}),
         }
-
-
-def _median_seconds(run, repeats: int) -> float:
-    """Median wall time of ``run()`` over ``repeats`` calls, after one warm-up call."""
-    jax.block_until_ready(run())
-    times = []
-    for _ in range(check_positive_int(repeats, "repeats")):
-        start = time.perf_counter()
-        jax.block_until_ready(run())
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def _evidence_metric(gate: Gate, metrics) -> Metric | None:

@@ -291,9 +291,11 @@ class DistillConfig:
         same_on_resume=True)
     steps: int = setting(300, "maximum number of EV3 steps", POSITIVE_INT, "--steps", RUN)
     time_budget: float | None = setting(
-        None, "maximum wall time of the EV3 run, in seconds (the step is compiled before the "
-        "clock starts; a recompilation after growth counts); each baseline then gets EV3's "
-        "actual wall time", POSITIVE_NUMBER, "--time-budget", RUN,
+        None, "maximum wall time of EV3 in seconds, its final check included: the steps stop "
+        "early enough to leave the final check its time, so EV3 ends within about one step of "
+        "it; the step and the final check are compiled before the clock starts and not "
+        "counted (unless --no-warmup), a recompilation after growth counts; each baseline then "
+        "gets EV3's actual wall time", POSITIVE_NUMBER, "--time-budget", RUN,
         checks=_optional(_positive_number), metavar="SECONDS", shown_default="no limit")
     student: str | None = setting(
         "mlp:8", "the built-in student: mlp:H[,H...] (hidden widths; capacity-limited on "
@@ -435,9 +437,9 @@ class DistillConfig:
         PATH, "--resume", CHECKPOINTS, checks=_optional(_path), metavar="DIR",
         shown_default="")
     warmup: bool = setting(
-        True, "compile EV3's step before its clock starts (EV3's time, which the baselines "
-        "also get, then excludes the one-off compilation; a recompilation after growth still "
-        "counts)", FLAG)
+        True, "compile EV3's step and final check before its clock starts (EV3's time and "
+        "time budget, which the baselines also get, then exclude the one-off compilation; a "
+        "recompilation after growth still counts)", FLAG)
 
 
 #: the description of every setting, in the order of :class:`DistillConfig`'s fields

@@ -59,6 +59,7 @@ from .. import __version__
 from ..adapt.certification import FRESH
 from ..callbacks import Callback, JSONLHistory, ProgressBar, TensorBoard
 from ..run import RunResult, run
+from ..timing import describe_shares, time_shares
 from ..types import Evaluation
 from . import baselines as B
 from . import inputs, models, outputs, report
@@ -134,6 +135,7 @@ class EV3Outcome(NamedTuple):
     growth: Growth
     gate: dict | None = None  # the gate in use and its power (see ev3evo.distillation.evidence)
     warnings: tuple = ()  # said before the run (the gate's power, the teacher's constraints)
+    time_shares: dict | None = None  # EV3's wall time by stage (ev3evo.timing.time_shares)
 
 
 class Certified(NamedTuple):
@@ -274,13 +276,17 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
         log(f"warning: {w}")
     checked = c.final_check and settings.gate.correction in CHECKED
     check_program = final_check_program(engine) if checked else None
-    if c.warmup:
-        _warm_up(engine, key, model, train, evaluation, log, check_program)
+    # The final check counts in the time budget: the steps stop early enough to leave it its
+    # time (measured by the warm-up).
+    reserve = _warm_up(engine, key, model, train, evaluation, log, check_program) if (
+        c.warmup) else 0.0
     start = time.perf_counter()
     growth.start()
     metadata = {"config": run_config(c), "every": ckpt.every}
     result = run(engine, key, model, train, evaluation, c.steps,
-                 callbacks=_callbacks(c, growth, jsonl, out), time_budget=c.time_budget,
+                 callbacks=_callbacks(c, growth, jsonl, out),
+                 time_budget=None if c.time_budget is None else max(c.time_budget - reserve,
+                                                                     1e-3),
                  on_stall=growth, checkpoint_dir=ckpt.directory, checkpoint_every=ckpt.every,
                  resume=ckpt.resume,
                  checkpoint_metadata=lambda engine, state: {
@@ -299,8 +305,20 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
             stable = result.current
         log(describe(checked_event))
     gate = {**settings.gate._asdict(), **{k: v for k, v in power.items() if k != "warning"}}
-    return EV3Outcome(result, growth.student, stable, checked_event, growth.events,
-                      time.perf_counter() - start, growth, gate, tuple(warnings))
+    seconds = time.perf_counter() - start
+    shares = _time_shares(result, seconds, log)
+    return EV3Outcome(result, growth.student, stable, checked_event, growth.events, seconds,
+                      growth, gate, tuple(warnings), shares)
+
+
+def _time_shares(result: RunResult, seconds: float, log) -> dict | None:
+    """The shares of EV3's wall time in its stages over the steps of this session (the
+    engine is timed: :mod:`ev3evo.timing`), logged; ``None`` when no step ran."""
+    if result.steps == 0 or seconds <= 0:
+        return None
+    shares = time_shares(result.history[len(result.history) - result.steps:], seconds)
+    log(f"EV3's {seconds:.1f}s: {describe_shares(shares)}")
+    return shares
 
 
 def certify(ev3: EV3Outcome, splits: dict, check_examples: int = 512) -> Certified:
@@ -355,15 +373,24 @@ def _callbacks(c: DistillConfig, growth: Growth, jsonl: JSONLHistory,
 FINAL_CHECK_SALT = 0x5EED
 
 
-def _warm_up(engine, key, model, train, evaluation, log, check_program=None) -> None:
-    """Compiles the step (and the final check) before the clock starts, on throw-away data."""
+def _warm_up(engine, key, model, train, evaluation, log, check_program=None) -> float:
+    """Compiles the step (and the final check) before the clock starts, on throw-away data;
+    returns the seconds of one compiled final check (its fresh batch included), 0 without."""
     t0 = time.perf_counter()
     batch = evaluation(key, 0) if callable(evaluation) else evaluation
     state = engine.init(key, model)
     jax.block_until_ready(engine.step(key, state, train, batch))
+    check = lambda b: jax.block_until_ready(check_program(key, state.current, state.stable, b))
     if check_program is not None:
-        jax.block_until_ready(check_program(key, state.current, state.stable, batch))
-    log(f"EV3 step compiled in {time.perf_counter() - t0:.1f}s (not counted in its time)")
+        check(batch)
+    log(f"EV3 step compiled in {time.perf_counter() - t0:.1f}s"
+        f"{' with the final check' if check_program is not None else ''}, before EV3's clock "
+        "starts (not counted in its time or its time budget)")
+    if check_program is None:
+        return 0.0
+    t1 = time.perf_counter()
+    check(evaluation(key, 1) if callable(evaluation) else evaluation)
+    return time.perf_counter() - t1
 
 
 def _module_apply(module: nnx.Module):
@@ -392,6 +419,7 @@ def _ev3_method(ev3: EV3Outcome, final: Certified, splits: dict, names) -> dict:
         "current_test": ev3.student.evaluate(r.current, splits["test"], names),
         "current_arch": ev3.student.describe(),
         "current_params": ev3.student.count(r.current),
+        "time_shares": ev3.time_shares,
     }
 
 

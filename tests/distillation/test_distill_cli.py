@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -81,6 +82,12 @@ def _check_outputs(out, methods, primary):
     steps = [r for r in lines if "event" not in r]
     assert steps and all({"current", "stable", "winner_source", "allocation", "certified"}
                          <= set(r) for r in steps)
+    # where EV3's time went, measured on every step
+    shares = summary["methods"]["ev3"]["time_shares"]
+    assert set(shares) == {"explore", "assess", "gate", "other"}, shares
+    assert sum(shares.values()) == pytest.approx(1.0) and all(
+        shares[s] > 0 for s in ("explore", "assess", "gate")), shares
+    assert all(min(r["stage_seconds"].values()) > 0 for r in steps if not r.get("initial"))
     return summary, lines
 
 
@@ -149,6 +156,31 @@ def test_help_explains_every_flag():
                  "--no-baselines", "--resume", "--checkpoint-every", "--correction", "--accept",
                  "--certify", "--tie-examples", "--rollout-steps"):
         assert flag in p.stdout, flag
+
+
+@pytest.mark.slow
+def test_the_time_budget_counts_the_final_check_as_help_and_log_say(tmp_path, files):
+    budget, out = 3.0, tmp_path / "budget"
+    p = _cli(["--data", "digits", "--student", "mlp:3", "--steps", 100000, "--time-budget",
+              budget, "--teacher-epochs", 2, "--no-baselines", "--out", out],
+             cache=files["cache"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    lines = [json.loads(s) for s in (out / "history.jsonl").read_text().splitlines()]
+    clock = [r["seconds"] for r in lines if "event" not in r and not r.get("initial")]
+    longest = max(b - a for a, b in zip([0.0, *clock], clock))
+    assert summary["status"] == "time_budget" and summary["final_check"] is not None
+    seconds = summary["methods"]["ev3"]["seconds"]  # the final check included
+    print(f"\nbudget {budget}s: EV3 {seconds:.2f}s, {len(clock)} steps, longest {longest:.2f}s")
+    assert seconds <= budget + longest, (seconds, longest)
+    assert re.search(r"EV3's [0-9.]+s: explore \d+% \(rollouts and the other sources\), "
+                     r"assess \d+% \(evaluation\), gate \d+%", p.stderr), p.stderr[-2000:]
+    assert "before EV3's clock starts (not counted in its time or its time budget)" in p.stderr
+    help_text = " ".join(subprocess.run(
+        [sys.executable, "-m", "ev3evo.cli", "distill", "--help"], capture_output=True,
+        text=True, timeout=120).stdout.split())
+    assert "its final check included" in help_text
+    assert "compiled before the clock starts and not counted" in help_text
 
 
 TINY = ["--data", "digits", "--student", "mlp:3", "--steps", 6, "--time-budget", 4,
