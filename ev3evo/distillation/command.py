@@ -72,7 +72,7 @@ OUT = next(o.cli_default for o in OPTIONS if o.name == "out")
 
 
 def _help(option: Option) -> str:
-    text = option.flag_help or option.help
+    text = (option.flag_help or option.help).replace("%", "%%")  # argparse %-formats help
     if option.kind.parse is None:  # on/off flags: argparse's --no-FLAG states the default
         return text
     default = shown_default(option, cli=True)

@@ -276,17 +276,17 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
         log(f"warning: {w}")
     checked = c.final_check and settings.gate.correction in CHECKED
     check_program = final_check_program(engine) if checked else None
-    # The final check counts in the time budget: the steps stop early enough to leave it its
-    # time (measured by the warm-up).
-    reserve = _warm_up(engine, key, model, train, evaluation, log, check_program) if (
+    # The final check counts in the time budget: the steps stop early enough to leave it
+    # twice its time measured by the warm-up (on a shared machine one call can take longer).
+    reserve = 2 * _warm_up(engine, key, model, train, evaluation, log, check_program) if (
         c.warmup) else 0.0
     start = time.perf_counter()
     growth.start()
     metadata = {"config": run_config(c), "every": ckpt.every}
     result = run(engine, key, model, train, evaluation, c.steps,
                  callbacks=_callbacks(c, growth, jsonl, out),
-                 time_budget=None if c.time_budget is None else max(c.time_budget - reserve,
-                                                                     1e-3),
+                 time_budget=None if c.time_budget is None else max(
+                     c.time_budget - reserve - (time.perf_counter() - start), 1e-3),
                  on_stall=growth, checkpoint_dir=ckpt.directory, checkpoint_every=ckpt.every,
                  resume=ckpt.resume,
                  checkpoint_metadata=lambda engine, state: {

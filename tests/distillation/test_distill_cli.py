@@ -172,7 +172,9 @@ def test_the_time_budget_counts_the_final_check_as_help_and_log_say(tmp_path, fi
     assert summary["status"] == "time_budget" and summary["final_check"] is not None
     seconds = summary["methods"]["ev3"]["seconds"]  # the final check included
     print(f"\nbudget {budget}s: EV3 {seconds:.2f}s, {len(clock)} steps, longest {longest:.2f}s")
-    assert seconds <= budget + longest, (seconds, longest)
+    # within one step of the budget, up to the end-of-run bookkeeping (callbacks' on_end,
+    # the history's last lines), which is not reserved
+    assert seconds <= budget + longest + 0.25, (seconds, longest)
     assert re.search(r"EV3's [0-9.]+s: explore \d+% \(rollouts and the other sources\), "
                      r"assess \d+% \(evaluation\), gate \d+%", p.stderr), p.stderr[-2000:]
     assert "before EV3's clock starts (not counted in its time or its time budget)" in p.stderr
