@@ -104,9 +104,13 @@ def test_sharded_run_equals_single_device_run(sharded_result):
     exact. The gate's decisions are identical.
     """
     single, sharded = sharded_result["single"], sharded_result["sharded"]
-    assert len(single["history"]) == 4
+    assert len(single["history"]) == len(sharded["history"]) == 5  # the start and 4 steps
+    start1, start2 = single["history"][0], sharded["history"][0]  # the models a run starts from
+    assert start1["allocation"] == start2["allocation"]
+    for k in ("current", "stable"):
+        np.testing.assert_allclose(list(start1[k].values()), list(start2[k].values()), rtol=1e-6)
     assert any(h["accepted"] for h in single["history"])  # the comparison is not vacuous
-    for h1, h2 in zip(single["history"], sharded["history"]):
+    for h1, h2 in zip(single["history"][1:], sharded["history"][1:]):
         for k in ("step", "accepted", "certified", "rolled_back", "winner_source",
                   "allocation", "num_valid", "num_invalid"):
             assert h1[k] == h2[k], (h1["step"], k)
