@@ -131,6 +131,24 @@ def _one_of(choices):
     return check
 
 
+def _es_name(value, name: str) -> str:
+    """An evosax algorithm the ES baseline can run (checked before any work)."""
+    from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
+
+    from ..explore.evosax.driver import resolve
+
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be the name of an evosax algorithm, got {value!r}")
+    try:
+        cls, _ = resolve(value)
+    except ValueError as e:
+        raise ValueError(f"{name}: {e}") from None
+    if issubclass(cls, PopulationBasedAlgorithm):
+        raise ValueError(f"{name}: {value} is population-based; the ES baseline needs a "
+                         "distribution-based algorithm (Open_ES, CMA_ES, SNES, ...)")
+    return value
+
+
 def _loss_name(value, name: str) -> str:
     return check_loss_name(value)
 
@@ -331,7 +349,7 @@ class DistillConfig:
         metavar="SECONDS", shown_default="EV3's own wall time, the fair comparison")
     es_algorithm: str = setting(
         "Open_ES", "evosax algorithm of the ES baseline (Open_ES, CMA_ES, SNES, ...)", TEXT,
-        "--es", OUTPUTS, metavar="ALGO")
+        "--es", OUTPUTS, checks=_es_name, metavar="ALGO")
     kd_loss: str = setting(
         "kl_t4", "loss of the KD baselines (EV3's own gradient sources use all of them): KL at "
         "T=4 (kl_t4, the best on digits), KL at T=1, reverse KL at T=2 (the best on "
@@ -364,9 +382,14 @@ class DistillConfig:
         True, "show a progress bar and print the table", FLAG, "--quiet", OUTPUTS,
         negated=True, flag_help="no progress bar, no table")
     checkpoint_every: int | None = setting(
-        None, "save the EV3 state every N steps under OUT", POSITIVE_INT,
+        None, "also save the EV3 state every N steps (it is always saved under OUT/checkpoints "
+        "every --checkpoint-seconds and at the end of each phase)", POSITIVE_INT,
         "--checkpoint-every", CHECKPOINTS, checks=_optional(check_positive_int),
-        metavar="N", shown_default="no checkpoints")
+        metavar="N", shown_default="only on the time interval")
+    checkpoint_seconds: float = setting(
+        60.0, "save the EV3 state under OUT/checkpoints every SECONDS of wall time (and at "
+        "the end of each phase); --resume OUT continues from the newest intact one",
+        POSITIVE_NUMBER, "--checkpoint-seconds", CHECKPOINTS, metavar="SECONDS")
     resume: str | None = setting(
         None, "continue the EV3 run checkpointed in DIR", PATH, "--resume", CHECKPOINTS,
         checks=_optional(_path), metavar="DIR", shown_default="")

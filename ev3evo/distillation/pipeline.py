@@ -48,10 +48,11 @@ import jax
 import numpy as np
 from flax import nnx
 
+from .. import interrupts
 from ..callbacks import Callback, JSONLHistory, ProgressBar
 from ..run import RunResult, run
 from . import baselines as B
-from . import inputs, models, report
+from . import inputs, models, outputs, report
 from .data import Dataset
 from .engine import EngineSettings, build_engine, engine_settings
 from .final_check import describe, final_check
@@ -59,7 +60,7 @@ from .grid import named_loss, optimizer_grid
 from .growing import Growth
 from .history import Annotate, Replay, append_event, write_event
 from .options import DistillConfig
-from .resume import Checkpointing, checkpointing, resumed_student, run_config
+from .resume import Checkpointing, checkpointing, resumed_student, run_config, started
 from .scores import evaluate, logit_metrics
 from .student import Student
 from .teachers import splits_with_teacher
@@ -153,20 +154,31 @@ def distill(config: DistillConfig | None = None, /, *, student=None, teacher=Non
     settings = engine_settings(c)
     log = _logger(c.progress)
     out = c.out or tempfile.mkdtemp(prefix="ev3evo-distill-")
-    os.makedirs(out, exist_ok=True)
+    resumed = [c.resume] if c.resume and os.path.isdir(c.resume) else []
+    with outputs.claimed(out, *resumed):  # one run per folder, for the whole run
+        return _distill(c, objects, settings, log, out)
+
+
+def _distill(c: DistillConfig, objects, settings: EngineSettings, log, out: str):
     ckpt = checkpointing(c, out)
     ds = inputs.dataset(c, objects)
     learner = inputs.student(c, objects, ds)  # checked against the data before any training
-    splits, teacher_info = splits_with_teacher(ds, objects.teacher, c, out, log)
+    ckpt = started(ckpt, c)
+    splits, teacher_info = splits_with_teacher(ds, objects.teacher, c, out, log,
+                                               expect=ckpt.teacher)
+    ckpt = ckpt._replace(fingerprint=ckpt.log.done("teacher", teacher_info["fingerprint"]))
+    interrupts.stop_point("after the teacher (it is cached under OUT/teacher)")
     names = settings.metric_names
     k_run, k_kd, k_es = run_keys(c.seed)
     ev3 = run_ev3(k_run, c, settings, ds.name, splits, learner, ckpt, out, log)
+    ckpt.log.done("ev3", {"seconds": ev3.seconds, "status": ev3.result.status,
+                          "steps": int(ev3.result.state.step)})
     final = certify(ev3, splits)
     methods = {"ev3": _ev3_method(ev3, final, splits, names)}
     if c.baselines:
         budget = c.baseline_seconds or ev3.seconds
         methods.update(run_baselines(k_kd, k_es, c, learner, splits, names,
-                                     settings.objectives[0].metric, budget, log))
+                                     settings.objectives[0].metric, budget, log, ckpt.log))
     teacher_report = _teacher_report(teacher_info, splits, names, ds.num_classes)
     summary = _summary(c, settings, ds, splits, teacher_report, methods, ev3, final)
     history = _write_outputs(out, summary)
@@ -202,38 +214,54 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
     train, val = splits["train"], splits["val"]
     names = settings.metric_names
     rebuild = lambda s: build_engine(s, c, settings, s.num_classes, len(val["y"]))
+    done = None if ckpt.phases is None else ckpt.phases.record("ev3")
     if ckpt.saved is not None:
-        log(f"resuming from step {ckpt.saved.step} ({ckpt.saved.path})")
+        log(f"resuming from step {ckpt.saved.step} ({ckpt.saved.path})"
+            + (" (the EV3 phase had ended)" if done else ""))
     student, model, events = resumed_student(ckpt.saved, student, student.initial)
     engine = rebuild(student)
-    jsonl = JSONLHistory(os.path.join(out, "history.jsonl"), mode="w")
+    jsonl = JSONLHistory(os.path.join(out, "history.jsonl"), mode="w", root=out)
     growth = Growth(c, student, model, train, val, names, rebuild, events,
                     on_event=lambda event: _record_growth(jsonl, event, log))
     log(f"EV3 on {name}: student {student.describe()} ({growth.size} params), "
         f"objectives {[o.metric for o in settings.objectives]}, constraints "
         f"{list(c.constraints)}, {len(engine.source_names)} sources, population "
         f"{engine.population_size}")
-    if c.warmup:
+    if c.warmup and done is None:
         _warm_up(engine, key, model, train, val, log)
     start = time.perf_counter()
     growth.start()
-    metadata = {"config": run_config(c), "every": ckpt.every}
-    result = run(engine, key, model, train, val, c.steps,
-                 callbacks=_callbacks(c, growth, jsonl), time_budget=c.time_budget,
+    metadata = {"config": run_config(c), "every": ckpt.every, "teacher": ckpt.fingerprint}
+    steps, budget = _remaining(c, ckpt, done)
+    result = run(engine, key, model, train, val, steps,
+                 callbacks=_callbacks(c, growth, jsonl), time_budget=budget,
                  on_stall=growth, checkpoint_dir=ckpt.directory, checkpoint_every=ckpt.every,
-                 resume=ckpt.resume,
+                 checkpoint_seconds=ckpt.seconds, checkpoint_root=out, resume=ckpt.resume,
                  checkpoint_metadata=lambda engine, state: {
                      **metadata, "arch": growth.student.arch, "events": growth.events})
+    if done is not None:
+        result.status = done["status"]
     stable, checked_event = result.stable, None
     if c.final_check and c.correction == "split" and result.engine is not None:
         checked_event = final_check(key, result.engine, result.current, result.stable, val)
         checked_event["step"] = int(result.state.step)
-        append_event(os.path.join(out, "history.jsonl"), checked_event)
+        append_event(os.path.join(out, "history.jsonl"), checked_event, root=out)
         if checked_event["certified"]:
             stable = result.current
         log(describe(checked_event))
-    return EV3Outcome(result, growth.student, stable, checked_event, growth.events,
-                      time.perf_counter() - start, growth)
+    seconds = done["seconds"] if done else ckpt.offset + time.perf_counter() - start
+    return EV3Outcome(result, growth.student, stable, checked_event, growth.events, seconds,
+                      growth)
+
+
+def _remaining(c: DistillConfig, ckpt: Checkpointing, done: dict | None):
+    """``(steps, time budget)`` of this life of the EV3 phase: none left when it had ended,
+    else what the previous lives left of the time budget."""
+    if done is not None:
+        return done["steps"], None
+    if c.time_budget is None:
+        return c.steps, None
+    return c.steps, max(c.time_budget - ckpt.offset, 1e-9)
 
 
 def certify(ev3: EV3Outcome, splits: dict, check_examples: int = 512) -> Certified:
@@ -294,7 +322,7 @@ def _ev3_method(ev3: EV3Outcome, final: Certified, splits: dict, names) -> dict:
         "validation": evaluate(apply, None, splits["val"], names, k),
         "seconds": ev3.seconds,
         "params": models.count_params(final.module),
-        "steps": r.steps,
+        "steps": int(r.state.step),
         "status": r.status,
         "arch": final.student.describe(),
         "current_test": ev3.student.evaluate(r.current, splits["test"], names),
@@ -304,27 +332,35 @@ def _ev3_method(ev3: EV3Outcome, final: Certified, splits: dict, names) -> dict:
 
 
 def run_baselines(k_kd, k_es, c: DistillConfig, student: Student, splits: dict, names,
-                  primary: str, budget: float, log) -> dict:
+                  primary: str, budget: float, log, phases=None) -> dict:
     """The baselines, each given ``budget`` seconds from the initial ``student``: KD with every
     optimizer of the grid on ``c.kd_loss``, and the evosax ES ``c.es_algorithm``;
-    ``{method: record}``."""
+    ``{method: record}``. With ``phases`` (:class:`~ev3evo.distillation.phases.Phases`), a
+    baseline it records as done is not run again, and each one run is recorded as it ends."""
     from ..assess import metrics as M
 
     train, val = splits["train"], splits["val"]
     model0 = student.initial
     metric = M.get(primary, student.apply, student.num_classes)
+    runs = {f"kd_{name}": lambda opt=opt: {
+        **_method(student, B.kd_train(k_kd, student.apply, model0, train, val,
+                                      named_loss(student, c.kd_loss), opt, metric,
+                                      time_budget=budget, batch_size=c.batch_size),
+                  splits, names), "budget": budget, "loss": c.kd_loss}
+        for name, opt in optimizer_grid().items()}
+    runs[f"es_{c.es_algorithm.lower()}"] = lambda: {
+        **_method(student, B.es_train(k_es, model0, train, val, metric, time_budget=budget,
+                                      algorithm=c.es_algorithm), splits, names),
+        "budget": budget}
     methods = {}
-    for name, opt in optimizer_grid().items():
-        log(f"baseline kd_{name}: up to {budget:.1f}s")
-        r = B.kd_train(k_kd, student.apply, model0, train, val, named_loss(student, c.kd_loss),
-                       opt, metric, time_budget=budget, batch_size=c.batch_size)
-        methods[f"kd_{name}"] = {**_method(student, r, splits, names), "budget": budget,
-                                 "loss": c.kd_loss}
-    es_name = f"es_{c.es_algorithm.lower()}"
-    log(f"baseline {es_name}: {budget:.1f}s")
-    r = B.es_train(k_es, model0, train, val, metric, time_budget=budget,
-                   algorithm=c.es_algorithm)
-    methods[es_name] = {**_method(student, r, splits, names), "budget": budget}
+    for method, baseline in runs.items():
+        if phases is not None and phases.record(method) is not None:
+            methods[method] = phases.record(method)
+            log(f"baseline {method}: done before the resume")
+            continue
+        interrupts.stop_point(f"before the baseline {method} (the baselines done are saved)")
+        log(f"baseline {method}: up to {budget:.1f}s")
+        methods[method] = baseline() if phases is None else phases.done(method, baseline())
     return methods
 
 
@@ -364,11 +400,13 @@ def _summary(c: DistillConfig, settings: EngineSettings, ds, splits: dict, teach
 
 
 def _write_outputs(out: str, summary: dict) -> list[dict]:
-    """Writes ``summary.json`` and the plots; returns the full history (steps and events)."""
-    report.write_summary(os.path.join(out, "summary.json"), summary)
+    """Writes ``summary.json`` and the plots (never through a link, see
+    :mod:`~ev3evo.distillation.outputs`); returns the full history (steps and events)."""
+    outputs.write_summary(out, summary)
     history = report.read_history(os.path.join(out, "history.jsonl"))
-    report.plot_history(history, out, summary["primary"])
-    report.plot_comparison(summary, out, summary["primary"])
+    outputs.write_files(out, lambda folder: (
+        report.plot_history(history, folder, summary["primary"]),
+        report.plot_comparison(summary, folder, summary["primary"])))
     return history
 
 
@@ -377,7 +415,7 @@ def _print(summary: dict, c: DistillConfig, ev3: EV3Outcome, out: str) -> None:
     if c.baselines:
         how = "EV3's wall time" if c.baseline_seconds is None else "--baseline-seconds"
         budget = next(r["budget"] for r in summary["methods"].values() if "budget" in r)
-        print(f"(EV3 ran {ev3.seconds:.1f}s, {ev3.result.steps} steps, step compiled "
+        print(f"(EV3 ran {ev3.seconds:.1f}s, {int(ev3.result.state.step)} steps, step compiled "
               f"{'before' if c.warmup else 'inside'} its clock; each baseline was given "
               f"{budget:.1f}s ({how}); KD baselines stop early once their validation "
               f"{summary['primary']} stops improving, so 'seconds' is what each used)")
