@@ -163,7 +163,9 @@ def test_the_named_data_mistakes_each_get_a_message_that_names_them(tmp_path):
         "empty.csv": ("", "empty"),
         "header_only.csv": ("a,b,label\n", "no data rows"),
         "text_feature.csv": ("a,label\n1,0\nx,1\n", "non-numeric value 'x' in column 'a'"),
-        "nan_feature.csv": ("a,label\n1,0\nnan,1\n", "not finite"),
+        "nan_feature.csv": ("a,label\n1,0\nnan,1\n", "missing value \\('nan'\\) in column 'a'"),
+        "empty_feature.csv": ("a,label\n1,0\n,1\n", "missing value \\(an empty cell\\)"),
+        "inf_feature.csv": ("a,label\n1,0\ninf,1\n", "not finite"),
         "one_class.csv": ("a,label\n1,0\n2,0\n3,0\n4,0\n5,0\n", "only one class"),
         "ragged.csv": ("a,b,label\n1,2,0\n1,1\n", "has 2 fields, the header has 3"),
         "float_label.csv": ("a,label\n1,0.5\n2,1\n", "non-integer number '0.5'"),
@@ -399,9 +401,13 @@ def test_cli_reports_bad_input_in_one_line_with_exit_code_2(tmp_path, capsys):
         (["--alpha", "1.5"], "alpha must be in \\(0, 1\\)"),
         (["--resume", str(tmp_path / "no-such-run")], "no such directory"),
         (["--resume", str(tmp_path)], "no checkpoint in"),
+        (["--out", ""], "--out must name a folder, got an empty string"),
+        (["--resume", str(tmp_path), "--out", out], f"--resume {tmp_path} writes its outputs "
+         f"into {tmp_path}, but --out names {out}"),
     ]
     for args, message in cases:
-        code, err = _cli(capsys, "distill", "--out", out, "--quiet", "--no-baselines", *args)
+        where = [] if "--resume" in args or "--out" in args else ["--out", out]
+        code, err = _cli(capsys, "distill", *where, "--quiet", "--no-baselines", *args)
         assert code == 2, (args, err)
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert err.startswith("ev3evo distill: error:") and re.search(message, err), err
@@ -410,6 +416,9 @@ def test_cli_reports_bad_input_in_one_line_with_exit_code_2(tmp_path, capsys):
             cli_main(["distill", *args])
         assert e.value.code == 2
         assert "expected a positive integer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # every option is named in its own error
+        cli_main(["distill", "--seed", "-1"])
+    assert "argument --seed: expected an integer from 0 to" in capsys.readouterr().err
 
 
 def test_cli_seeds_out_of_range_name_the_flag(capsys):

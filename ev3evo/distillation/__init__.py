@@ -4,6 +4,8 @@ One concept per module:
 
 - :mod:`~ev3evo.distillation.options`: every setting, described once (:class:`DistillConfig`);
 - :mod:`~ev3evo.distillation.command`: the ``ev3evo distill`` flags, generated from them;
+- :mod:`~ev3evo.distillation.config_file`: settings read from a TOML or JSON file, or a
+  run's ``summary.json`` (``--config``, :func:`load_config`);
 - :mod:`~ev3evo.distillation.pipeline`: the run, :func:`distill` (teacher → EV3 → final check →
   certified student → baselines → report);
 - :mod:`~ev3evo.distillation.inputs`: what the front door was given (the user's student,
@@ -30,7 +32,8 @@ One concept per module:
 - :mod:`~ev3evo.distillation.resume`: checkpoints and resuming a run;
 - :mod:`~ev3evo.distillation.history`: the run's ``history.jsonl`` (steps and events);
 - :mod:`~ev3evo.distillation.baselines`: plain KD and a pure evolution strategy;
-- :mod:`~ev3evo.distillation.report`: ``summary.json``, the table and the plots.
+- :mod:`~ev3evo.distillation.report`: ``summary.json``, the table and the plots;
+  :mod:`~ev3evo.distillation.outputs`: where they are written.
 
 Example::
 
@@ -39,6 +42,7 @@ Example::
     assert data.load("digits").num_classes == 10 and config.metrics == ("accuracy",)
 """
 
+from .config_file import load_config as load_config
 from .data import DataError as DataError
 from .data import Dataset as Dataset
 from .head import Calibrated as Calibrated

@@ -27,7 +27,7 @@ Example::
     import jax.numpy as jnp
     from ev3evo.distillation.engine import build_engine, engine_settings
     from ev3evo.distillation.options import DistillConfig
-    config = DistillConfig(metrics=("accuracy",), population_size=8)
+    config = DistillConfig(metrics=("accuracy",), population_size=8, correction="split")
     settings = engine_settings(config)
     engine = build_engine(lambda p, x: x @ p["w"], config, settings, 3, 200)
     assert engine.population_size == 8 and engine.objectives[-1].metric == "fidelity"
@@ -42,7 +42,7 @@ from typing import NamedTuple
 import optax
 
 from ..adapt.allocation import Allocation
-from ..adapt.certification import HOLD_OUT
+from ..adapt.certification import FRESH, HOLD_OUT
 from ..adapt.gate import Gate
 from ..assess import metrics as M
 from ..assess.objectives import parse_constraint, parse_objective
@@ -82,8 +82,37 @@ def _known_metric(name: str, message: str) -> None:
         raise ValueError(message.format(name=name, known=", ".join(sorted(M.REGISTRY))))
 
 
-def engine_settings(config) -> EngineSettings:
+#: objectives a teacher defines (no true label needed): the fresh-data gates test them on
+#: teacher-labelled transfer examples
+TEACHER_DEFINED = ("accuracy", "agreement")
+
+
+def gate_correction(config, first_metric: str, can_label: bool = True) -> str:
+    """The gate's correction for ``config``: ``"auto"`` is ``"sequential"`` when the teacher
+    can label new inputs (``can_label``) and the first metric is one it defines (accuracy,
+    agreement: certified on agreement with it over fresh transfer examples, the validation
+    split guarding the metric itself), else ``"split"``.
+
+    Raises:
+      ValueError: a fresh-data gate asked for with a teacher that cannot label new inputs.
+    """
+    if config.correction == "auto":
+        fresh = can_label and first_metric in TEACHER_DEFINED
+        return "sequential" if fresh else "split"
+    if config.correction in FRESH and not can_label:
+        raise ValueError(
+            f"--correction {config.correction} tests on teacher-labelled transfer examples, "
+            "but the teacher came as precomputed logits: give the teacher itself (a module, a "
+            "function or a checkpoint) or use --correction split"
+        )
+    return config.correction
+
+
+def engine_settings(config, can_label: bool = True) -> EngineSettings:
     """The objectives, constraints and gate of ``config``, checked.
+
+    ``can_label``: whether the teacher can label new inputs (not precomputed logits), which
+    the fresh-data gates need (see :func:`gate_correction`).
 
     Raises:
       ValueError, TypeError: an unknown metric, an unreadable objective or constraint, or a
@@ -97,19 +126,22 @@ def engine_settings(config) -> EngineSettings:
     constraints = tuple(parse_constraint(spec) for spec in config.constraints)
     for k in constraints:
         _known_metric(k.metric, "constraint names unknown metric {name!r}; known: {known}")
-    gate = Gate(alpha=config.alpha, correction=config.correction, accept=config.accept,
-                certify=certify_mode(config)).validated()
+    correction = gate_correction(config, objectives[0].metric, can_label)
+    gate = Gate(alpha=config.alpha, correction=correction, accept=config.accept,
+                certify=certify_mode(config, correction),
+                evidence="agreement" if correction in FRESH else None,
+                period=config.gate_period).validated()
     return EngineSettings(objectives, constraints, gate)
 
 
-def certify_mode(config) -> str:
+def certify_mode(config, correction: str) -> str:
     """The gate's certification rule: ``config.certify``, or by default ``"lexicographic"``
     with the split gate and the fidelity tie-breaker (the stable model then also follows a
     winner that ties it on the metric and is significantly closer to the teacher), else
     ``"primary"``."""
     if config.certify is not None:
         return config.certify
-    return "lexicographic" if config.correction in HOLD_OUT and config.tie_break else "primary"
+    return "lexicographic" if correction == "split" and config.tie_break else "primary"
 
 
 def engine_objectives(objectives: Sequence[Objective], tie_break: bool, n_val: int,

@@ -6,7 +6,9 @@ shape of an example is kept (images ``(N, H, W, C)``, sequences ``(N, L, C)``). 
 logits computed beforehand go beside them: ``teacher_logits`` (N, C), or
 ``teacher_logits_train``, ``teacher_logits_val``, ``teacher_logits_test`` with predefined
 splits.
-``.csv``: a header row, then one example per row, numeric features and one label column.
+``.csv``: a header row, then one example per row, numeric features and one label column; a
+first column that is a row index (unnamed, as pandas writes its index, or holding the row
+numbers 0, 1, 2, ... or 1, 2, 3, ...) is dropped, and the dataset's ``notes`` say so.
 Nothing is unpickled. Every problem raises :class:`~ev3evo.distillation.splits.DataError`
 naming the file and what is wrong with it (the column, the row, the label).
 
@@ -15,9 +17,11 @@ Example::
     import os, tempfile
     from ev3evo.distillation.files import load_file
     path = os.path.join(tempfile.mkdtemp(), "toy.csv")
-    with open(path, "w") as f:
-        f.write("a,b,label\\n" + "".join(f"{i},{i % 3},{i % 2}\\n" for i in range(30)))
-    assert load_file(path).num_classes == 2
+    with open(path, "w") as f:  # as pandas saves a DataFrame: its index, unnamed, comes first
+        f.write(",a,b,label\\n" + "".join(f"{i},{i % 5},{i % 3},{i % 2}\\n" for i in range(30)))
+    dataset = load_file(path)
+    assert dataset.num_classes == 2 and dataset.feature_shape == (2,)
+    assert "dropped the first column (unnamed)" in dataset.notes[0]
 """
 
 from __future__ import annotations
@@ -247,9 +251,68 @@ def _parse_label(values: list[str], column: str, path: str) -> tuple[np.ndarray,
     return encode_labels(num.astype(np.int64), path)
 
 
+#: cells read as a missing value (compared in lower case)
+MISSING = ("", "na", "n/a", "nan", "null", "none")
+
+
+def _is_row_number(cells: list[str]) -> bool:
+    """Whether ``cells`` are the row numbers ``0, 1, 2, ...`` or ``1, 2, 3, ...``."""
+    try:
+        values = [float(c) for c in cells]
+    except ValueError:
+        return False
+    return len(values) > 1 and values in (list(range(len(values))),
+                                          list(range(1, len(values) + 1)))
+
+
+def _index_column(path: str, header: list[str], rows: list[list[str]],
+                  label: str | None) -> str | None:
+    """The note for dropping the first column when it is a row index, else ``None``.
+
+    Index-like: unnamed (pandas writes its index with an empty name, read back as
+    ``Unnamed: 0``) or holding the row numbers; never the label column.
+    """
+    first = header[0]
+    if len(header) < 3 or first == label or (label is None and first == "label"):
+        return None
+    if first == "" or first.startswith("Unnamed: "):
+        why = "it is unnamed (a saved row index, as pandas writes one)"
+    elif _is_row_number([r[0].strip() for r in rows if r]):
+        why = "it holds the row numbers"
+    else:
+        return None
+    name = repr(first) if first else "(unnamed)"
+    return f"{path}: dropped the first column {name}: {why}, not a feature"
+
+
+def _feature(path: str, cell: str, column: str, i: int) -> float:
+    """One feature cell as a number; a :class:`DataError` naming the column and the row."""
+    where = f"in column '{column}' at data row {i + 1} (line {i + 2})"
+    if cell.lower() in MISSING:
+        shown = "an empty cell" if cell == "" else repr(cell)
+        raise DataError(f"{path}: missing value ({shown}) {where}; remove or impute missing "
+                        "values")
+    try:
+        value = float(cell)
+    except ValueError:
+        raise DataError(f"{path}: non-numeric value {cell!r} {where}") from None
+    if not math.isfinite(value):
+        raise DataError(f"{path}: {cell!r} (not finite) {where}; features must be finite")
+    return value
+
+
 def _load_csv(path: str, label: str | None, name: str, seed: int, fractions,
               standardize: bool, teacher=None) -> Dataset:
     header, rows = _read_csv_rows(path)
+    for i, r in enumerate(rows):
+        if len(r) != len(header):
+            raise DataError(
+                f"{path}: data row {i + 1} (line {i + 2}) has {len(r)} fields, the header has "
+                f"{len(header)}"
+            )
+    note = _index_column(path, header, rows, label)
+    if note is not None:
+        header, rows = header[1:], [r[1:] for r in rows]
     if label is None:
         col = header.index("label") if "label" in header else len(header) - 1
     elif label in header:
@@ -263,39 +326,22 @@ def _load_csv(path: str, label: str | None, name: str, seed: int, fractions,
             f"{path}: need at least one feature column besides the label column; columns are "
             f"{', '.join(map(repr, header))} (is the delimiter a comma?)"
         )
-    n_cols = len(header)
-    for i, r in enumerate(rows):
-        if len(r) != n_cols:
-            raise DataError(
-                f"{path}: data row {i + 1} (line {i + 2}) has {len(r)} fields, the header has "
-                f"{n_cols}"
-            )
-    feature_cols = [j for j in range(n_cols) if j != col]
+    feature_cols = [j for j in range(len(header)) if j != col]
     x = np.empty((len(rows), len(feature_cols)), dtype=np.float64)
     for i, r in enumerate(rows):
         for k, j in enumerate(feature_cols):
-            cell = r[j].strip()
-            try:
-                x[i, k] = float(cell)
-            except ValueError:
-                raise DataError(
-                    f"{path}: non-numeric value {cell!r} in column '{header[j]}' at data row "
-                    f"{i + 1} (line {i + 2})"
-                ) from None
-            if not math.isfinite(x[i, k]):
-                raise DataError(
-                    f"{path}: {cell!r} (not finite) in column '{header[j]}' at data row {i + 1} "
-                    f"(line {i + 2}); remove or impute missing values"
-                )
+            x[i, k] = _feature(path, r[j].strip(), header[j], i)
     labels = [r[col].strip() for r in rows]
     if any(v == "" for v in labels):
         i = labels.index("")
         raise DataError(
-            f"{path}: empty label in column '{header[col]}' at data row {i + 1} (line {i + 2})"
+            f"{path}: missing label (an empty cell) in column '{header[col]}' at data row "
+            f"{i + 1} (line {i + 2})"
         )
     y, classes = _parse_label(labels, header[col], path)
-    return from_arrays(x, y, name=name, seed=seed, fractions=fractions, classes=classes,
-                       teacher=teacher, standardize=standardize)
+    dataset = from_arrays(x, y, name=name, seed=seed, fractions=fractions, classes=classes,
+                          teacher=teacher, standardize=standardize)
+    return dataset._replace(notes=(note,) if note is not None else ())
 
 
 def load_file(

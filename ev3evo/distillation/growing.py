@@ -109,6 +109,8 @@ class Growth:
       train, val: the splits (with the teacher's logits): the step is compiled on them, the
         check runs on ``val``.
       names: the metrics checked.
+      evaluation: what each step is assessed on, as :func:`~ev3evo.run` takes it (default
+        ``val``); the new step is compiled on it.
       rebuild: ``Student -> EV3``, the run's engine for a new architecture.
       events: growth events of the run so far (a resumed run's).
       on_event: called with every event record (to log it).
@@ -120,8 +122,9 @@ class Growth:
 
     def __init__(self, config, student: Student, model, train, val, names: Sequence[str],
                  rebuild: Callable, events: Sequence[dict] = (),
-                 on_event: Callable[[dict], None] | None = None):
+                 on_event: Callable[[dict], None] | None = None, evaluation=None):
         self.config, self.train, self.val = config, train, val
+        self.evaluation = val if evaluation is None else evaluation
         self.names, self.rebuild = list(names), rebuild
         self.student, self.size = student, student.count(model)
         self.events = list(events)
@@ -148,7 +151,9 @@ class Growth:
             new_state = fresh._replace(stable=grown.stable, allocation=state.allocation,
                                        step=state.step)
             t0 = time.perf_counter()  # the recompilation: one throw-away step of the new engine
-            jax.block_until_ready(new_engine.step(key, new_state, self.train, self.val))
+            batch = (self.evaluation(key, int(state.step)) if callable(self.evaluation)
+                     else self.evaluation)
+            jax.block_until_ready(new_engine.step(key, new_state, self.train, batch))
             event["compile_seconds"] = time.perf_counter() - t0
             self._before.append((int(state.step), self.student, state.stable))
             self.student, self.size = grown.student, grown.student.count(grown.current)

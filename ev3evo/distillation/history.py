@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import json
 import os
 
 from ..callbacks import Callback, JSONLHistory
@@ -42,24 +43,46 @@ class Annotate(Callback):
 
 
 class Replay(Callback):
-    """On resume, rewrites ``history.jsonl`` with the restored records and growth events."""
+    """On resume, rewrites ``history.jsonl`` with the restored records, the growth events and
+    a ``{"event": "resume", "step": s}`` after the last restored step ``s`` (the earlier
+    resumes of the run kept: the plots break their lines there)."""
 
     def __init__(self, jsonl: JSONLHistory, events: list):
         self.jsonl, self.events = jsonl, events
+        self.resumes = _resumes(jsonl.path)  # read before the run rewrites the file
 
     def on_resume(self, history):
         # JSONLHistory.on_resume wrote the step records alone; write them again interleaved
-        # with the growth events, in place of that.
+        # with the growth events and the resumes, in place of that.
         self.jsonl.file.seek(0)
         self.jsonl.file.truncate()
+        last = max((r["step"] for r in history), default=0)
+        resumes = [e for e in self.resumes if e["step"] < last]
         at: dict = {}
-        for event in self.events:
+        for event in [*self.events, *resumes, {"event": "resume", "step": last}]:
             at.setdefault(event["step"], []).append(event)
         for record in history:
             self.jsonl.on_step(record, None, None)
             for event in at.get(record["step"], []):
                 self.jsonl.file.write(dumps(event) + "\n")
         self.jsonl.file.flush()
+
+
+def _resumes(path: str) -> list[dict]:
+    """The resume events already in the history file at ``path`` (``[]`` when none)."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f if '"resume"' in line]
+    events = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill: not a resume worth keeping
+            continue
+        if record.get("event") == "resume":
+            events.append(record)
+    return events
 
 
 def write_event(jsonl: JSONLHistory, event: dict) -> None:

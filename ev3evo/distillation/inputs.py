@@ -28,6 +28,7 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 from typing import Any, NamedTuple
 
@@ -91,7 +92,25 @@ def given(config, student, teacher, data, options: dict) -> tuple[DistillConfig,
         raise TypeError("teacher must be an nnx Module, a callable x -> logits, the logits "
                         f"(an array, or one per split), or a checkpoint path; got "
                         f"{type(teacher).__name__}")
+    if c.tensorboard and importlib.util.find_spec("tensorboardX") is None:
+        raise ValueError('tensorboard (--tensorboard) needs tensorboardX: pip install '
+                         '"ev3evo[tensorboard]"')
     return c, objects
+
+
+def described(objects: Given) -> dict[str, str]:
+    """What was given from Python beside the settings, in words (``{}`` when nothing was):
+    ``summary.json`` records it, since no setting can say it."""
+    words = {}
+    if objects.student is not None:
+        words["student"] = f"{type(objects.student).__name__}, an nnx Module"
+    if objects.teacher is not None:
+        words["teacher"] = f"{type(objects.teacher).__name__}, a module or callable"
+    if objects.logits is not None:
+        words["teacher"] = "the teacher's logits, as arrays"
+    if objects.data is not None:
+        words["data"] = f"{type(objects.data).__name__} of arrays"
+    return words
 
 
 def dataset(c: DistillConfig, objects: Given) -> D.Dataset:

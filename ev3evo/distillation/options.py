@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import numbers
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -168,6 +169,44 @@ def _as_given(value, name: str):
     return value
 
 
+def _known_metric(metric: str, name: str, spec: str) -> None:
+    from ..assess.metrics import REGISTRY
+
+    if metric not in REGISTRY:
+        where = "" if spec.strip() == metric else f" in {spec!r}"
+        raise ValueError(f"{name}: unknown metric {metric!r}{where}; known metrics: "
+                         f"{', '.join(sorted(REGISTRY))}")
+
+
+def _objectives(value, name: str) -> tuple[str, ...]:
+    from ..assess.objectives import parse_objective
+
+    specs = _texts(value, name)
+    if not specs:
+        raise ValueError(f"{name}: give at least one metric to optimize")
+    for spec in specs:
+        _known_metric(parse_objective(spec).metric, name, spec)
+    return specs
+
+
+def _constraints(value, name: str) -> tuple[str, ...]:
+    from ..assess.objectives import parse_constraint
+
+    specs = _texts(value, name)
+    for spec in specs:
+        _known_metric(parse_constraint(spec).metric, name, spec)
+    return specs
+
+
+def _es_name(value, name: str) -> str:
+    from ..explore.evosax.driver import resolve
+
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be the name of an evosax algorithm, got {value!r}")
+    resolve(value)  # an unknown name: the known ones, and the close matches
+    return value
+
+
 POSITIVE_INT = Kind(_word_positive_int, check_positive_int)
 COUNT = Kind(int, _count)
 INTEGER = Kind(int, _integer)
@@ -261,11 +300,13 @@ class DistillConfig:
     metrics: Sequence[str] = setting(
         ("accuracy",), "objective on the validation split: accuracy, macro_f1, agreement, ece "
         "(lower is better), neg_loss, top2_accuracy...; repeat for lexicographic priorities, "
-        "':TOL' makes values within TOL of the best count as ties", TEXTS, "--metric",
-        OBJECTIVES, metavar="NAME[:TOL]", same_on_resume=True)
+        "':TOL' makes values within TOL of the best count as ties (TOL in the metric's own "
+        "units)", TEXTS, "--metric", OBJECTIVES, checks=_objectives, metavar="NAME[:TOL]",
+        same_on_resume=True)
     constraints: Sequence[str] = setting(
         (), "a requirement such as 'agreement>=0.95' or 'ece<=0.05'; repeatable", TEXTS,
-        "--constraint", OBJECTIVES, metavar="EXPR", shown_default="", same_on_resume=True)
+        "--constraint", OBJECTIVES, checks=_constraints, metavar="EXPR", shown_default="",
+        same_on_resume=True)
     steps: int = setting(300, "maximum number of EV3 steps", POSITIVE_INT, "--steps", RUN)
     time_budget: float | None = setting(
         None, "maximum wall time of the EV3 run, in seconds (the step is compiled before the "
@@ -302,10 +343,22 @@ class DistillConfig:
         0.05, "error level of the gate's confidence bounds", NUMBER, "--alpha", RUN,
         same_on_resume=True)
     correction: str = setting(
-        "split", "how the gate controls errors over the candidates of a step: 'split' selects "
-        "the winner on half of the validation split and tests it alone on the other half; "
-        "'holm', 'bonferroni' or 'none' test every candidate on all of it with that "
-        "correction", TEXT, "--correction", RUN, choices=_CORRECTIONS, same_on_resume=True)
+        "auto", "how the gate tests a step's winner: 'split' selects it on half of the "
+        "validation split and tests it alone on the other half; 'fresh' tests it on teacher-"
+        "labelled transfer examples drawn afresh every step (agreement with the teacher), "
+        "'sequential' accumulates that evidence over steps for a frozen challenger (an "
+        "anytime-valid test); 'holm', 'bonferroni' or 'none' test every candidate on all of "
+        "the validation split with that correction; 'auto': 'sequential' when the teacher can "
+        "label new inputs and the first metric is accuracy or agreement, else 'split'",
+        TEXT, "--correction", RUN, choices=("auto", *_CORRECTIONS), same_on_resume=True)
+    transfer: int = setting(
+        4096, "teacher-labelled transfer examples made afresh every step for the 'fresh' and "
+        "'sequential' gates (mixup, shifts and noise of the training inputs)", POSITIVE_INT,
+        "--transfer", RUN, metavar="N", same_on_resume=True)
+    gate_period: int = setting(
+        8, "with correction 'sequential': steps a challenger is tested before the current "
+        "model replaces it", POSITIVE_INT, "--gate-period", RUN, metavar="STEPS",
+        same_on_resume=True)
     accept: str = setting(
         "lexicographic", "when a step's winner replaces the current model: 'lexicographic' "
         "(better beyond the tie tolerance, or tied and significantly closer to the teacher), "
@@ -318,8 +371,9 @@ class DistillConfig:
         shown_default="'lexicographic' with --correction split and the fidelity tie-breaker, "
         "else 'primary'", same_on_resume=True)
     final_check: bool = setting(
-        True, "with correction 'split', test the final current model against the stable one "
-        "on the held-out half of the validation split at the end of the run", FLAG)
+        True, "at the end of the run, test the final current model against the stable one "
+        "once more (correction 'split': on the held-out half of the validation split; "
+        "'fresh' or 'sequential': on one more fresh transfer batch)", FLAG)
     rollout_steps: int = setting(
         200, "optimizer steps per gradient candidate", POSITIVE_INT, "--rollout-steps", RUN,
         metavar="N", same_on_resume=True)
@@ -337,9 +391,13 @@ class DistillConfig:
         0, "seeds the data split, the models and the run", Kind(parse_seed, check_seed), "--seed", RUN,
         same_on_resume=True)
     out: str | None = setting(
-        None, "output folder: summary.json, history.jsonl, *.png, the cached teacher", PATH,
-        "--out", OUTPUTS, checks=_optional(_path), metavar="DIR",
-        shown_default="a new temporary folder", cli_default="ev3evo-distill")
+        None, "output folder: summary.json, history.jsonl, *.png, the cached teacher, "
+        "checkpoints (a resumed run writes into the folder it resumes; out may only repeat "
+        "it)", PATH, "--out", OUTPUTS, checks=_optional(_path), metavar="DIR",
+        shown_default="none: nothing is kept on disk, the results are returned (the folder "
+        "resumed, with resume)", cli_default="ev3evo-distill",
+        flag_help="output folder: summary.json, history.jsonl, *.png, the cached teacher, "
+        "checkpoints; with --resume DIR the outputs go to DIR, and --out may only repeat it")
     baselines: bool = setting(
         True, "also run plain KD (each optimizer of the grid) and a pure evosax ES, each with "
         "EV3's wall time", FLAG, "--baselines", OUTPUTS)
@@ -381,6 +439,10 @@ class DistillConfig:
     progress: bool = setting(
         True, "show a progress bar and print the table", FLAG, "--quiet", OUTPUTS,
         negated=True, flag_help="no progress bar, no table")
+    tensorboard: bool = setting(
+        False, "also write TensorBoard event files of the EV3 run under OUT/tensorboard (needs "
+        'the tensorboard extra: pip install "ev3evo[tensorboard]")', FLAG, "--tensorboard",
+        OUTPUTS)
     checkpoint_every: int | None = setting(
         None, "also save the EV3 state every N steps (it is always saved under OUT/checkpoints "
         "every --checkpoint-seconds and at the end of each phase)", POSITIVE_INT,
@@ -391,8 +453,10 @@ class DistillConfig:
         "the end of each phase); --resume OUT continues from the newest intact one",
         POSITIVE_NUMBER, "--checkpoint-seconds", CHECKPOINTS, metavar="SECONDS")
     resume: str | None = setting(
-        None, "continue the EV3 run checkpointed in DIR", PATH, "--resume", CHECKPOINTS,
-        checks=_optional(_path), metavar="DIR", shown_default="")
+        None, "continue the EV3 run checkpointed in DIR (an output folder, or its checkpoints "
+        "folder) with the same settings; the outputs are written to that output folder",
+        PATH, "--resume", CHECKPOINTS, checks=_optional(_path), metavar="DIR",
+        shown_default="")
     warmup: bool = setting(
         True, "compile EV3's step before its clock starts (EV3's time, which the baselines "
         "also get, then excludes the one-off compilation; a recompilation after growth still "
@@ -442,10 +506,27 @@ def configure(config: DistillConfig | None = None, /, **options) -> DistillConfi
     return dataclasses.replace(config if config is not None else DistillConfig(), **options)
 
 
-def checked(config: DistillConfig) -> DistillConfig:
+def checked(config: DistillConfig, flags: bool = False) -> DistillConfig:
     """``config`` with every field checked by its kind and normalized (sequences as tuples,
-    paths as strings); raises ``ValueError``/``TypeError`` naming the setting."""
+    paths as strings), and the rules of ``out`` and ``resume`` applied (a resumed run's
+    ``out`` is the folder it resumes); raises ``ValueError``/``TypeError`` naming the setting
+    (its flag, with ``flags``: for settings read from the command line)."""
     if not isinstance(config, DistillConfig):
         raise TypeError(f"config must be a DistillConfig, got {type(config).__name__}")
-    values = {o.name: o.kind.check(getattr(config, o.name), o.name) for o in OPTIONS}
-    return DistillConfig(**values)
+    by_name = {o.name: o for o in OPTIONS}
+    label = lambda name: (by_name[name].flag or name) if flags else name
+    values = {o.name: check_value(o, getattr(config, o.name), label(o.name)) for o in OPTIONS}
+    from .outputs import output_rules
+
+    return DistillConfig(**output_rules(values, label))
+
+
+def check_value(option: Option, value, name: str):
+    """``value`` checked as ``option``'s kind; the error names ``name`` (prefixed when the
+    check's own message does not)."""
+    try:
+        return option.kind.check(value, name)
+    except (ValueError, TypeError) as e:
+        if re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", str(e)):
+            raise
+        raise type(e)(f"{name}: {e}") from None

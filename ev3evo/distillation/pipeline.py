@@ -23,8 +23,14 @@ call, in named steps:
    (:meth:`~ev3evo.distillation.student.Student.certified`);
 8. **baselines**: KD with every optimizer of the grid and a pure evosax ES, each given EV3's
    wall time (:mod:`~ev3evo.distillation.baselines`);
-9. **report**: test and validation metrics of every method: ``summary.json``,
-   ``history.jsonl`` and PNG plots under ``out`` (:mod:`~ev3evo.distillation.report`).
+9. **report**: test and validation metrics of every method, the best one chosen on
+   validation, and whether EV3 certified anything: ``summary.json`` (every setting too, so
+   the run can be repeated from it), ``history.jsonl`` and PNG plots under ``out``
+   (:mod:`~ev3evo.distillation.report`).
+
+Where the outputs go: ``out``; a resumed run's own folder; with neither (``out=None``, the
+Python default) a temporary folder, deleted before :func:`distill` returns: the results are
+in the returned :class:`DistillResult` only (:meth:`DistillResult.save` writes them).
 
 Example::
 
@@ -32,6 +38,8 @@ Example::
     result = ev3evo.distill(steps=5, baselines=False, teacher_epochs=5, progress=False)
     assert 0.0 <= result.methods["ev3"]["test"]["accuracy"] <= 1.0
     assert type(result.student).__name__ == "MLP"          # the certified student, nnx
+    assert result.out is None                               # out=None: nothing left on disk
+    result.save("runs/five-steps")                          # summary, history and plots
 """
 
 from __future__ import annotations
@@ -39,7 +47,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -48,14 +55,17 @@ import jax
 import numpy as np
 from flax import nnx
 
-from .. import interrupts
-from ..callbacks import Callback, JSONLHistory, ProgressBar
+from .. import __version__, interrupts
+from ..adapt.certification import FRESH
+from ..callbacks import Callback, JSONLHistory, ProgressBar, TensorBoard
 from ..run import RunResult, run
+from ..types import Evaluation
 from . import baselines as B
 from . import inputs, models, outputs, report
 from .data import Dataset
 from .engine import EngineSettings, build_engine, engine_settings
-from .final_check import describe, final_check
+from .evidence import gate_power, teacher_misses
+from .final_check import CHECKED, describe, final_check, final_check_program
 from .grid import named_loss, optimizer_grid
 from .growing import Growth
 from .history import Annotate, Replay, append_event, write_event
@@ -63,7 +73,8 @@ from .options import DistillConfig
 from .resume import Checkpointing, checkpointing, resumed_student, run_config, started
 from .scores import evaluate, logit_metrics
 from .student import Student
-from .teachers import splits_with_teacher
+from .teachers import Labeller, teacher_of
+from .transfer import fresh_batches
 
 
 @dataclass
@@ -75,7 +86,8 @@ class DistillResult:
       history: EV3's per-step records and events (also in ``history.jsonl``).
       arch: the certified student's architecture dict when it is built in (else ``None``).
       stable: the certified student as the engine holds it (an :class:`ev3evo.Stateful`).
-      out: the output folder.
+      out: the output folder; ``None`` when nothing was kept on disk (``out=None``: see
+        :meth:`save`).
       student: the certified student, an nnx Module of the student's own class in eval mode
         (its calibration head folded into its output layer; when that is impossible, a
         :class:`~ev3evo.distillation.head.Calibrated` around it, as ``summary["student"]``
@@ -87,7 +99,7 @@ class DistillResult:
     history: list = field(default_factory=list)
     arch: dict | None = None
     stable: Any = None
-    out: str = ""
+    out: str | None = None
     student: nnx.Module | None = None
     dataset: Dataset | None = None
 
@@ -104,6 +116,11 @@ class DistillResult:
         identity when the run did not standardize)."""
         return self.dataset.standardize(x)
 
+    def save(self, folder: str | os.PathLike) -> str:
+        """Writes ``summary.json``, ``history.jsonl`` and the plots into ``folder`` (made if
+        needed), as a run with ``out=folder`` would have; returns the folder."""
+        return outputs.save(folder, self.summary, self.history)
+
 
 class EV3Outcome(NamedTuple):
     """What the EV3 phase of a run gives the rest of it (see :func:`run_ev3`)."""
@@ -115,6 +132,8 @@ class EV3Outcome(NamedTuple):
     events: list  # growth events
     seconds: float  # EV3's wall time, final check included
     growth: Growth
+    gate: dict | None = None  # the gate in use and its power (see ev3evo.distillation.evidence)
+    warnings: tuple = ()  # said before the run (the gate's power, the teacher's constraints)
 
 
 class Certified(NamedTuple):
@@ -152,40 +171,46 @@ def distill(config: DistillConfig | None = None, /, *, student=None, teacher=Non
     """
     c, objects = inputs.given(config, student, teacher, data, options)
     settings = engine_settings(c)
+    with outputs.output_folder(c.out, c.resume) as out:
+        return _distill(c, objects, settings, out)
+
+
+def _distill(c: DistillConfig, objects: inputs.Given, settings: EngineSettings,
+             out: str) -> DistillResult:
     log = _logger(c.progress)
-    out = c.out or tempfile.mkdtemp(prefix="ev3evo-distill-")
-    resumed = [c.resume] if c.resume and os.path.isdir(c.resume) else []
-    with outputs.claimed(out, *resumed):  # one run per folder, for the whole run
-        return _distill(c, objects, settings, log, out)
-
-
-def _distill(c: DistillConfig, objects, settings: EngineSettings, log, out: str):
     ckpt = checkpointing(c, out)
     ds = inputs.dataset(c, objects)
+    for note in ds.notes:
+        log(note)
     learner = inputs.student(c, objects, ds)  # checked against the data before any training
     ckpt = started(ckpt, c)
-    splits, teacher_info = splits_with_teacher(ds, objects.teacher, c, out, log,
-                                               expect=ckpt.teacher)
+    splits, teacher_info, labeller = teacher_of(ds, objects.teacher, c, out, log,
+                                                expect=ckpt.teacher)
     ckpt = ckpt._replace(fingerprint=ckpt.log.done("teacher", teacher_info["fingerprint"]))
     interrupts.stop_point("after the teacher (it is cached under OUT/teacher)")
+    settings = engine_settings(c, can_label=labeller is not None)  # "auto" resolved
     names = settings.metric_names
     k_run, k_kd, k_es = run_keys(c.seed)
-    ev3 = run_ev3(k_run, c, settings, ds.name, splits, learner, ckpt, out, log)
+    evaluation = evaluation_batches(c, settings, splits, labeller)
+    ev3 = run_ev3(k_run, c, settings, ds.name, splits, learner, ckpt, out, log, evaluation)
     ckpt.log.done("ev3", {"seconds": ev3.seconds, "status": ev3.result.status,
                           "steps": int(ev3.result.state.step)})
     final = certify(ev3, splits)
     methods = {"ev3": _ev3_method(ev3, final, splits, names)}
+    if not methods["ev3"]["certified"]:
+        log(f"ev3: {report.NOTHING_CERTIFIED}")
     if c.baselines:
         budget = c.baseline_seconds or ev3.seconds
         methods.update(run_baselines(k_kd, k_es, c, learner, splits, names,
                                      settings.objectives[0].metric, budget, log, ckpt.log))
     teacher_report = _teacher_report(teacher_info, splits, names, ds.num_classes)
     summary = _summary(c, settings, ds, splits, teacher_report, methods, ev3, final)
-    history = _write_outputs(out, summary)
+    summary["given"] = inputs.described(objects)
+    history = outputs.write_outputs(out, summary)
     if c.progress:
-        _print(summary, c, ev3, out)
-    return DistillResult(summary, history, final.student.arch, final.model, out, final.module,
-                         ds)
+        _print(summary, c, ev3)
+    return DistillResult(summary, history, final.student.arch, final.model, c.out,
+                         final.module, ds)
 
 
 def _logger(progress: bool):
@@ -208,10 +233,27 @@ def _teacher_report(info: dict, splits: dict, names, num_classes: int) -> dict:
     }
 
 
+def evaluation_batches(c: DistillConfig, settings: EngineSettings, splits: dict,
+                       labeller: Labeller | None):
+    """What EV3 is assessed on each step: the validation split, and with the fresh-data gates
+    ``(key, step) -> Evaluation(validation, transfer batch)`` (teacher-labelled examples made
+    afresh from the training inputs, :mod:`~ev3evo.distillation.transfer`)."""
+    val = splits["val"]
+    if settings.gate.correction not in FRESH:
+        return val
+    make = fresh_batches(splits["train"]["x"], labeller.fn, c.transfer,
+                         traceable=labeller.traceable)
+    return lambda key, step: Evaluation(val, make(key))
+
+
 def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: dict,
-            student: Student, ckpt: Checkpointing, out: str, log) -> EV3Outcome:
-    """The EV3 phase: the engine, growth, callbacks, the run and the final check."""
+            student: Student, ckpt: Checkpointing, out: str, log, evaluation=None) -> EV3Outcome:
+    """The EV3 phase: the engine, growth, callbacks, the run and the final check.
+
+    ``evaluation``: what each step is assessed on (:func:`evaluation_batches`; default the
+    validation split)."""
     train, val = splits["train"], splits["val"]
+    evaluation = val if evaluation is None else evaluation
     names = settings.metric_names
     rebuild = lambda s: build_engine(s, c, settings, s.num_classes, len(val["y"]))
     done = None if ckpt.phases is None else ckpt.phases.record("ev3")
@@ -222,19 +264,32 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
     engine = rebuild(student)
     jsonl = JSONLHistory(os.path.join(out, "history.jsonl"), mode="w", root=out)
     growth = Growth(c, student, model, train, val, names, rebuild, events,
-                    on_event=lambda event: _record_growth(jsonl, event, log))
+                    on_event=lambda event: _record_growth(jsonl, event, log),
+                    evaluation=evaluation)
     log(f"EV3 on {name}: student {student.describe()} ({growth.size} params), "
         f"objectives {[o.metric for o in settings.objectives]}, constraints "
         f"{list(c.constraints)}, {len(engine.source_names)} sources, population "
         f"{engine.population_size}")
+    power = gate_power(settings.gate, len(val["y"]), c.transfer, c.gate_period,
+                       engine.population_size)
+    log(f"the gate certifies on {power['examples']} {power['where']}: the smallest gain it can "
+        f"certify is {100 * power['floor']:.2f} points ({100 * power['typical']:.2f} when the "
+        "models disagree on 5% of them)")
+    warnings = [power["warning"]] if power["warning"] else []
+    warnings += teacher_misses(c.constraints, logit_metrics(val["teacher"], val, names,
+                                                            student.num_classes))
+    for w in warnings:
+        log(f"warning: {w}")
+    checked = c.final_check and settings.gate.correction in CHECKED
+    check_program = final_check_program(engine) if checked else None
     if c.warmup and done is None:
-        _warm_up(engine, key, model, train, val, log)
+        _warm_up(engine, key, model, train, evaluation, log, check_program)
     start = time.perf_counter()
     growth.start()
     metadata = {"config": run_config(c), "every": ckpt.every, "teacher": ckpt.fingerprint}
     steps, budget = _remaining(c, ckpt, done)
-    result = run(engine, key, model, train, val, steps,
-                 callbacks=_callbacks(c, growth, jsonl), time_budget=budget,
+    result = run(engine, key, model, train, evaluation, steps,
+                 callbacks=_callbacks(c, growth, jsonl, out), time_budget=budget,
                  on_stall=growth, checkpoint_dir=ckpt.directory, checkpoint_every=ckpt.every,
                  checkpoint_seconds=ckpt.seconds, checkpoint_root=out, resume=ckpt.resume,
                  checkpoint_metadata=lambda engine, state: {
@@ -242,16 +297,22 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
     if done is not None:
         result.status = done["status"]
     stable, checked_event = result.stable, None
-    if c.final_check and c.correction == "split" and result.engine is not None:
-        checked_event = final_check(key, result.engine, result.current, result.stable, val)
+    if checked and result.engine is not None:
+        if result.engine is not engine:  # grown: the check's program is the new engine's
+            check_program = final_check_program(result.engine)
+        check_key = jax.random.fold_in(key, FINAL_CHECK_SALT)
+        batch = evaluation(check_key, -1) if callable(evaluation) else evaluation
+        checked_event = final_check(check_key, result.engine, result.current, result.stable,
+                                    batch, check_program)
         checked_event["step"] = int(result.state.step)
         append_event(os.path.join(out, "history.jsonl"), checked_event, root=out)
         if checked_event["certified"]:
             stable = result.current
         log(describe(checked_event))
+    gate = {**settings.gate._asdict(), **{k: v for k, v in power.items() if k != "warning"}}
     seconds = done["seconds"] if done else ckpt.offset + time.perf_counter() - start
     return EV3Outcome(result, growth.student, stable, checked_event, growth.events, seconds,
-                      growth)
+                      growth, gate, tuple(warnings))
 
 
 def _remaining(c: DistillConfig, ckpt: Checkpointing, done: dict | None):
@@ -275,10 +336,19 @@ def certify(ev3: EV3Outcome, splits: dict, check_examples: int = 512) -> Certifi
     if ev3.final_check is not None and ev3.final_check["certified"]:
         student, model = ev3.student, ev3.stable
     else:
-        last = max((r["step"] for r in ev3.result.history if r.get("certified")), default=0)
+        last = max(certified_steps(ev3), default=0)
         student, model = ev3.growth.certified(ev3.stable, last)
     module, folded = student.certified(model, splits["val"]["x"][:check_examples])
     return Certified(student, model, module, folded)
+
+
+def certified_steps(ev3: EV3Outcome) -> list[int]:
+    """The steps at which the run certified a new stable model (the final check's step too
+    when it certified); ``[]``: the certified student is the initial model."""
+    steps = [int(r["step"]) for r in ev3.result.history if r.get("certified")]
+    if ev3.final_check is not None and ev3.final_check["certified"]:
+        steps.append(int(ev3.final_check["step"]))
+    return steps
 
 
 def _record_growth(jsonl: JSONLHistory, event: dict, log) -> None:
@@ -291,18 +361,30 @@ def _record_growth(jsonl: JSONLHistory, event: dict, log) -> None:
         f"({how})")
 
 
-def _callbacks(c: DistillConfig, growth: Growth, jsonl: JSONLHistory) -> list[Callback]:
+def _callbacks(c: DistillConfig, growth: Growth, jsonl: JSONLHistory,
+               out: str) -> list[Callback]:
     callbacks: list[Callback] = [Annotate(growth), jsonl]
-    if c.progress:
-        callbacks.append(ProgressBar(total=c.steps, desc="ev3", file=sys.stderr))
+    if c.progress:  # it counts what ends the run: the time budget (with step k/N), or steps
+        callbacks.append(ProgressBar(total=c.steps, time_budget=c.time_budget, desc="ev3",
+                                     file=sys.stderr))
+    if c.tensorboard:
+        callbacks.append(TensorBoard(os.path.join(out, "tensorboard")))
     callbacks.append(Replay(jsonl, growth.events))
     return callbacks
 
 
-def _warm_up(engine, key, model, train, val, log) -> None:
-    """Compiles the step before the clock starts: one step on a throw-away state."""
+#: the final check's key is fold_in(the run's key, FINAL_CHECK_SALT): outside the steps' keys
+FINAL_CHECK_SALT = 0x5EED
+
+
+def _warm_up(engine, key, model, train, evaluation, log, check_program=None) -> None:
+    """Compiles the step (and the final check) before the clock starts, on throw-away data."""
     t0 = time.perf_counter()
-    jax.block_until_ready(engine.step(key, engine.init(key, model), train, val))
+    batch = evaluation(key, 0) if callable(evaluation) else evaluation
+    state = engine.init(key, model)
+    jax.block_until_ready(engine.step(key, state, train, batch))
+    if check_program is not None:
+        jax.block_until_ready(check_program(key, state.current, state.stable, batch))
     log(f"EV3 step compiled in {time.perf_counter() - t0:.1f}s (not counted in its time)")
 
 
@@ -317,7 +399,11 @@ def _ev3_method(ev3: EV3Outcome, final: Certified, splits: dict, names) -> dict:
     """EV3's record: the metrics of the returned module itself (what the user gets), its size,
     and the final current model's test metrics and size."""
     apply, r, k = _module_apply(final.module), ev3.result, final.student.num_classes
+    steps = certified_steps(ev3)
     return {
+        "certified": bool(steps),
+        "certified_steps": steps,
+        **({} if steps else {"note": report.NOTHING_CERTIFIED}),
         "test": evaluate(apply, None, splits["test"], names, k),
         "validation": evaluate(apply, None, splits["val"], names, k),
         "seconds": ev3.seconds,
@@ -380,9 +466,11 @@ def _summary(c: DistillConfig, settings: EngineSettings, ds, splits: dict, teach
             "kept apart: the returned student is Calibrated(student, scale, bias), since no "
             "nnx.Linear computes its logits")
     return {
+        "ev3evo": __version__,
         "dataset": {"name": ds.name, "num_classes": ds.num_classes,
                     "feature_shape": list(ds.feature_shape), "standardized": c.standardize,
-                    "sizes": {s: len(splits[s]["y"]) for s in splits}},
+                    "sizes": {s: len(splits[s]["y"]) for s in splits},
+                    "notes": list(ds.notes)},
         "config": report.jsonable(dataclasses.asdict(c)),
         "primary": settings.objectives[0].metric,
         "objectives": [o._asdict() for o in settings.objectives],
@@ -395,31 +483,24 @@ def _summary(c: DistillConfig, settings: EngineSettings, ds, splits: dict, teach
         "methods": methods,
         "growth": ev3.events,
         "final_check": ev3.final_check,
+        "gate": ev3.gate,
+        "warnings": list(ev3.warnings),
         "status": ev3.result.status,
+        "best": report.best(methods, settings.objectives[0].metric),
     }
 
 
-def _write_outputs(out: str, summary: dict) -> list[dict]:
-    """Writes ``summary.json`` and the plots (never through a link, see
-    :mod:`~ev3evo.distillation.outputs`); returns the full history (steps and events)."""
-    outputs.write_summary(out, summary)
-    history = report.read_history(os.path.join(out, "history.jsonl"))
-    outputs.write_files(out, lambda folder: (
-        report.plot_history(history, folder, summary["primary"]),
-        report.plot_comparison(summary, folder, summary["primary"])))
-    return history
-
-
-def _print(summary: dict, c: DistillConfig, ev3: EV3Outcome, out: str) -> None:
+def _print(summary: dict, c: DistillConfig, ev3: EV3Outcome) -> None:
     print(report.table(summary, summary["metrics"]))
     if c.baselines:
         how = "EV3's wall time" if c.baseline_seconds is None else "--baseline-seconds"
         budget = next(r["budget"] for r in summary["methods"].values() if "budget" in r)
         print(f"(EV3 ran {ev3.seconds:.1f}s, {int(ev3.result.state.step)} steps, step compiled "
-              f"{'before' if c.warmup else 'inside'} its clock; each baseline was given "
+              f"{'before' if c.warmup else 'inside'} its clock; each baseline was given up to "
               f"{budget:.1f}s ({how}); KD baselines stop early once their validation "
               f"{summary['primary']} stops improving, so 'seconds' is what each used)")
-    print(f"outputs in {out}")
+    print(f"outputs in {c.out}" if c.out is not None else
+          "outputs not kept on disk (out=None): DistillResult.save(folder) writes them")
 
 
 __all__ = ["Certified", "DistillConfig", "DistillResult", "certify", "distill", "run_keys"]

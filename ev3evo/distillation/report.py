@@ -62,14 +62,37 @@ def table(summary: dict, metrics: Sequence[str] | None = None) -> str:
     )
     out = [line(head), line(["-" * w for w in widths])]
     out += [line(b) for b in body]
-    best = best_method(summary, primary, split="test", exclude=("teacher",))
     arrow = "lower" if primary in _LOWER_IS_BETTER else "higher"
-    out.append(f"(test metrics on held-out data; {primary}: {arrow} is better; best student: {best})")
+    out.append(f"(test metrics on held-out data; {primary}: {arrow} is better)")
+    out.append(_verdict(summary, primary))
     return "\n".join(out)
 
 
-def best_method(summary: dict, metric: str, split: str = "test", exclude=()) -> str | None:
-    """Name of the method with the best ``split`` value of ``metric``."""
+#: what the report says when the gate certified nothing
+NOTHING_CERTIFIED = "no certified improvement: the student is the initial model"
+
+
+def _verdict(summary: dict, primary: str) -> str:
+    """The table's last line: the student chosen on validation, the test oracle beside it,
+    and a plain word when EV3 certified nothing."""
+    ev3 = summary["methods"].get("ev3", {})
+    words, uncertified = [], ev3.get("certified") is False
+    skip = ("teacher", "ev3") if uncertified else ("teacher",)
+    chosen = best_method(summary, primary, split="validation", exclude=skip)
+    oracle = best_method(summary, primary, split="test", exclude=skip)
+    if uncertified:
+        words.append(f"ev3: {NOTHING_CERTIFIED}")
+    if chosen is not None:
+        words.append(f"best student on validation {primary}: {chosen}")
+    if oracle is not None and oracle != chosen:
+        words.append(f"best on test (an oracle choice, for reference only): {oracle}")
+    return "(" + "; ".join(words) + ")" if words else ""
+
+
+def best_method(summary: dict, metric: str, split: str = "validation",
+                exclude=()) -> str | None:
+    """Name of the method with the best ``split`` value of ``metric`` (choose on validation:
+    the test split only reports)."""
     sign = -1.0 if metric in _LOWER_IS_BETTER else 1.0
     scored = [
         (sign * r[split][metric], name)
@@ -77,6 +100,19 @@ def best_method(summary: dict, metric: str, split: str = "test", exclude=()) -> 
         if name not in exclude and r.get(split, {}).get(metric) is not None
     ]
     return max(scored)[1] if scored else None
+
+
+def best(methods: dict, metric: str) -> dict:
+    """``summary.json``'s ``"best"``: the method chosen on validation ``metric``, and, kept
+    apart, the one that would win on test (an oracle choice no user could make). EV3 is
+    never called the best when it certified nothing (its student is then the initial
+    model)."""
+    summary = {"methods": methods}
+    skip = ("ev3",) if methods.get("ev3", {}).get("certified") is False else ()
+    return {"metric": metric, "chosen_on": "validation",
+            "method": best_method(summary, metric, "validation", skip),
+            "oracle_on_test": best_method(summary, metric, "test", skip),
+            **({"note": f"ev3: {NOTHING_CERTIFIED}"} if skip else {})}
 
 
 def jsonable(x):
@@ -113,9 +149,18 @@ def _pyplot():
     return plt
 
 
+def _cuts(events: Sequence[dict]) -> list[int]:
+    """The steps after which the curves break: an accepted growth (the next step runs a new,
+    recompiled model) and a resume (the run stopped there and went on in a new process)."""
+    return sorted({e["step"] for e in events
+                   if e.get("event") == "resume" or (e.get("event") == "grow"
+                                                      and e.get("accepted"))})
+
+
 def _segments(steps: Sequence[dict], events: Sequence[dict]) -> list[list[dict]]:
-    """The step records cut at every accepted growth (lines are not drawn across one)."""
-    cuts = sorted({e["step"] for e in events if e.get("accepted")})
+    """The step records cut at every accepted growth and every resume (lines are not drawn
+    across one)."""
+    cuts = _cuts(events)
     segments, current = [], []
     for r in steps:
         if current and any(current[-1]["step"] <= c < r["step"] for c in cuts):
@@ -125,46 +170,111 @@ def _segments(steps: Sequence[dict], events: Sequence[dict]) -> list[list[dict]]
     return [*segments, current] if current else segments
 
 
-def _plot_metric(plt, steps, events, primary: str, key: str, label: str, path: str) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4))
+def _legend_outside(ax) -> None:
+    """The legend to the right of the axes, never over the data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+              fontsize="small", frameon=False)
+
+
+def _within(events: Sequence[dict], steps: Sequence[dict]) -> list[dict]:
+    """The events followed by a step record (a growth after the last step changed nothing
+    the plot shows, so no marker is drawn past the data)."""
+    last = steps[-1]["step"]
+    return [e for e in events if e["step"] < last]
+
+
+def metric_figure(plt, steps: Sequence[dict], events: Sequence[dict], primary: str, key: str,
+                  label: str):
+    """The figure of the validation ``primary`` metric against ``key`` (``"step"`` or
+    ``"seconds"``): the current model's line and the stable model's steps, broken at every
+    growth and resume; the initial model (step 0) marked; growths and resumes shown where
+    they happened."""
+    fig, ax = plt.subplots(figsize=(8.5, 4))
     for i, seg in enumerate(_segments(steps, events)):
         x = [r.get(key, float("nan")) for r in seg]
         marker = "o" if len(seg) < 3 else None  # a segment of one or two steps stays visible
         ax.plot(x, [r["current"][primary] for r in seg], color="C0", alpha=0.7, marker=marker,
-                label="current θ" if i == 0 else None)
+                label="current θ" if i == 0 else None, gid="current")
         ax.step(x, [r["stable"][primary] for r in seg], where="post", color="C1", linewidth=2,
-                marker=marker, label="stable θ_s (certified)" if i == 0 else None)
-    grown = [e for e in events if e.get("accepted")]
-    for i, e in enumerate(grown):
+                marker=marker, label="stable θ_s (certified)" if i == 0 else None, gid="stable")
+    first = steps[0]
+    if first.get("initial"):
+        ax.plot([first.get(key, 0.0)], [first["stable"][primary]], linestyle="none",
+                marker="D", color="k", label="initial model (step 0)", gid="initial")
+    shown = _within(events, steps)
+    for i, e in enumerate(r for r in shown if r.get("event") == "grow" and r.get("accepted")):
         spent = e.get("growth_seconds", e.get("compile_seconds"))
         if key == "seconds" and spent is not None:
-            start = e.get("seconds", float("nan"))
-            ax.axvspan(start, start + spent, color="grey", alpha=0.25,
-                       label="growth and recompilation" if i == 0 else None)
+            ax.axvspan(e["seconds"], e["seconds"] + spent, color="grey", alpha=0.25,
+                       label="growth and recompilation" if i == 0 else None, gid="growth")
         else:
-            ax.axvline(e.get(key, float("nan")), color="grey", linestyle=":", linewidth=1)
+            ax.axvline(e["step"] + 0.5 if key == "step" else e.get(key, float("nan")),
+                       color="grey", linestyle=":", linewidth=1.5,
+                       label="growth" if i == 0 else None, gid="growth")
+    resumes = [e for e in shown if e.get("event") == "resume"]
+    for i, e in enumerate(resumes):
+        at = next(r for r in steps if r["step"] == e["step"])
+        ax.axvline(at.get(key, float("nan")) + (0.5 if key == "step" else 0.0), color="k",
+                   linestyle="--", linewidth=1, label="resumed" if i == 0 else None,
+                   gid="resume")
+    xs = [r.get(key, 0.0) for r in steps]
+    pad = 0.02 * (max(xs) - min(0.0, min(xs)) or 1.0)
+    ax.set_xlim(min(0.0, min(xs)) - pad, max(xs) + pad)
     ax.set_xlabel(label)
     ax.set_ylabel(f"validation {primary}")
-    what = "grey: growth and its recompilation" if key == "seconds" else "dotted: growth"
-    ax.set_title(f"EV3: validation {primary}" + (f" ({what})" if grown else ""))
-    ax.legend(loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    kinds = {"grew the student" if e.get("event") == "grow" else "resumed" for e in shown
+             if e.get("event") == "resume" or e.get("accepted")}
+    notes = [f"lines break where the run {' or '.join(sorted(kinds))}"] if kinds else []
+    late = [e for e in events if e.get("event") == "grow" and e.get("accepted")
+            and e["step"] >= steps[-1]["step"]]
+    if late:  # said, not drawn: no step ran on the grown model
+        spent = sum(e.get("growth_seconds") or 0.0 for e in late)
+        notes.append(f"a growth after the last step, {spent:.1f} s, not drawn")
+    ax.set_title(f"EV3: validation {primary} of the current and the certified model"
+                 + (f"\n({'; '.join(notes)})" if notes else ""))
+    _legend_outside(ax)
+    return fig
+
+
+def _save(plt, fig, path: str) -> None:
+    fig.savefig(path, dpi=100, bbox_inches="tight")  # "tight": the legend beside the axes
     plt.close(fig)
+
+
+def _plot_metric(plt, steps, events, primary: str, key: str, label: str, path: str) -> None:
+    _save(plt, metric_figure(plt, steps, events, primary, key, label), path)
+
+
+def allocation_figure(plt, steps: Sequence[dict], events: Sequence[dict] = ()):
+    """The figure of the population slots each source held at each step (from step 0)."""
+    names = list(steps[0]["allocation"])
+    fig, ax = plt.subplots(figsize=(8.5, 4))
+    ax.stackplot([r["step"] for r in steps],
+                 *[[r["allocation"].get(n, 0) for r in steps] for n in names], labels=names)
+    for i, e in enumerate(r for r in _within(events, steps) if r.get("event") == "resume"):
+        ax.axvline(e["step"] + 0.5, color="k", linestyle="--", linewidth=1,
+                   label="resumed" if i == 0 else None, gid="resume")
+    ax.set_xlim(steps[0]["step"], steps[-1]["step"])
+    ax.set_xlabel("step")
+    ax.set_ylabel("population slots")
+    ax.set_title("EV3: slots allocated to each source")
+    _legend_outside(ax)
+    return fig
 
 
 def plot_history(history: Sequence[dict], out_dir: str | os.PathLike, primary: str) -> list[str]:
     """Writes ``metric_vs_step.png``, ``metric_vs_time.png`` and ``allocation.png``.
 
-    Growth events (records with ``"event": "grow"``) cut the curves: a vertical line in the
-    step plot, and in the time plot a grey band over the time the growth cost (its
-    ``growth_seconds``: the check, the new engine, the recompilation), with no line drawn
-    across it. Returns the paths written.
+    Growth events (records with ``"event": "grow"``) and resumes (``"event": "resume"``) cut
+    the curves: a vertical line in the step plot, and in the time plot a grey band over the
+    time a growth cost (its ``growth_seconds``: the check, the new engine, the
+    recompilation), with no line drawn across either. The initial model (step 0) is marked;
+    legends sit beside the axes. Returns the paths written.
     """
     plt = _pyplot()
     out_dir = os.fspath(out_dir)
     steps = [r for r in history if "event" not in r]
-    events = [r for r in history if r.get("event") == "grow"]
+    events = [r for r in history if r.get("event") in ("grow", "resume")]
     paths = []
     if not steps:
         return paths
@@ -173,46 +283,55 @@ def plot_history(history: Sequence[dict], out_dir: str | os.PathLike, primary: s
         path = os.path.join(out_dir, fname)
         _plot_metric(plt, steps, events, primary, key, label, path)
         paths.append(path)
-    x_step = [r["step"] for r in steps]
-    names = list(steps[0]["allocation"])
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.stackplot(
-        x_step, *[[r["allocation"].get(n, 0) for r in steps] for n in names], labels=names
-    )
-    ax.set_xlabel("step")
-    ax.set_ylabel("population slots")
-    ax.set_title("EV3: slots allocated to each source")
-    ax.legend(loc="upper left", fontsize="small", ncol=2)
-    fig.tight_layout()
     path = os.path.join(out_dir, "allocation.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, allocation_figure(plt, steps, events), path)
     paths.append(path)
     return paths
 
 
-def plot_comparison(summary: dict, out_dir: str | os.PathLike, metric: str) -> str:
-    """Writes ``comparison.png``: a bar chart of every method's test ``metric`` (teacher too)."""
-    plt = _pyplot()
+def time_claim(summary: dict, tolerance: float = 0.1) -> str:
+    """What was equal among the methods, in words: equal wall time only when every baseline
+    ran within ``tolerance`` (relative) of EV3's time; no claim without baselines."""
+    methods = summary["methods"]
+    ev3 = methods.get("ev3", {}).get("seconds")
+    used = [r["seconds"] for n, r in methods.items() if n != "ev3" and "seconds" in r]
+    if not used or ev3 is None:
+        return "no baselines were run: EV3's student beside the teacher"
+    budget = max((r.get("budget") or 0.0) for r in methods.values())
+    if all(abs(u - ev3) <= tolerance * ev3 for u in used):
+        return f"equal wall time: each method ran about {ev3:.1f} s"
+    return (f"not equal wall time: EV3 ran {ev3:.1f} s; each baseline was given up to "
+            f"{budget:.1f} s and used {min(used):.1f}-{max(used):.1f} s")
+
+
+def comparison_figure(plt, summary: dict, metric: str):
+    """The bar chart of every method's test ``metric`` (teacher too), its y-axis from 0, its
+    title saying what was equal (:func:`time_claim`)."""
     rows = [("teacher", summary["teacher"]), *summary["methods"].items()]
-    names = [n for n, _ in rows]
+    names = [n if summary["methods"].get(n, {}).get("certified") is not False
+             else f"{n}\n(initial model)" for n, _ in rows]
     vals = [r.get("test", {}).get(metric, float("nan")) for _, r in rows]
-    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names)), 4))
-    colors = ["grey"] + ["C1" if n == "ev3" else "C0" for n in names[1:]]
+    fig, ax = plt.subplots(figsize=(max(5, 1.1 * len(names)), 4.5))
+    colors = ["grey"] + ["C1" if n == "ev3" else "C0" for n, _ in rows[1:]]
     bars = ax.bar(names, vals, color=colors)
     for b, v in zip(bars, vals):
         if math.isfinite(v):
             ax.annotate(f"{v:.3f}", (b.get_x() + b.get_width() / 2, v), ha="center", va="bottom",
                         fontsize="small")
     finite = [v for v in vals if math.isfinite(v)]
-    if finite and metric not in _LOWER_IS_BETTER:
-        lo = min(finite)
-        ax.set_ylim(max(0.0, lo - 0.1 * (1.0 - lo) - 0.02), min(1.0, max(finite) + 0.02))
+    bounded = metric not in _LOWER_IS_BETTER and all(0.0 <= v <= 1.0 for v in finite)
+    top = 1.0 if bounded else max(finite, default=1.0)
+    ax.set_ylim(0.0, 1.08 * top or 1.0)  # from 0: bar lengths compare honestly
     ax.set_ylabel(f"test {metric}")
-    ax.set_title(f"test {metric} by method (equal wall time)")
+    ax.set_title(f"test {metric} by method\n({time_claim(summary)})", fontsize="medium")
     plt.setp(ax.get_xticklabels(), rotation=20, ha="right")
     fig.tight_layout()
+    return fig
+
+
+def plot_comparison(summary: dict, out_dir: str | os.PathLike, metric: str) -> str:
+    """Writes ``comparison.png`` (:func:`comparison_figure`); returns its path."""
+    plt = _pyplot()
     path = os.path.join(os.fspath(out_dir), "comparison.png")
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(plt, comparison_figure(plt, summary, metric), path)
     return path

@@ -55,6 +55,7 @@ class Dataset(NamedTuple):
             standardize every split (``x = (raw - mean) / std``; per channel, repeated over the
             positions, for images and sequences; 0 and 1 when not standardized).
         classes: the original label of each class index (``classes[k]`` is class ``k``).
+        notes: one line for each decision taken while loading (a column dropped, ...).
     """
 
     train: dict
@@ -66,6 +67,7 @@ class Dataset(NamedTuple):
     mean: np.ndarray
     std: np.ndarray
     classes: tuple = ()
+    notes: tuple = ()
 
     def standardize(self, raw) -> np.ndarray:
         """Raw examples as the splits hold them: ``(raw - mean) / std`` (float32)."""

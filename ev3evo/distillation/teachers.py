@@ -41,6 +41,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -51,7 +52,7 @@ from . import models
 from . import teacher as T
 from .splits import DataError, Dataset, check_logits
 
-__all__ = ["TeacherMismatch", "same_teacher", "splits_with_teacher"]
+__all__ = ["Labeller", "TeacherMismatch", "same_teacher", "splits_with_teacher", "teacher_of"]
 
 SPLITS = ("train", "val", "test")
 
@@ -116,6 +117,25 @@ def _logits_of(fn: Callable, ds: Dataset, name: str) -> dict:
     return out
 
 
+class Labeller(NamedTuple):
+    """The teacher as a function of the student's inputs (standardized examples).
+
+    Attributes:
+      fn: ``x -> logits`` for a batch of the student's inputs.
+      traceable: ``fn`` is a JAX function (it can run inside a compiled program); a host
+        function (a scikit-learn model, ...) is called on concrete arrays.
+    """
+
+    fn: Callable
+    traceable: bool
+
+
+def _raw_fn(ds: Dataset):
+    """:meth:`Dataset.raw` in ``jnp`` (traceable)."""
+    mean, std = jnp.asarray(ds.mean, jnp.float32), jnp.asarray(ds.std, jnp.float32)
+    return lambda x: x * std + mean
+
+
 def _built_in_fingerprint(ds: Dataset, config, kwargs: dict) -> dict:
     if config.teacher is not None:
         path = os.fspath(config.teacher)
@@ -132,7 +152,8 @@ def _built_in_fingerprint(ds: Dataset, config, kwargs: dict) -> dict:
                      f"(cache key {key})"}
 
 
-def _built_in(ds: Dataset, config, out: str | None, log, expect) -> tuple[dict, dict]:
+def _built_in(ds: Dataset, config, out: str | None, log,
+              expect) -> tuple[dict, dict, Labeller]:
     kwargs = {"seed": config.seed, "model": config.teacher_arch, "lr": config.teacher_lr}
     if config.teacher_epochs is not None:
         kwargs["epochs"] = config.teacher_epochs
@@ -149,12 +170,21 @@ def _built_in(ds: Dataset, config, out: str | None, log, expect) -> tuple[dict, 
     report = {"source": t.source, "arch": models.describe(t.arch),
               "params": int(models.count_params(t.params)), "path": t.path,
               "fingerprint": fingerprint}
-    return logits, report
+    return logits, report, Labeller(lambda x: t.apply(t.params, x), True)
 
 
 def splits_with_teacher(ds: Dataset, teacher=None, config=None, out: str | None = None,
                         log=lambda *a: None, expect: dict | None = None) -> tuple[dict, dict]:
-    """``({split: {"x", "y", "teacher"}}, report)``: every split with the teacher's logits.
+    """``({split: {"x", "y", "teacher"}}, report)``: every split with the teacher's logits
+    (:func:`teacher_of` without the labeller)."""
+    splits, report, _ = teacher_of(ds, teacher, config, out, log, expect)
+    return splits, report
+
+
+def teacher_of(ds: Dataset, teacher=None, config=None, out: str | None = None,
+               log=lambda *a: None,
+               expect: dict | None = None) -> tuple[dict, dict, Labeller | None]:
+    """``(splits, report, labeller)``: every split with the teacher's logits.
 
     Args:
       ds: the run's dataset (its splits may already hold the teacher's logits).
@@ -167,8 +197,9 @@ def splits_with_teacher(ds: Dataset, teacher=None, config=None, out: str | None 
       expect: the fingerprint the teacher must have (a resumed run's), or ``None``.
 
     Returns:
-      The splits, and ``{"source", "params", "fingerprint", ...}`` describing the teacher for
-      the summary.
+      The splits; ``{"source", "params", "fingerprint", ...}`` describing the teacher for the
+      summary; and the teacher as a :class:`Labeller` of new inputs (``None`` when it came as
+      logits).
 
     Raises:
       DataError: logits that do not fit the data or are not finite (naming the split).
@@ -177,22 +208,27 @@ def splits_with_teacher(ds: Dataset, teacher=None, config=None, out: str | None 
     given = "teacher" in ds.train
     if given and teacher is not None:
         raise DataError("the teacher's logits came with the data; give no other teacher")
+    labeller = None
     if given:
         logits = {s: np.asarray(getattr(ds, s)["teacher"]) for s in SPLITS}
         report = {"source": "logits", "params": None}
         label = "the logits given with the data"
     elif isinstance(teacher, nnx.Module):
-        logits = _logits_of(_module_fn(teacher), ds, type(teacher).__name__)
+        fn = _module_fn(teacher)
+        logits = _logits_of(fn, ds, type(teacher).__name__)
         report = {"source": "module", "class": type(teacher).__name__,
                   "params": int(models.count_params(teacher))}
+        raw = _raw_fn(ds)
+        labeller = Labeller(lambda x: fn(raw(x)), True)
         label = f"the {type(teacher).__name__} module given"
     elif callable(teacher):
         name = getattr(teacher, "__name__", type(teacher).__name__)
         logits = _logits_of(teacher, ds, name)
         report = {"source": "callable", "params": None}
         label = f"the callable {name} given"
+        labeller = Labeller(lambda x: np.asarray(teacher(ds.raw(x))), False)
     elif teacher is None:
-        logits, report = _built_in(ds, config, out, log, expect)
+        logits, report, labeller = _built_in(ds, config, out, log, expect)
     else:
         raise TypeError("teacher must be an nnx Module, a callable x -> logits, the logits "
                         f"(an array), or a checkpoint path; got {type(teacher).__name__}")
@@ -203,4 +239,4 @@ def splits_with_teacher(ds: Dataset, teacher=None, config=None, out: str | None 
         same_teacher(expect, report["fingerprint"])
     splits = {s: {"x": getattr(ds, s)["x"], "y": getattr(ds, s)["y"],
                   "teacher": jnp.asarray(logits[s], jnp.float32)} for s in SPLITS}
-    return splits, report
+    return splits, report, labeller

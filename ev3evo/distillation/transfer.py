@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._checks import check_nonnegative, check_positive_int
 
@@ -78,13 +79,14 @@ def transfer_inputs(key, x_train: jax.Array, size: int, *, mix: float = 0.5,
 
 def fresh_batches(x_train: jax.Array, teacher: Callable, size: int = 4096, *,
                   mix: float = 0.5, noise: float = 0.1, shift: int = 1,
-                  sequence: bool = False) -> Callable:
+                  sequence: bool = False, traceable: bool = True) -> Callable:
     """``key -> {"x", "y", "teacher"}``: a fresh teacher-labelled batch per call (compiled once).
 
     Args:
       x_train: the training inputs the batches are made from.
-      teacher: ``x -> logits``, a JAX function (a flax module's forward pass, a jitted
-        function).
+      teacher: ``x -> logits``: a JAX function (a flax module's forward pass, a jitted
+        function), compiled with the inputs' construction; with ``traceable=False`` a host
+        function (called on the made inputs, as numpy).
       size: examples per batch.
       mix, noise, shift, sequence: as in :func:`transfer_inputs`.
     """
@@ -93,11 +95,17 @@ def fresh_batches(x_train: jax.Array, teacher: Callable, size: int = 4096, *,
     check_nonnegative(noise, "noise")
     x_train = jnp.asarray(x_train)
 
-    @jax.jit
-    def make(key):
-        x = transfer_inputs(key, x_train, size, mix=mix, noise=noise, shift=shift,
-                            sequence=sequence)
-        logits = jnp.asarray(teacher(x), jnp.float32)
+    def labelled(x, logits):
+        logits = jnp.asarray(logits, jnp.float32)
         return {"x": x, "y": jnp.argmax(logits, axis=-1).astype(jnp.int32), "teacher": logits}
+
+    inputs = jax.jit(lambda key: transfer_inputs(key, x_train, size, mix=mix, noise=noise,
+                                                 shift=shift, sequence=sequence))
+    if traceable:
+        return jax.jit(lambda key: labelled(x := inputs(key), teacher(x)))
+
+    def make(key):
+        x = inputs(key)
+        return labelled(x, np.asarray(teacher(np.asarray(x))))
 
     return make

@@ -45,13 +45,13 @@ def files(tmp_path_factory):
     return {"root": root, "csv": csv, "npz": npz, "cache": root / "jax-cache"}
 
 
-def _cli(args, cache=None, timeout=300):
+def _cli(args, cache=None, timeout=300, cwd=None):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     if cache is not None:
         env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
         env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
     return subprocess.run([sys.executable, "-m", "ev3evo.cli", "distill", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+                          capture_output=True, text=True, timeout=timeout, env=env, cwd=cwd)
 
 
 def _png_size(path):
@@ -154,3 +154,67 @@ def test_help_explains_every_flag():
                  "--no-baselines", "--resume", "--checkpoint-every", "--correction", "--accept",
                  "--certify", "--tie-examples", "--rollout-steps"):
         assert flag in p.stdout, flag
+
+
+TINY = ["--data", "digits", "--student", "mlp:3", "--steps", 6, "--time-budget", 4,
+        "--teacher-epochs", 2, "--no-baselines", "--quiet"]
+
+
+def _tags(logdir):
+    """The scalar tags and steps in the TensorBoard event files (TFRecord framing)."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    found = set()
+    for name in os.listdir(logdir):
+        data, pos = (logdir / name).read_bytes(), 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            found |= {(v.tag, event.step) for v in event.summary.value}
+    return found
+
+
+@pytest.mark.slow
+def test_a_summary_reruns_through_config_and_resume_writes_into_its_folder(tmp_path, files):
+    first = tmp_path / "first"
+    p = _cli([*TINY, "--checkpoint-every", 2, "--seed", 3, "--metric", "macro_f1", "--out",
+              first], cache=files["cache"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    config = json.loads((first / "summary.json").read_text())["config"]
+    records = [json.loads(s) for s in (first / "history.jsonl").read_text().splitlines()]
+    last = max(r["step"] for r in records if "event" not in r)
+    assert config["seed"] == 3 and config["metrics"] == ["macro_f1"] and config["steps"] == 6
+    # the recorded configuration, fed back through --config, is the run's configuration
+    again = tmp_path / "again"
+    p = _cli(["--config", first / "summary.json", "--out", again], cache=files["cache"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    rerun = json.loads((again / "summary.json").read_text())["config"]
+    assert rerun == {**config, "out": str(again)}
+    # --resume DIR without --out: the outputs go to DIR, nothing to ./ev3evo-distill; the
+    # settings come from the run's own summary (flags given override them)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    p = _cli(["--config", first / "summary.json", "--resume", first, "--steps", 8],
+             cache=files["cache"], cwd=cwd)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert os.listdir(cwd) == []
+    resumed = json.loads((first / "summary.json").read_text())
+    assert resumed["config"]["steps"] == 8 and resumed["config"]["resume"] == str(first)
+    history = [json.loads(s) for s in (first / "history.jsonl").read_text().splitlines()]
+    assert [r for r in history if r.get("event") == "resume"] == [{"event": "resume",
+                                                                   "step": last}]
+    assert max(r["step"] for r in history if "event" not in r) > last  # the plots break there
+
+
+@pytest.mark.slow
+def test_tensorboard_writes_event_files_under_out(tmp_path, files):
+    pytest.importorskip("tensorboardX")
+    out = tmp_path / "tb"
+    p = _cli([*TINY, "--tensorboard", "--out", out], cache=files["cache"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    history = [json.loads(s) for s in (out / "history.jsonl").read_text().splitlines()]
+    steps = {r["step"] for r in history if "event" not in r}
+    tags = _tags(out / "tensorboard")
+    assert {s for t, s in tags if t == "stable/accuracy"} == steps
+    assert {"current/accuracy", "gate/certified"} <= {t for t, _ in tags}

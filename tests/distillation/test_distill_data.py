@@ -119,14 +119,15 @@ def test_npz_predefined_splits(tmp_path):
 
 def test_csv_label_column_choice_and_constant_feature(tmp_path):
     p = tmp_path / "t.csv"
-    rows = ["a,label,b,const"] + [f"{i},{'yes' if i % 2 else 'no'},{i * i},5" for i in range(20)]
+    rows = ["a,label,b,const"] + [f"{i + 0.5},{'yes' if i % 2 else 'no'},{i * i},5"
+                                  for i in range(20)]
     p.write_text("\n".join(rows) + "\n")
     ds = data.load_file(p)  # column named "label" wins over the last column
     _check_valid(ds, 20)
     assert ds.classes == ("no", "yes") and ds.feature_shape == (3,)
     assert ds.std[2] == 1.0 and np.all(np.asarray(ds.train["x"])[:, 2] == 0)
     q = tmp_path / "last.csv"
-    q.write_text("f1,f2,target\n" + "".join(f"{i},{-i},{i % 3}\n" for i in range(30)))
+    q.write_text("f1,f2,target\n" + "".join(f"{2 * i},{-i},{i % 3}\n" for i in range(30)))
     ds2 = data.load_file(q)  # no "label" column: the last one
     assert ds2.classes == (0, 1, 2) and ds2.feature_shape == (2,)
     ds3 = data.load_file(q, label="target", seed=3)
@@ -135,19 +136,52 @@ def test_csv_label_column_choice_and_constant_feature(tmp_path):
         data.load_file(q, label="f1")  # 30 classes of one example each cannot be split
 
 
+@pytest.mark.parametrize("head, index, note", [
+    ("", lambda i: i, "dropped the first column (unnamed): it is unnamed"),
+    ("Unnamed: 0", lambda i: i, "dropped the first column 'Unnamed: 0': it is unnamed"),
+    ("id", lambda i: i + 1, "dropped the first column 'id': it holds the row numbers"),
+    ("row", lambda i: i, "dropped the first column 'row': it holds the row numbers"),
+])
+def test_csv_index_column_is_dropped_with_a_note(tmp_path, head, index, note):
+    p = tmp_path / "indexed.csv"
+    p.write_text(f"{head},a,b,label\n" + "".join(f"{index(i)},{i % 5},{(7 * i) % 3},{i % 2}\n"
+                                                for i in range(30)))
+    ds = data.load_file(p)
+    assert ds.feature_shape == (2,) and len(ds.notes) == 1
+    assert ds.notes[0].startswith(f"{p}: {note}") and ds.notes[0].endswith("not a feature")
+    plain = tmp_path / "plain.csv"  # the same features without the index: the same data
+    plain.write_text("a,b,label\n" + "".join(f"{i % 5},{(7 * i) % 3},{i % 2}\n"
+                                             for i in range(30)))
+    np.testing.assert_array_equal(ds.train["x"], data.load_file(plain).train["x"])
+    assert data.load_file(plain).notes == ()
+
+
+def test_csv_first_columns_that_are_features_are_kept(tmp_path):
+    p = tmp_path / "shuffled.csv"  # numbers, but not the row numbers; a named label first
+    p.write_text("x,a,label\n" + "".join(f"{(i * 7) % 30},{i % 4},{i % 2}\n" for i in range(30)))
+    assert data.load_file(p).feature_shape == (2,) and data.load_file(p).notes == ()
+    q = tmp_path / "label_first.csv"
+    q.write_text("label,a,b\n" + "".join(f"{i % 2},{i},{i % 3}\n" for i in range(30)))
+    assert data.load_file(q).feature_shape == (2,) and data.load_file(q).notes == ()
+
+
 BAD_CSV = {
     "empty": ("", "empty"),
     "header_only": ("a,b,label\n", "no data rows"),
     "non_numeric": ("a,b,label\n1,2,0\n3,x7,1\n" + "1,2,0\n3,4,1\n" * 10, "'x7' in column 'b' at data row 2"),
     "nan": ("a,b,label\n1,nan,0\n" + "1,2,0\n3,4,1\n" * 10, "column 'b' at data row 1"),
     "inf": ("a,b,label\n1,2,0\n" + "1,2,0\n3,inf,1\n" * 10, "not finite"),
-    "empty_cell": ("a,b,label\n1,,0\n" + "1,2,0\n3,4,1\n" * 10, "non-numeric value '' in column 'b'"),
+    "empty_cell": ("a,b,label\n1,,0\n" + "1,2,0\n3,4,1\n" * 10,
+                   "missing value (an empty cell) in column 'b' at data row 1"),
+    "na_cell": ("a,b,label\n1,2,0\n" + "1,2,0\n3,NA,1\n" * 10,
+                "missing value ('NA') in column 'b' at data row 3"),
     "single_class": ("a,b,label\n" + "1,2,0\n" * 20, "only one class"),
     "ragged": ("a,b,label\n1,2,0\n1,2\n", "has 2 fields"),
     "float_labels": ("a,label\n" + "1,0.5\n2,1\n" * 10, "non-integer number '0.5'"),
     "too_few": ("a,label\n1,0\n2,1\n", "too few examples"),
     "only_label": ("label\n1\n2\n", "at least one feature column"),
-    "empty_label": ("a,label\n1,\n" + "1,0\n2,1\n" * 10, "empty label"),
+    "empty_label": ("a,label\n1,\n" + "1,0\n2,1\n" * 10,
+                    "missing label (an empty cell) in column 'label' at data row 1"),
 }
 
 

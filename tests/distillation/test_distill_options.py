@@ -61,6 +61,7 @@ VALUES = {
     "steps": (["7"], 7), "time_budget": (["2.5"], 2.5), "student": (["cnn:4,3"], "cnn:4,3"),
     "grow": ([None], True), "grow_kind": (["deepen"], "deepen"), "patience": (["5"], 5),
     "population_size": (["9"], 9), "alpha": (["0.1"], 0.1), "correction": (["none"], "none"),
+    "transfer": (["512"], 512), "gate_period": (["4"], 4),
     "accept": (["better"], "better"), "certify": (["primary"], "primary"),
     "rollout_steps": (["3"], 3), "tie_examples": (["1.5"], 1.5), "seed": (["7"], 7),
     "out": (["runs/x"], "runs/x"), "baselines": (["no"], False),
@@ -68,7 +69,9 @@ VALUES = {
     "kd_loss": (["ce"], "ce"), "teacher": (["t.msgpack"], "t.msgpack"),
     "teacher_arch": (["mlp:16"], "mlp:16"), "teacher_epochs": (["4"], 4),
     "teacher_lr": (["0.01"], 0.01), "progress": ([None], False),
-    "checkpoint_every": (["2"], 2), "checkpoint_seconds": (["5"], 5.0), "resume": (["runs/y"], "runs/y"),
+    "checkpoint_every": (["2"], 2), "checkpoint_seconds": (["5"], 5.0),
+    "resume": (["runs/y"], "runs/y"),
+    "tensorboard": ([None], True),
 }
 
 
@@ -101,7 +104,7 @@ def test_flag_errors_are_argparse_one_liners(capsys):
 
 def test_choices_are_the_engine_registries():
     by_name = {o.name: o for o in OPTIONS}
-    assert set(by_name["correction"].choices) == set(CERTIFICATION)
+    assert set(by_name["correction"].choices) == {"auto", *CERTIFICATION}
     assert set(by_name["accept"].choices) == set(ACCEPTANCE)
     # "none" is the engine's, so the distillation takes it too (and the gate refuses others)
     assert engine_settings(DistillConfig(correction="none")).gate.correction == "none"

@@ -205,10 +205,31 @@ def test_report_table_and_best_method():
                     "kd": {"test": {"accuracy": 0.96, "ece": 0.04}, "validation": {"ece": 0.05},
                            "seconds": 3.0, "params": 50}},
     }
-    assert report.best_method(summary, "ece") == "ev3"
-    assert report.best_method(summary, "accuracy") == "kd"
+    assert report.best_method(summary, "ece") == "ev3"  # chosen on validation
+    assert report.best_method(summary, "accuracy", split="test") == "kd"
     text = report.table(summary)
-    assert "teacher" in text and "0.0100" in text and "best student: ev3" in text
+    assert "teacher" in text and "0.0100" in text
+    assert "best student on validation ece: ev3" in text and "oracle" not in text
+
+
+def test_the_best_is_chosen_on_validation_and_an_uncertified_ev3_is_never_it():
+    row = lambda val, test, **kw: {"validation": {"accuracy": val}, "test": {"accuracy": test},
+                                   "seconds": 1.0, "params": 5, **kw}
+    methods = {"ev3": row(0.9, 0.7, certified=True), "kd_adam": row(0.8, 0.95)}
+    summary = {"primary": "accuracy", "metrics": ["accuracy"], "methods": methods,
+               "teacher": row(0.99, 0.99)}
+    assert report.best(methods, "accuracy") == {
+        "metric": "accuracy", "chosen_on": "validation", "method": "ev3",
+        "oracle_on_test": "kd_adam"}
+    text = report.table(summary)
+    assert "best student on validation accuracy: ev3" in text
+    assert "best on test (an oracle choice, for reference only): kd_adam" in text
+    methods["ev3"]["certified"] = False
+    assert report.best(methods, "accuracy")["method"] == "kd_adam"
+    assert report.best(methods, "accuracy")["note"] == f"ev3: {report.NOTHING_CERTIFIED}"
+    text = report.table(summary)
+    assert report.NOTHING_CERTIFIED in text and "on validation accuracy: kd_adam" in text
+    assert "best student on validation accuracy: ev3" not in text
 
 
 @pytest.mark.parametrize("accept", ["lexicographic", "better", "not_worse"])
@@ -221,7 +242,7 @@ def test_final_check_certifies_a_clearly_better_current_model_only(accept):
     x = jax.nn.one_hot(y, 3) + 0.1 * jnp.asarray(rng.normal(size=(200, 3)), jnp.float32)
     val = {"x": x, "y": y, "teacher": 5.0 * x}
     apply = lambda p, x: x @ p["w"]
-    c = DistillConfig(accept=accept)
+    c = DistillConfig(accept=accept, correction="split")
     engine = E.build_engine(apply, c, E.engine_settings(c), 3, 200)
     good, bad = {"w": 5.0 * jnp.eye(3)}, {"w": jnp.zeros((3, 3))}
     better = final_check(jax.random.key(0), engine, good, bad, val)

@@ -43,3 +43,18 @@ def test_fresh_batches_are_labelled_by_the_teacher_and_compiled_once():
     assert make._cache_size() == 1
     with pytest.raises(ValueError, match="size must be a positive integer"):
         fresh_batches(x, lambda z: z @ w, size=0)
+
+
+def test_a_host_teacher_labels_the_made_inputs():
+    x = jax.random.normal(jax.random.key(0), (40, 4))
+    w = np.asarray(jax.random.normal(jax.random.key(1), (4, 3)))
+    seen = []
+
+    def host(z):  # numpy only: never traced
+        assert isinstance(z, np.ndarray)
+        seen.append(z.shape)
+        return z @ w
+
+    make = fresh_batches(x, host, size=32, traceable=False)
+    batch = make(jax.random.key(2))
+    assert seen == [(32, 4)] and batch["teacher"].shape == (32, 3)
