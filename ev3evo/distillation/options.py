@@ -132,24 +132,6 @@ def _one_of(choices):
     return check
 
 
-def _es_name(value, name: str) -> str:
-    """An evosax algorithm the ES baseline can run (checked before any work)."""
-    from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
-
-    from ..explore.evosax.driver import resolve
-
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be the name of an evosax algorithm, got {value!r}")
-    try:
-        cls, _ = resolve(value)
-    except ValueError as e:
-        raise ValueError(f"{name}: {e}") from None
-    if issubclass(cls, PopulationBasedAlgorithm):
-        raise ValueError(f"{name}: {value} is population-based; the ES baseline needs a "
-                         "distribution-based algorithm (Open_ES, CMA_ES, SNES, ...)")
-    return value
-
-
 def _loss_name(value, name: str) -> str:
     return check_loss_name(value)
 
@@ -203,7 +185,12 @@ def _es_name(value, name: str) -> str:
 
     if not isinstance(value, str):
         raise TypeError(f"{name} must be the name of an evosax algorithm, got {value!r}")
-    resolve(value)  # an unknown name: the known ones, and the close matches
+    cls, _ = resolve(value)  # an unknown name: the known ones, and the close matches
+    from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
+
+    if issubclass(cls, PopulationBasedAlgorithm):
+        raise ValueError(f"{name}: {value} is population-based; the ES baseline needs a "
+                         "distribution-based algorithm (Open_ES, CMA_ES, SNES, ...)")
     return value
 
 

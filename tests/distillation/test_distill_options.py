@@ -130,7 +130,7 @@ def test_choices_are_the_engine_registries():
      ("grow", "yes", TypeError, "grow must be True or False"),
      ("grow_kind", "shrink", ValueError, "grow_kind must be 'widen' or 'deepen' or 'residual'"),
      ("kd_loss", "kl_t9", ValueError, "unknown KD loss 'kl_t9'"),
-     ("es_algorithm", "Open-ES", ValueError, "es_algorithm: unknown evosax algorithm 'Open-ES'"),
+     ("es_algorithm", "Open-ES", ValueError, "unknown evosax algorithm 'Open-ES'"),
      ("es_algorithm", "SimpleGA", ValueError, "SimpleGA is population-based"),
      ("checkpoint_seconds", 0, ValueError, "checkpoint_seconds must be a positive number"),
      ("metrics", [1], TypeError, "metrics must be a string or a sequence of strings"),
