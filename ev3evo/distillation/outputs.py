@@ -115,6 +115,9 @@ def output_folder(out: str | None, resume: str | None):
     if out is not None:
         if resume is None:
             make_dirs(out)
+        elif not os.path.isdir(out):  # never made: the resume says there is no such run
+            yield out
+            return
         with _claimed(out):
             yield out
         return

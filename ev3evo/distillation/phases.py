@@ -17,10 +17,12 @@ Example::
     folder = os.path.join(out, "checkpoints")
     log = Phases.start(folder, out, {"seed": 1})
     log.done("teacher", {"kind": "built-in", "sha256": "ab"})
-    log.done("ev3", {"seconds": 2.5, "status": "finished", "steps": 6})
+    log.done("ev3", {"seconds": 2.5, "status": "finished", "steps": 6, "asked": {"steps": 6}})
     assert read(folder).teacher["sha256"] == "ab"
     assert read(folder).record("ev3")["seconds"] == 2.5
     assert read(folder).record("kd_adam") is None
+    more = Phases.start(folder, out, {"seed": 1}, read(folder), asked={"steps": 9})
+    assert more.record("ev3") is None and more.teacher is not None   # EV3 continues
 """
 
 from __future__ import annotations
@@ -47,12 +49,16 @@ class Phases:
 
     @classmethod
     def start(cls, directory: str, root: str | None, config: dict,
-              previous: Phases | None = None) -> Phases:
-        """The record of a run starting (``previous``: the resumed run's, whose finished
-        phases it keeps); written at once."""
+              previous: Phases | None = None, asked: dict | None = None) -> Phases:
+        """The record of a run starting, written at once. ``previous``: the resumed run's,
+        whose finished phases it keeps, the EV3 phase and the baselines only when that phase
+        was ``asked`` the same (its ``"asked"``)."""
         data = {"format": _FORMAT, "config": config, "phases": {}}
         if previous is not None:
             data["phases"] = dict(previous.data.get("phases", {}))
+            ev3 = data["phases"].get("ev3")
+            if ev3 is not None and ev3.get("asked") != json.loads(dumps(asked)):
+                data["phases"] = {k: v for k, v in data["phases"].items() if k == "teacher"}
         log = cls(directory, root, data)
         log._write()
         return log

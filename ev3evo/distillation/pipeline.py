@@ -70,7 +70,7 @@ from .grid import named_loss, optimizer_grid
 from .growing import Growth
 from .history import Annotate, Replay, append_event, write_event
 from .options import DistillConfig
-from .resume import Checkpointing, checkpointing, resumed_student, run_config, started
+from .resume import Checkpointing, asked, checkpointing, resumed_student, run_config, started
 from .scores import evaluate, logit_metrics
 from .student import Student
 from .teachers import Labeller, teacher_of
@@ -194,7 +194,7 @@ def _distill(c: DistillConfig, objects: inputs.Given, settings: EngineSettings,
     evaluation = evaluation_batches(c, settings, splits, labeller)
     ev3 = run_ev3(k_run, c, settings, ds.name, splits, learner, ckpt, out, log, evaluation)
     ckpt.log.done("ev3", {"seconds": ev3.seconds, "status": ev3.result.status,
-                          "steps": int(ev3.result.state.step)})
+                          "steps": int(ev3.result.state.step), "asked": asked(c)})
     final = certify(ev3, splits)
     methods = {"ev3": _ev3_method(ev3, final, splits, names)}
     if not methods["ev3"]["certified"]:
@@ -256,7 +256,7 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
     evaluation = val if evaluation is None else evaluation
     names = settings.metric_names
     rebuild = lambda s: build_engine(s, c, settings, s.num_classes, len(val["y"]))
-    done = None if ckpt.phases is None else ckpt.phases.record("ev3")
+    done = None if ckpt.log is None else ckpt.log.record("ev3")
     if ckpt.saved is not None:
         log(f"resuming from step {ckpt.saved.step} ({ckpt.saved.path})"
             + (" (the EV3 phase had ended)" if done else ""))
@@ -316,12 +316,14 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
 
 
 def _remaining(c: DistillConfig, ckpt: Checkpointing, done: dict | None):
-    """``(steps, time budget)`` of this life of the EV3 phase: none left when it had ended,
-    else what the previous lives left of the time budget."""
+    """``(steps, time budget)`` of this life of the EV3 phase: none left when it had ended;
+    after a kill or a signal cut it, what the previous lives left of the time budget; a phase
+    that had ended and is asked for more (steps or time) gets the whole budget again."""
     if done is not None:
         return done["steps"], None
-    if c.time_budget is None:
-        return c.steps, None
+    cut = ckpt.phases is None or ckpt.phases.record("ev3") is None
+    if c.time_budget is None or not cut:
+        return c.steps, c.time_budget
     return c.steps, max(c.time_budget - ckpt.offset, 1e-9)
 
 
@@ -440,8 +442,10 @@ def run_baselines(k_kd, k_es, c: DistillConfig, student: Student, splits: dict, 
         "budget": budget}
     methods = {}
     for method, baseline in runs.items():
-        if phases is not None and phases.record(method) is not None:
-            methods[method] = phases.record(method)
+        kept = None if phases is None else phases.record(method)
+        if kept is not None and kept.get("budget") == budget and kept.get("loss") == (
+                c.kd_loss if method.startswith("kd_") else None):
+            methods[method] = kept
             log(f"baseline {method}: done before the resume")
             continue
         interrupts.stop_point(f"before the baseline {method} (the baselines done are saved)")

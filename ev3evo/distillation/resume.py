@@ -125,11 +125,18 @@ def checkpointing(config, out: str) -> Checkpointing:
                          config.checkpoint_seconds)
 
 
+def asked(config) -> dict:
+    """What the EV3 phase was asked to do (a resumed run asking for more continues it)."""
+    return {"steps": config.steps, "time_budget": config.time_budget}
+
+
 def started(ckpt: Checkpointing, config) -> Checkpointing:
     """``ckpt`` with this run's phase record, written at once (see
-    :mod:`~ev3evo.distillation.phases`): the settings, and the phases a resumed run had done."""
+    :mod:`~ev3evo.distillation.phases`): the settings, and the phases a resumed run had done
+    that still hold: its EV3 phase and baselines only when it asks for what they were asked
+    (more steps or time continue the EV3 phase, and then the baselines run again)."""
     log = P.Phases.start(ckpt.directory, os.path.dirname(os.path.abspath(ckpt.directory)),
-                         run_config(config), ckpt.phases)
+                         run_config(config), ckpt.phases, asked(config))
     return ckpt._replace(log=log)
 
 

@@ -132,7 +132,6 @@ def test_npz_run_with_baselines(files):
         (["--es", "Open-ES"], "unknown evosax algorithm 'Open-ES'"),
         (["--es", "SimpleGA"], "SimpleGA is population-based"),
         (["--checkpoint-seconds", "0"], "expected a positive number"),
-        (["--resume", "/nonexistent/run"], "--resume /nonexistent/run: no such directory"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, needle):
