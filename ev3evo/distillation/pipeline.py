@@ -61,7 +61,7 @@ from ..callbacks import Callback, JSONLHistory, ProgressBar, TensorBoard
 from ..run import RunResult, run
 from ..types import Evaluation
 from . import baselines as B
-from . import inputs, models, outputs, report
+from . import inputs, models, outputs, report, resume
 from .data import Dataset
 from .engine import EngineSettings, build_engine, engine_settings
 from .evidence import gate_power, teacher_misses
@@ -70,7 +70,7 @@ from .grid import named_loss, optimizer_grid
 from .growing import Growth
 from .history import Annotate, Replay, append_event, write_event
 from .options import DistillConfig
-from .resume import Checkpointing, asked, checkpointing, resumed_student, run_config, started
+from .resume import Checkpointing, checkpointing, resumed_student, run_config
 from .scores import evaluate, logit_metrics
 from .student import Student
 from .teachers import Labeller, teacher_of
@@ -183,7 +183,7 @@ def _distill(c: DistillConfig, objects: inputs.Given, settings: EngineSettings,
     for note in ds.notes:
         log(note)
     learner = inputs.student(c, objects, ds)  # checked against the data before any training
-    ckpt = started(ckpt, c)
+    ckpt = resume.started(ckpt, c)
     splits, teacher_info, labeller = teacher_of(ds, objects.teacher, c, out, log,
                                                 expect=ckpt.teacher)
     ckpt = ckpt._replace(fingerprint=ckpt.log.done("teacher", teacher_info["fingerprint"]))
@@ -194,7 +194,7 @@ def _distill(c: DistillConfig, objects: inputs.Given, settings: EngineSettings,
     evaluation = evaluation_batches(c, settings, splits, labeller)
     ev3 = run_ev3(k_run, c, settings, ds.name, splits, learner, ckpt, out, log, evaluation)
     ckpt.log.done("ev3", {"seconds": ev3.seconds, "status": ev3.result.status,
-                          "steps": int(ev3.result.state.step), "asked": asked(c)})
+                          "steps": int(ev3.result.state.step), "asked": resume.asked(c)})
     final = certify(ev3, splits)
     methods = {"ev3": _ev3_method(ev3, final, splits, names)}
     if not methods["ev3"]["certified"]:
@@ -287,7 +287,7 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
     start = time.perf_counter()
     growth.start()
     metadata = {"config": run_config(c), "every": ckpt.every, "teacher": ckpt.fingerprint}
-    steps, budget = _remaining(c, ckpt, done)
+    steps, budget = resume.remaining(c, ckpt, done)
     result = run(engine, key, model, train, evaluation, steps,
                  callbacks=_callbacks(c, growth, jsonl, out), time_budget=budget,
                  on_stall=growth, checkpoint_dir=ckpt.directory, checkpoint_every=ckpt.every,
@@ -313,18 +313,6 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
     seconds = done["seconds"] if done else ckpt.offset + time.perf_counter() - start
     return EV3Outcome(result, growth.student, stable, checked_event, growth.events, seconds,
                       growth, gate, tuple(warnings))
-
-
-def _remaining(c: DistillConfig, ckpt: Checkpointing, done: dict | None):
-    """``(steps, time budget)`` of this life of the EV3 phase: none left when it had ended;
-    after a kill or a signal cut it, what the previous lives left of the time budget; a phase
-    that had ended and is asked for more (steps or time) gets the whole budget again."""
-    if done is not None:
-        return done["steps"], None
-    cut = ckpt.phases is None or ckpt.phases.record("ev3") is None
-    if c.time_budget is None or not cut:
-        return c.steps, c.time_budget
-    return c.steps, max(c.time_budget - ckpt.offset, 1e-9)
 
 
 def certify(ev3: EV3Outcome, splits: dict, check_examples: int = 512) -> Certified:

@@ -140,6 +140,18 @@ def started(ckpt: Checkpointing, config) -> Checkpointing:
     return ckpt._replace(log=log)
 
 
+def remaining(config, ckpt: Checkpointing, done: dict | None):
+    """``(steps, time budget)`` of this life of the EV3 phase: none left when it had ended;
+    after a kill or a signal cut it, what the previous lives left of the time budget; a phase
+    that had ended and is asked for more (steps or time) gets the whole budget again."""
+    if done is not None:
+        return done["steps"], None
+    cut = ckpt.phases is None or ckpt.phases.record("ev3") is None
+    if config.time_budget is None or not cut:
+        return config.steps, config.time_budget
+    return config.steps, max(config.time_budget - ckpt.offset, 1e-9)
+
+
 def resumed_student(saved, student: Student, model) -> tuple[Student, Any, list]:
     """The student a run starts with: ``(student, model, growth events)``; after a resume,
     the architecture the saved run had reached (its weights come from the checkpoint, so
