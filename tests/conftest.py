@@ -91,3 +91,22 @@ def same_structure(a, b) -> bool:
         jnp.shape(x) == jnp.shape(y) and jnp.result_type(x) == jnp.result_type(y)
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
     )
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Prints the false-certification rate of every gate configuration simulated in the run
+    (``tests/adapt/test_gate.py`` records them), beside alpha and the power it measured."""
+    rows = [value for reports in terminalreporter.stats.values() for r in reports
+            if getattr(r, "when", None) == "call"
+            for name, value in getattr(r, "user_properties", ()) if name == "false_certification"]
+    if not rows:
+        return
+    terminalreporter.section("simulated false-certification rates")
+    width = max(len(row["gate"]) for row in rows)
+    terminalreporter.write_line(f"{'gate':<{width}}  false cert.  alpha  power  (gain)")
+    for row in sorted(rows, key=lambda row: row["gate"]):
+        terminalreporter.write_line(
+            f"{row['gate']:<{width}}  {row['rate']:11.4f}  {row['alpha']:5.2f}  "
+            f"{row['power']:5.3f}  ({row['gain']})")
+    terminalreporter.write_line("(each rate is a Monte-Carlo estimate; a test fails when it "
+                                "exceeds alpha by more than 3 of its standard deviations)")

@@ -28,8 +28,9 @@ import numpy as np
 from .files import load_arrays, load_file
 from .splits import DEFAULT_FRACTIONS, DataError, Dataset, from_arrays
 
-__all__ = ["DEFAULT_FRACTIONS", "MNIST1D_SIZE", "DataError", "Dataset", "from_arrays",
-           "from_user", "load", "load_digits", "load_file", "load_mnist1d", "make_hard"]
+__all__ = ["DEFAULT_FRACTIONS", "IMBALANCED_WEIGHTS", "MNIST1D_SIZE", "DataError", "Dataset", "from_arrays",
+           "from_user", "load", "load_digits", "load_file", "load_mnist1d", "make_hard",
+           "make_imbalanced"]
 
 #: examples ``mnist1d`` generates by default: 2000 in each of validation and test
 MNIST1D_SIZE = 10_000
@@ -137,6 +138,39 @@ def make_hard(
                        standardize=standardize, teacher=teacher)
 
 
+#: the class shares of :func:`make_imbalanced`: one common class, two rare ones
+IMBALANCED_WEIGHTS = (0.55, 0.25, 0.12, 0.05, 0.03)
+
+
+def make_imbalanced(seed: int = 0, n_samples: int = 6000, *, weights=IMBALANCED_WEIGHTS,
+                    n_features: int = 20, n_informative: int = 8, class_sep: float = 1.0,
+                    fractions=DEFAULT_FRACTIONS, standardize: bool = True,
+                    teacher=None) -> Dataset:
+    """A generated problem with unequal classes, where accuracy and macro-F1 disagree.
+
+    ``sklearn.datasets.make_classification`` with class shares ``weights`` (by default one
+    class holds 55 % of the examples and the rarest 3 %), two clusters per class and 2 %
+    random labels. A model tuned for accuracy neglects the rare classes; macro-F1 (the mean
+    of the per-class F1 scores) weighs every class alike, which a distillation loss does not
+    optimize directly. The same ``seed`` generates and splits the data.
+
+    Example:
+        >>> ds = make_imbalanced(n_samples=600)
+        >>> ds.feature_shape, ds.num_classes
+        ((20,), 5)
+    """
+    from sklearn import datasets
+
+    x, y = datasets.make_classification(
+        n_samples=n_samples, n_features=n_features, n_informative=n_informative,
+        n_redundant=min(4, n_features - n_informative), n_classes=len(weights),
+        n_clusters_per_class=2, weights=list(weights), class_sep=class_sep, flip_y=0.02,
+        random_state=seed,
+    )
+    return from_arrays(x, y, name="imbalanced", seed=seed, fractions=fractions,
+                       standardize=standardize, teacher=teacher)
+
+
 def _size(spec: str, least: int) -> int:
     """``N`` of a ``"name:N"`` data spec, with a clear error for anything else."""
     name, _, text = spec.partition(":")
@@ -156,7 +190,8 @@ def load(spec: str | os.PathLike | None = None, label: str | None = None, seed: 
     """``None`` or ``"digits"``: digits (``"digits:images"``: as 8×8×1 images); ``"hard"`` or
     ``"hard:N"``: :func:`make_hard` (``N`` examples; 3000 by default); ``"mnist1d"`` or
     ``"mnist1d:N"``: :func:`load_mnist1d` (``N`` examples; :data:`MNIST1D_SIZE` by default);
-    otherwise a file path. ``teacher``: the teacher's logits, aligned with the examples.
+    ``"imbalanced"`` or ``"imbalanced:N"``: :func:`make_imbalanced` (``N`` examples; 6000 by
+    default); otherwise a file path. ``teacher``: the teacher's logits, aligned with the examples.
 
     Example:
         >>> load("hard").name
@@ -172,6 +207,10 @@ def load(spec: str | os.PathLike | None = None, label: str | None = None, seed: 
         return make_hard(**common)
     if isinstance(spec, str) and spec.startswith("hard:"):
         return make_hard(n_samples=_size(spec, 100), **common)
+    if spec == "imbalanced":
+        return make_imbalanced(**common)
+    if isinstance(spec, str) and spec.startswith("imbalanced:"):
+        return make_imbalanced(n_samples=_size(spec, 200), **common)
     if spec == "mnist1d":
         return load_mnist1d(**common)
     if isinstance(spec, str) and spec.startswith("mnist1d:"):

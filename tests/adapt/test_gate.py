@@ -25,6 +25,12 @@ ACC = per_example("acc", lambda params, batch: batch)
 AGREE = per_example("agree", lambda params, batch: batch)
 
 
+def _report(record_property, gate: str, null: float, power: float, gain: str) -> None:
+    """Records a simulated rate for the table printed at the end of the session (conftest)."""
+    record_property("false_certification", {"gate": gate, "rate": null, "alpha": ALPHA,
+                                            "power": power, "gain": gain})
+
+
 def _simulator(kind: str, correction: str = "holm"):
     """``(keys, shift) -> (certified, winner)`` over ``TRIALS`` decisions.
 
@@ -82,8 +88,9 @@ def _rates(simulate, kind: str, seeds: tuple[int, int]) -> tuple[float, float, f
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gaussian", "bernoulli"])
-def test_gate_error_rate_and_power(kind):
+def test_gate_error_rate_and_power(kind, record_property):
     null_rate, power, right = _rates(_simulator(kind), kind, seeds=(11, 12))
+    _report(record_property, f"holm ({kind} scores)", null_rate, power, "3 SE")
     print(
         f"\n[{kind}] {TRIALS} decisions, {P} candidates, N={N}, alpha={ALPHA}: "
         f"certified with no true improvement {null_rate:.4f}; "
@@ -99,13 +106,14 @@ def test_gate_error_rate_and_power(kind):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gaussian", "bernoulli"])
-def test_split_gate_error_rate_and_power(kind):
+def test_split_gate_error_rate_and_power(kind, record_property):
     """``correction="split"``: winner chosen on the even examples, tested alone on the odd ones.
 
     Selection and test use disjoint examples, so the false-certification rate stays below alpha
     without a multiplicity correction; the power is reported next to Holm's on all examples.
     """
     null_rate, power, right = _rates(_simulator(kind, correction="split"), kind, seeds=(21, 22))
+    _report(record_property, f"split ({kind} scores)", null_rate, power, "3 SE")
     print(
         f"\n[{kind}, split] {TRIALS} decisions, {P} candidates, N={N} (N/2 to select, N/2 to "
         f"test), alpha={ALPHA}: certified with no true improvement {null_rate:.4f}; certified a "
@@ -146,7 +154,7 @@ def _lexicographic_simulator(certify: str, tolerance: float):
 
 
 @pytest.mark.slow
-def test_lexicographic_certification_error_rate_and_power():
+def test_lexicographic_certification_error_rate_and_power(record_property):
     """A tie on the primary objective plus a significant gain on the next one certifies, and
     the rate of certifying a winner that is not lexicographically better stays below alpha."""
     se = np.sqrt(2.0 / (N // 2))  # SE of a paired difference on the held-out half
@@ -164,6 +172,10 @@ def test_lexicographic_certification_error_rate_and_power():
         "tie_then_better_primary_rule": float(np.mean(primary(keys, 0.0, 4 * se))),
     }
     print(f"\n[lexicographic split gate] {TRIALS} decisions, N={N}: {rates}")
+    _report(record_property, "split, certify=lexicographic (nothing better)", rates["null"],
+            rates["tie_then_better"], "tie, then 4 SE on the next objective")
+    _report(record_property, "split, certify=lexicographic (worse on the primary)",
+            rates["worse_primary"], rates["tie_then_better"], "tie, then 4 SE on the next")
     assert rates["null"] <= ALPHA + SLACK
     assert rates["worse_primary"] <= ALPHA + SLACK
     # an exact tie passes the guard "never lower the stable model's primary value on all the
@@ -403,7 +415,7 @@ def _two_objective_simulator(gate: Gate):
 @pytest.mark.slow
 @pytest.mark.parametrize("gate", _configurations(),
                          ids=lambda g: f"{g.correction}-{g.accept}-{g.certify}")
-def test_every_gate_configuration_keeps_its_false_certification_rate(gate):
+def test_every_gate_configuration_keeps_its_false_certification_rate(gate, record_property):
     simulate = _two_objective_simulator(gate)
     null = float(np.mean(simulate(jax.random.split(jax.random.key(41), TRIALS), 0.0)))
     power = float(np.mean(simulate(jax.random.split(jax.random.key(42), TRIALS),
@@ -411,6 +423,8 @@ def test_every_gate_configuration_keeps_its_false_certification_rate(gate):
     print(f"\n[{gate.correction}, accept={gate.accept}, certify={gate.certify}] {TRIALS} "
           f"decisions, {P} candidates, N={N}: certified with no true improvement {null:.4f}; "
           f"certified a 4-SE primary gain {power:.4f}")
+    _report(record_property, f"{gate.correction}, accept={gate.accept}, certify={gate.certify}",
+            null, power, "4 SE")
     assert null <= ALPHA + SLACK, f"{gate}: false certification {null:.4f} > alpha {ALPHA}"
     assert power > 0.1, f"{gate}: certified a 4-SE improvement in only {power:.4f}"
 
@@ -447,7 +461,7 @@ def _fresh_objectives():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("accept", ["not_worse", "better", "lexicographic"])
-def test_fresh_gate_false_certification_rate_and_power(accept):
+def test_fresh_gate_false_certification_rate_and_power(accept, record_property):
     gate = Gate(ALPHA, "fresh", accept, evidence="agree").validated()
 
     def one(key, gain):
@@ -462,6 +476,7 @@ def test_fresh_gate_false_certification_rate_and_power(accept):
     power = float(np.mean(simulate(jax.random.split(jax.random.key(52), TRIALS), 0.15)))
     print(f"\n[fresh, accept={accept}] {TRIALS} decisions, {NF} fresh examples: certified with "
           f"no true gain {null:.4f}; certified a +0.03 agreement gain {power:.4f}")
+    _report(record_property, f"fresh, accept={accept}", null, power, "+0.03 agreement")
     assert null <= ALPHA + SLACK
     # Only accepted winners are certified: under a tie on validation, lexicographic acceptance
     # rarely accepts, which bounds this power.
@@ -498,7 +513,7 @@ RUNS = 500
 
 
 @pytest.mark.slow
-def test_sequential_gate_false_certification_rate_per_challenger_and_power():
+def test_sequential_gate_false_certification_rate_per_challenger_and_power(record_property):
     """Per challenger (a test over up to ``period`` fresh batches) the false-certification rate
     stays below alpha; a gain too small for one fresh batch is certified by accumulation."""
     certs, tests = _sequential_run(0.0, 16, 8)(jax.random.split(jax.random.key(61), RUNS))
@@ -508,6 +523,8 @@ def test_sequential_gate_false_certification_rate_per_challenger_and_power():
     print(f"\n[sequential, period 8] {RUNS} runs of 16 steps, {NF} fresh examples a step: "
           f"false certifications per challenger {rate:.4f}; certified a +0.01 agreement gain "
           f"(1.3 standard errors of one fresh batch) in {power:.4f} of the challengers")
+    _report(record_property, "sequential, period 8 (per challenger)", rate, power,
+            "+0.01 agreement")
     per_test_slack = 3 * np.sqrt(ALPHA * (1 - ALPHA) / float(np.sum(tests)))
     assert rate <= ALPHA + per_test_slack
     assert power > 0.25

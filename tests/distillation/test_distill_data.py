@@ -64,7 +64,17 @@ def test_make_hard_and_load_spec():
     assert bigger.feature_shape == (30,) and bigger.num_classes == 10
 
 
+def test_imbalanced_has_the_class_shares_it_says_in_every_split():
+    ds = data.load("imbalanced:2000", seed=3)
+    _check_valid(ds, 2000)
+    assert ds.name == "imbalanced" and ds.num_classes == 5 and ds.feature_shape == (20,)
+    for split in (ds.train, ds.val, ds.test):  # stratified: every split keeps the shares
+        shares = np.bincount(np.asarray(split["y"]), minlength=5) / len(split["y"])
+        np.testing.assert_allclose(shares, data.IMBALANCED_WEIGHTS, atol=0.03)
+
+
 @pytest.mark.parametrize("spec, message", [
+    ("imbalanced:10", "at least 200 examples"),
     ("hard:lots", "write hard:N"),
     ("hard:", "write hard:N"),
     ("hard:50", "at least 100 examples"),
