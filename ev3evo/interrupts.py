@@ -316,6 +316,19 @@ def safe_point(detail: str = "") -> int | None:
     return None if scope is None else scope.safe_point(detail)
 
 
+def stop_point(detail: str = "") -> None:
+    """A safe point that stops in any scope: raises :class:`Interrupted` if a signal is pending.
+
+    For code that cannot end with a status (a pipeline between or inside its phases): under a
+    stopping scope as :func:`safe_point`; in a library scope the signal is handled here and
+    :class:`Interrupted` (a ``KeyboardInterrupt`` naming the signal and ``detail``) is raised,
+    so the caller unwinds, keeping what it saved. Nothing happens without an open scope.
+    """
+    signum = safe_point(detail)
+    if signum is not None:
+        raise Interrupted(signum, detail)
+
+
 def defer_for_command(label: str = "ev3evo") -> Deferral:
     """Opens a stopping scope for the rest of the process (a command's first act).
 

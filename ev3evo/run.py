@@ -152,7 +152,8 @@ class _Watch:
         return None
 
 
-def _checkpointer(directory, every, keep, metadata, resume: bool, trust_pickles: bool):
+def _checkpointer(directory, every, keep, metadata, resume: bool, trust_pickles: bool,
+                  seconds, root):
     """The run's :class:`~ev3evo.io.Checkpointer`, or ``None`` without ``checkpoint_dir``."""
     if directory is None:
         if resume:
@@ -160,7 +161,8 @@ def _checkpointer(directory, every, keep, metadata, resume: bool, trust_pickles:
         return None
     from .io.checkpointer import Checkpointer
 
-    return Checkpointer(directory, every, keep, metadata, trust_pickles=trust_pickles)
+    return Checkpointer(directory, every, keep, metadata, seconds=seconds, root=root,
+                        trust_pickles=trust_pickles)
 
 
 def _start(engine: EV3, key: PRNGKey, params, state, checkpointer, resume: bool) -> tuple:
@@ -321,7 +323,9 @@ def run(
     on_stall: StallHook | None = None,
     throw: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
-    checkpoint_every: int = 1,
+    checkpoint_every: int | None = 1,
+    checkpoint_seconds: float | None = None,
+    checkpoint_root: str | os.PathLike | None = None,
     resume: bool = False,
     keep_checkpoints: int = 3,
     checkpoint_metadata: dict | Callable[[EV3, EV3State], dict] | None = None,
@@ -349,7 +353,13 @@ def run(
         every ``checkpoint_every`` steps and at the end, whatever the status (a failed run
         leaves its last good state on disk; a final checkpoint that cannot be written makes
         the run fail). Without ``resume`` the directory must not hold checkpoints already.
-      checkpoint_every: steps between checkpoints.
+      checkpoint_every: steps between checkpoints (``None``: only the time trigger).
+      checkpoint_seconds: also write a checkpoint after a step that ends at least this many
+        seconds of wall time after the last one written (``None``: no time trigger); either
+        trigger only reads the state, so it never changes the run.
+      checkpoint_root: the folder trusted as given (e.g. the output folder ``checkpoint_dir``
+        is in): folders between it and ``checkpoint_dir`` must not be symbolic links (see
+        :mod:`ev3evo.io.atomic`; default: ``checkpoint_dir`` itself).
       resume: continue from the newest intact checkpoint in ``checkpoint_dir`` (state, key
         check and history); starts afresh when there is none yet. A JAX-only run resumed this
         way ends bit-identical to the uninterrupted run. After growth, pass the grown engine
@@ -376,7 +386,8 @@ def run(
     _check_budget(steps, time_budget)
     watch = _Watch(_check_give_up(give_up_after))
     checkpointer = _checkpointer(checkpoint_dir, checkpoint_every, keep_checkpoints,
-                                 checkpoint_metadata, resume, trust_pickles)
+                                 checkpoint_metadata, resume, trust_pickles, checkpoint_seconds,
+                                 checkpoint_root)
     with interrupts.deferred() as signals:
         result, restored = _start(engine, key, params, state, checkpointer, resume)
         offset = float(result.history[-1].get("seconds", 0.0)) if result.history else 0.0

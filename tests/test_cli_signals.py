@@ -24,7 +24,7 @@ from ev3evo.io import checkpoint as ck
 pytestmark = pytest.mark.slow
 
 ARGS = ["distill", "--no-baselines", "--teacher-epochs", "1", "--student", "mlp:3",
-        "--population", "8", "--seed", "1", "--checkpoint-every", "1"]
+        "--population", "8", "--seed", "1"]  # checkpoints by default (no checkpoint flag)
 NOT_CLEAN = ("Traceback", "Fatal Python error", "LLVM ERROR", "Segmentation fault",
              "Exception ignored", "free(): ", "core dumped", "Aborted")
 
@@ -149,8 +149,8 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_resumed_run_matches(tmp_pa
     then ends with the history and test metrics of a run that was never stopped."""
     cache = os.environ.get("JAX_COMPILATION_CACHE_DIR") or str(tmp_path / "jax-cache")
     a_dir, b_dir, steps = tmp_path / "a", tmp_path / "b", "12"
-    a = _start(a_dir, "--steps", steps, "--quiet", cache=cache)
-    b = _start(b_dir, "--steps", steps, "--quiet", cache=cache)
+    a = _start(a_dir, "--steps", steps, "--quiet", "--checkpoint-every", "1", cache=cache)
+    b = _start(b_dir, "--steps", steps, "--quiet", "--checkpoint-every", "1", cache=cache)
     deadline = time.monotonic() + 600
     while not ck.list_checkpoints(b_dir / "checkpoints"):
         assert b.poll() is None, b.communicate()[1]
@@ -166,7 +166,8 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_resumed_run_matches(tmp_pa
     assert ck.read_checkpoint(b_dir / "checkpoints").step == stopped_at < int(steps)
     _, err_a = a.communicate(timeout=600)
     assert a.returncode == 0, err_a
-    resumed = _start(b_dir, "--steps", steps, "--quiet", "--resume", str(b_dir), cache=cache)
+    resumed = _start(b_dir, "--steps", steps, "--quiet", "--resume", str(b_dir),
+                     "--checkpoint-every", "1", cache=cache)
     _, err_b = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err_b
     final_a = ck.read_document(a_dir / "checkpoints")

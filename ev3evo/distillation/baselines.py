@@ -39,6 +39,7 @@ import numpy as np
 import optax
 from jax.flatten_util import ravel_pytree
 
+from .. import interrupts
 from ..assess.metrics import utility, value
 from ..explore import stateful
 from ..types import Batch, LossFn, Metric, Params, PRNGKey
@@ -128,6 +129,7 @@ def kd_train(
     while time.perf_counter() - start < time_budget and waited < patience:
         if max_steps is not None and steps >= max_steps:
             break
+        interrupts.stop_point("during a KD baseline")
         key, sub = jax.random.split(key)
         params, opt_state = run_chunk(sub, params, opt_state)
         steps += chunk
@@ -213,6 +215,7 @@ def es_train(
     while time.perf_counter() - start < time_budget:
         if max_generations is not None and gens >= max_generations:
             break
+        interrupts.stop_point("during the ES baseline")
         key, sub = jax.random.split(key)
         state = run_chunk(sub, state)
         gens += chunk

@@ -6,7 +6,8 @@ raw key data) with ``flax.serialization``: no pickle. A built-in model
 writes its architecture dict, so :func:`load` rebuilds it from the file alone. Any other
 module is restored into a module of the same architecture that the caller builds
 (``load(path, like=MyCNN(rngs=nnx.Rngs(0)))`` or a function returning one; the file names the
-class it was saved from): a file holds numbers, never code.
+class it was saved from): a file holds numbers, never code. The variables and the config are
+stored with their SHA-256, so a flipped byte is found on load, never used.
 
 Example::
 
@@ -25,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -32,14 +34,16 @@ import jax
 import numpy as np
 from flax import nnx, serialization
 
-from ..io.atomic import atomic_write
+from ..io.atomic import atomic_write, open_nofollow
 from . import models
 from .nnx_state import from_raw, keys_of, to_raw
 
 __all__ = ["load", "save"]
 
 _FORMAT = "ev3evo-model"
-_VERSION = 2  # 1: built-in MLPs only ("params"); 2: also any module ("state")
+# 1: built-in MLPs only ("params"); 2: also any module ("state"); 3: the body (config and
+# variables) as msgpack bytes beside their SHA-256
+_VERSION = 3
 
 
 def _builtin(obj) -> tuple[dict, dict] | None:
@@ -75,7 +79,8 @@ def _merged_config(config, fixed: dict) -> dict:
     return full
 
 
-def save(path: str | os.PathLike, model, config: dict | None = None) -> str:
+def save(path: str | os.PathLike, model, config: dict | None = None, *,
+         root: str | os.PathLike | None = None) -> str:
     """Write a model checkpoint atomically: one msgpack file with its variables and a config.
 
     Args:
@@ -86,6 +91,8 @@ def save(path: str | os.PathLike, model, config: dict | None = None) -> str:
         config: extra JSON-able information (e.g. the dataset's name). For a built-in model
             the architecture keys are filled in and must agree with the model when given; for
             any other module ``"class"`` names its class.
+        root: the folder trusted as given: folders between it and ``path`` must not be
+            symbolic links (see :mod:`ev3evo.io.atomic`; default: ``path`` 's own folder).
 
     Returns:
         The path written. The file is written to a temporary name, fsynced, then renamed, so a
@@ -114,24 +121,50 @@ def save(path: str | os.PathLike, model, config: dict | None = None) -> str:
         config_json = json.dumps(full, sort_keys=True)
     except TypeError as e:
         raise TypeError(f"config must be JSON-serializable: {e}") from None
-    payload = {"format": _FORMAT, "version": _VERSION, "config": config_json, **body}
-    return atomic_write(path, serialization.msgpack_serialize(payload))
+    inner = serialization.msgpack_serialize({"config": config_json, **body})
+    payload = {"format": _FORMAT, "version": _VERSION,
+               "sha256": hashlib.sha256(inner).hexdigest(), "body": inner}
+    return atomic_write(path, serialization.msgpack_serialize(payload), root=root)
 
 
-def _read(path: str) -> dict:
-    if not os.path.isfile(path):
+def _bytes(path: str, root) -> bytes:
+    if root is None:  # the user named the file: it is read wherever it is
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such checkpoint file")
+        with open(path, "rb") as f:
+            return f.read()
+    if not os.path.lexists(path):
         raise ValueError(f"{path}: no such checkpoint file")
-    with open(path, "rb") as f:
-        data = f.read()
+    with os.fdopen(open_nofollow(path, os.O_RDONLY, root=root), "rb") as f:  # never a link
+        return f.read()
+
+
+def _restore(data: bytes, path: str, what: str) -> dict:
     try:
         payload = serialization.msgpack_restore(data)
     except Exception as e:
-        raise ValueError(f"{path}: not a readable msgpack checkpoint ({type(e).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
+        raise ValueError(f"{path}: not a readable msgpack {what} ({type(e).__name__})") from None
+    if not isinstance(payload, dict):
         raise ValueError(f"{path}: not an ev3evo model checkpoint")
-    if payload.get("version") not in (1, _VERSION):
-        raise ValueError(f"{path}: unsupported checkpoint version {payload.get('version')!r}")
     return payload
+
+
+def _read(path: str, root=None, require_checksum: bool = False) -> dict:
+    payload = _restore(_bytes(path, root), path, "checkpoint")
+    if payload.get("format") != _FORMAT:
+        raise ValueError(f"{path}: not an ev3evo model checkpoint")
+    version = payload.get("version")
+    if version not in (1, 2, _VERSION):
+        raise ValueError(f"{path}: unsupported checkpoint version {version!r}")
+    if version != _VERSION:
+        if require_checksum:
+            raise ValueError(f"{path}: written without a checksum (format version {version})")
+        return payload
+    body = payload.get("body")
+    if not isinstance(body, bytes) or hashlib.sha256(body).hexdigest() != payload.get("sha256"):
+        raise ValueError(f"{path}: its checksum does not match (the file is corrupted or "
+                         "truncated)")
+    return _restore(body, path, "checkpoint body")
 
 
 def _into(path: str, saved: dict, like, cls: str) -> nnx.Module:
@@ -159,7 +192,8 @@ def _into(path: str, saved: dict, like, cls: str) -> nnx.Module:
     return nnx.merge(graphdef, state)
 
 
-def load(path: str | os.PathLike, like=None) -> tuple[nnx.Module, dict]:
+def load(path: str | os.PathLike, like=None, *, root: str | os.PathLike | None = None,
+         require_checksum: bool = False) -> tuple[nnx.Module, dict]:
     """Read a checkpoint written by :func:`save`: ``(module, config)``.
 
     Args:
@@ -167,13 +201,19 @@ def load(path: str | os.PathLike, like=None) -> tuple[nnx.Module, dict]:
         like: for a module that is not a built-in architecture, a module of the same
             architecture (its values are not used) or a function returning one; the saved
             variables are put into it. Not needed for built-in models.
+        root: read the file without following a symbolic link at ``path`` or below ``root``
+            (a file ev3evo wrote itself, e.g. a cache); default: read it wherever it is.
+        require_checksum: refuse a file of an earlier format version, written without one.
 
     Raises:
-        ValueError: missing or unreadable file, not an ev3evo checkpoint, variables that do
-            not match the architecture (its config's or ``like``'s), or ``like`` missing.
+        ValueError: missing or unreadable file, not an ev3evo checkpoint, a checksum that does
+            not match, variables that do not match the architecture (its config's or
+            ``like``'s), or ``like`` missing.
+        ev3evo.io.UnsafePathError: with ``root``, ``path`` (or a folder below ``root``) is a
+            symbolic link.
     """
     path = os.fspath(path)
-    payload = _read(path)
+    payload = _read(path, root, require_checksum)
     try:
         config = json.loads(payload["config"])
         if "state" in payload:

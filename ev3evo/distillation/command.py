@@ -72,11 +72,12 @@ OUT = next(o.cli_default for o in OPTIONS if o.name == "out")
 
 
 def _help(option: Option) -> str:
-    text = (option.flag_help or option.help).replace("%", "%%")  # argparse %-formats help
+    # argparse formats help texts with %-interpolation: a literal % is written %%
+    text = (option.flag_help or option.help).replace("%", "%%")
     if option.kind.parse is None:  # on/off flags: argparse's --no-FLAG states the default
         return text
     default = shown_default(option, cli=True)
-    return f"{text} (default: {default})" if default else text
+    return f"{text} (default: {str(default).replace('%', '%%')})" if default else text
 
 
 def _argument(option: Option) -> dict[str, Any]:

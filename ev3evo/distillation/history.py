@@ -22,6 +22,8 @@ import json
 import os
 
 from ..callbacks import Callback, JSONLHistory
+from ..io.atomic import open_append
+from ..io.strict_json import dumps
 
 
 class Annotate(Callback):
@@ -62,7 +64,7 @@ class Replay(Callback):
         for record in history:
             self.jsonl.on_step(record, None, None)
             for event in at.get(record["step"], []):
-                self.jsonl.file.write(json.dumps(event) + "\n")
+                self.jsonl.file.write(dumps(event) + "\n")
         self.jsonl.file.flush()
 
 
@@ -86,11 +88,13 @@ def _resumes(path: str) -> list[dict]:
 def write_event(jsonl: JSONLHistory, event: dict) -> None:
     """Writes ``event`` into the open history of a running run (nothing when it is closed)."""
     if jsonl.file is not None:
-        jsonl.file.write(json.dumps(event) + "\n")
+        jsonl.file.write(dumps(event) + "\n")
         jsonl.file.flush()
 
 
-def append_event(path: str | os.PathLike, event: dict) -> None:
-    """Appends ``event`` to the history file at ``path`` (after the run)."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(event) + "\n")
+def append_event(path: str | os.PathLike, event: dict, *,
+                 root: str | os.PathLike | None = None) -> None:
+    """Appends ``event`` (strict JSON) to the history file at ``path`` after the run, never
+    through a link (``root``: the folder trusted as given, see :mod:`ev3evo.io.atomic`)."""
+    with open_append(path, root=root) as f:
+        f.write(dumps(event) + "\n")

@@ -185,7 +185,12 @@ def _es_name(value, name: str) -> str:
 
     if not isinstance(value, str):
         raise TypeError(f"{name} must be the name of an evosax algorithm, got {value!r}")
-    resolve(value)  # an unknown name: the known ones, and the close matches
+    cls, _ = resolve(value)  # an unknown name: the known ones, and the close matches
+    from evosax.algorithms.population_based.base import PopulationBasedAlgorithm
+
+    if issubclass(cls, PopulationBasedAlgorithm):
+        raise ValueError(f"{name}: {value} is population-based; the ES baseline needs a "
+                         "distribution-based algorithm (Open_ES, CMA_ES, SNES, ...)")
     return value
 
 
@@ -429,9 +434,14 @@ class DistillConfig:
         'the tensorboard extra: pip install "ev3evo[tensorboard]")', FLAG, "--tensorboard",
         OUTPUTS)
     checkpoint_every: int | None = setting(
-        None, "save the EV3 state every N steps under OUT", POSITIVE_INT,
+        None, "also save the EV3 state every N steps (it is always saved under OUT/checkpoints "
+        "every --checkpoint-seconds and at the end of each phase)", POSITIVE_INT,
         "--checkpoint-every", CHECKPOINTS, checks=_optional(check_positive_int),
-        metavar="N", shown_default="no checkpoints")
+        metavar="N", shown_default="only on the time interval")
+    checkpoint_seconds: float = setting(
+        60.0, "save the EV3 state under OUT/checkpoints every SECONDS of wall time (and at "
+        "the end of each phase); --resume OUT continues from the newest intact one",
+        POSITIVE_NUMBER, "--checkpoint-seconds", CHECKPOINTS, metavar="SECONDS")
     resume: str | None = setting(
         None, "continue the EV3 run checkpointed in DIR (an output folder, or its checkpoints "
         "folder) with the same settings; the outputs are written to that output folder",

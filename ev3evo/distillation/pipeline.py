@@ -55,14 +55,14 @@ import jax
 import numpy as np
 from flax import nnx
 
-from .. import __version__
+from .. import __version__, interrupts
 from ..adapt.certification import FRESH
 from ..callbacks import Callback, JSONLHistory, ProgressBar, TensorBoard
 from ..run import RunResult, run
 from ..timing import describe_shares, time_shares
 from ..types import Evaluation
 from . import baselines as B
-from . import inputs, models, outputs, report
+from . import inputs, models, outputs, report, resume
 from .data import Dataset
 from .engine import EngineSettings, build_engine, engine_settings
 from .evidence import gate_power, teacher_misses
@@ -185,12 +185,18 @@ def _distill(c: DistillConfig, objects: inputs.Given, settings: EngineSettings,
     for note in ds.notes:
         log(note)
     learner = inputs.student(c, objects, ds)  # checked against the data before any training
-    splits, teacher_info, labeller = teacher_of(ds, objects.teacher, c, out, log)
+    ckpt = resume.started(ckpt, c)
+    splits, teacher_info, labeller = teacher_of(ds, objects.teacher, c, out, log,
+                                                expect=ckpt.teacher)
+    ckpt = ckpt._replace(fingerprint=ckpt.log.done("teacher", teacher_info["fingerprint"]))
+    interrupts.stop_point("after the teacher (it is cached under OUT/teacher)")
     settings = engine_settings(c, can_label=labeller is not None)  # "auto" resolved
     names = settings.metric_names
     k_run, k_kd, k_es = run_keys(c.seed)
     evaluation = evaluation_batches(c, settings, splits, labeller)
     ev3 = run_ev3(k_run, c, settings, ds.name, splits, learner, ckpt, out, log, evaluation)
+    ckpt.log.done("ev3", {"seconds": ev3.seconds, "status": ev3.result.status,
+                          "steps": int(ev3.result.state.step), "asked": resume.asked(c)})
     final = certify(ev3, splits)
     methods = {"ev3": _ev3_method(ev3, final, splits, names)}
     if not methods["ev3"]["certified"]:
@@ -198,7 +204,7 @@ def _distill(c: DistillConfig, objects: inputs.Given, settings: EngineSettings,
     if c.baselines:
         budget = c.baseline_seconds or ev3.seconds
         methods.update(run_baselines(k_kd, k_es, c, learner, splits, names,
-                                     settings.objectives[0].metric, budget, log))
+                                     settings.objectives[0].metric, budget, log, ckpt.log))
     teacher_report = _teacher_report(teacher_info, splits, names, ds.num_classes)
     summary = _summary(c, settings, ds, splits, teacher_report, methods, ev3, final)
     summary["given"] = inputs.described(objects)
@@ -252,11 +258,13 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
     evaluation = val if evaluation is None else evaluation
     names = settings.metric_names
     rebuild = lambda s: build_engine(s, c, settings, s.num_classes, len(val["y"]))
+    done = None if ckpt.log is None else ckpt.log.record("ev3")
     if ckpt.saved is not None:
-        log(f"resuming from step {ckpt.saved.step} ({ckpt.saved.path})")
+        log(f"resuming from step {ckpt.saved.step} ({ckpt.saved.path})"
+            + (" (the EV3 phase had ended)" if done else ""))
     student, model, events = resumed_student(ckpt.saved, student, student.initial)
     engine = rebuild(student)
-    jsonl = JSONLHistory(os.path.join(out, "history.jsonl"), mode="w")
+    jsonl = JSONLHistory(os.path.join(out, "history.jsonl"), mode="w", root=out)
     growth = Growth(c, student, model, train, val, names, rebuild, events,
                     on_event=lambda event: _record_growth(jsonl, event, log),
                     evaluation=evaluation)
@@ -279,18 +287,21 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
     # The final check counts in the time budget: the steps stop early enough to leave it
     # twice its time measured by the warm-up (on a shared machine one call can take longer).
     reserve = 2 * _warm_up(engine, key, model, train, evaluation, log, check_program) if (
-        c.warmup) else 0.0
+        c.warmup and done is None) else 0.0
     start = time.perf_counter()
     growth.start()
-    metadata = {"config": run_config(c), "every": ckpt.every}
-    result = run(engine, key, model, train, evaluation, c.steps,
-                 callbacks=_callbacks(c, growth, jsonl, out),
-                 time_budget=None if c.time_budget is None else max(
-                     c.time_budget - reserve - (time.perf_counter() - start), 1e-3),
+    metadata = {"config": run_config(c), "every": ckpt.every, "teacher": ckpt.fingerprint}
+    steps, budget = resume.remaining(c, ckpt, done)
+    if budget is not None:
+        budget = max(budget - reserve - (time.perf_counter() - start), 1e-9)
+    result = run(engine, key, model, train, evaluation, steps,
+                 callbacks=_callbacks(c, growth, jsonl, out), time_budget=budget,
                  on_stall=growth, checkpoint_dir=ckpt.directory, checkpoint_every=ckpt.every,
-                 resume=ckpt.resume,
+                 checkpoint_seconds=ckpt.seconds, checkpoint_root=out, resume=ckpt.resume,
                  checkpoint_metadata=lambda engine, state: {
                      **metadata, "arch": growth.student.arch, "events": growth.events})
+    if done is not None:
+        result.status = done["status"]
     stable, checked_event = result.stable, None
     if checked and result.engine is not None:
         if result.engine is not engine:  # grown: the check's program is the new engine's
@@ -300,20 +311,21 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
         checked_event = final_check(check_key, result.engine, result.current, result.stable,
                                     batch, check_program)
         checked_event["step"] = int(result.state.step)
-        append_event(os.path.join(out, "history.jsonl"), checked_event)
+        append_event(os.path.join(out, "history.jsonl"), checked_event, root=out)
         if checked_event["certified"]:
             stable = result.current
         log(describe(checked_event))
     gate = {**settings.gate._asdict(), **{k: v for k, v in power.items() if k != "warning"}}
-    seconds = time.perf_counter() - start
-    shares = _time_shares(result, seconds, log)
+    session = time.perf_counter() - start
+    seconds = done["seconds"] if done else ckpt.offset + session
+    shares = _time_shares(result, session, log)
     return EV3Outcome(result, growth.student, stable, checked_event, growth.events, seconds,
                       growth, gate, tuple(warnings), shares)
 
 
 def _time_shares(result: RunResult, seconds: float, log) -> dict | None:
-    """The shares of EV3's wall time in its stages over the steps of this session (the
-    engine is timed: :mod:`ev3evo.timing`), logged; ``None`` when no step ran."""
+    """The shares of this session's ``seconds`` of EV3 in its stages, over the steps it ran
+    (the engine is timed: :mod:`ev3evo.timing`), logged; ``None`` when no step ran."""
     if result.steps == 0 or seconds <= 0:
         return None
     shares = time_shares(result.history[len(result.history) - result.steps:], seconds)
@@ -413,7 +425,7 @@ def _ev3_method(ev3: EV3Outcome, final: Certified, splits: dict, names) -> dict:
         "validation": evaluate(apply, None, splits["val"], names, k),
         "seconds": ev3.seconds,
         "params": models.count_params(final.module),
-        "steps": r.steps,
+        "steps": int(r.state.step),
         "status": r.status,
         "arch": final.student.describe(),
         "current_test": ev3.student.evaluate(r.current, splits["test"], names),
@@ -424,27 +436,37 @@ def _ev3_method(ev3: EV3Outcome, final: Certified, splits: dict, names) -> dict:
 
 
 def run_baselines(k_kd, k_es, c: DistillConfig, student: Student, splits: dict, names,
-                  primary: str, budget: float, log) -> dict:
+                  primary: str, budget: float, log, phases=None) -> dict:
     """The baselines, each given ``budget`` seconds from the initial ``student``: KD with every
     optimizer of the grid on ``c.kd_loss``, and the evosax ES ``c.es_algorithm``;
-    ``{method: record}``."""
+    ``{method: record}``. With ``phases`` (:class:`~ev3evo.distillation.phases.Phases`), a
+    baseline it records as done is not run again, and each one run is recorded as it ends."""
     from ..assess import metrics as M
 
     train, val = splits["train"], splits["val"]
     model0 = student.initial
     metric = M.get(primary, student.apply, student.num_classes)
+    runs = {f"kd_{name}": lambda opt=opt: {
+        **_method(student, B.kd_train(k_kd, student.apply, model0, train, val,
+                                      named_loss(student, c.kd_loss), opt, metric,
+                                      time_budget=budget, batch_size=c.batch_size),
+                  splits, names), "budget": budget, "loss": c.kd_loss}
+        for name, opt in optimizer_grid().items()}
+    runs[f"es_{c.es_algorithm.lower()}"] = lambda: {
+        **_method(student, B.es_train(k_es, model0, train, val, metric, time_budget=budget,
+                                      algorithm=c.es_algorithm), splits, names),
+        "budget": budget}
     methods = {}
-    for name, opt in optimizer_grid().items():
-        log(f"baseline kd_{name}: up to {budget:.1f}s")
-        r = B.kd_train(k_kd, student.apply, model0, train, val, named_loss(student, c.kd_loss),
-                       opt, metric, time_budget=budget, batch_size=c.batch_size)
-        methods[f"kd_{name}"] = {**_method(student, r, splits, names), "budget": budget,
-                                 "loss": c.kd_loss}
-    es_name = f"es_{c.es_algorithm.lower()}"
-    log(f"baseline {es_name}: {budget:.1f}s")
-    r = B.es_train(k_es, model0, train, val, metric, time_budget=budget,
-                   algorithm=c.es_algorithm)
-    methods[es_name] = {**_method(student, r, splits, names), "budget": budget}
+    for method, baseline in runs.items():
+        kept = None if phases is None else phases.record(method)
+        if kept is not None and kept.get("budget") == budget and kept.get("loss") == (
+                c.kd_loss if method.startswith("kd_") else None):
+            methods[method] = kept
+            log(f"baseline {method}: done before the resume")
+            continue
+        interrupts.stop_point(f"before the baseline {method} (the baselines done are saved)")
+        log(f"baseline {method}: up to {budget:.1f}s")
+        methods[method] = baseline() if phases is None else phases.done(method, baseline())
     return methods
 
 
@@ -493,7 +515,7 @@ def _print(summary: dict, c: DistillConfig, ev3: EV3Outcome) -> None:
     if c.baselines:
         how = "EV3's wall time" if c.baseline_seconds is None else "--baseline-seconds"
         budget = next(r["budget"] for r in summary["methods"].values() if "budget" in r)
-        print(f"(EV3 ran {ev3.seconds:.1f}s, {ev3.result.steps} steps, step compiled "
+        print(f"(EV3 ran {ev3.seconds:.1f}s, {int(ev3.result.state.step)} steps, step compiled "
               f"{'before' if c.warmup else 'inside'} its clock; each baseline was given up to "
               f"{budget:.1f}s ({how}); KD baselines stop early once their validation "
               f"{summary['primary']} stops improving, so 'seconds' is what each used)")

@@ -9,6 +9,14 @@ sequences, an MLP for flat features. ``load_or_train_teacher`` caches the result
 folder, keyed by the dataset (name, seed-dependent content fingerprint) and the training
 configuration, or loads a checkpoint the user gives.
 
+A cache file is used only when it is intact and is the teacher asked for: its checksum
+matches (:mod:`~ev3evo.distillation.checkpoints`), it records the same data fingerprint, the
+same architecture and training settings, and its parameters are finite. Anything else (a
+flipped byte, a file from another run, a symbolic link planted at its name) is never used: a
+:class:`TeacherCacheWarning` says why in one line and the teacher is trained again. Training
+stops at a safe point between two epochs when SIGINT or SIGTERM came (see
+:func:`ev3evo.interrupts.stop_point`).
+
 Example:
     >>> from ev3evo.distillation import data, teacher
     >>> t = teacher.train_teacher(data.load_digits(), "mlp:32", epochs=5)
@@ -24,6 +32,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -33,11 +42,18 @@ import numpy as np
 import optax
 from flax import nnx
 
+from .. import interrupts
+from ..io.atomic import make_dirs
 from . import models
 from .data import Dataset
 
-__all__ = ["Teacher", "default_arch", "evaluate", "load_or_train_teacher", "teacher_logits",
-           "teacher_splits", "train_teacher"]
+__all__ = ["Teacher", "TeacherCacheWarning", "cache_key", "default_arch", "evaluate",
+           "load_or_train_teacher", "teacher_logits", "teacher_settings", "teacher_splits",
+           "train_teacher"]
+
+
+class TeacherCacheWarning(UserWarning):
+    """A cached teacher was unusable (damaged, another teacher's, a link): it is trained again."""
 
 
 def default_arch(feature_shape) -> str:
@@ -191,6 +207,8 @@ def train_teacher(
     best = (-1.0, math.inf)
     best_params, since, ran = params, 0, 0
     for _ in range(epochs):
+        interrupts.stop_point(f"while training the teacher (after {ran} of at most {epochs} "
+                              "epochs)")
         key, k_epoch = jax.random.split(key)
         params, opt_state, val_acc, val_loss = epoch(params, opt_state, k_epoch)
         ran += 1
@@ -242,6 +260,48 @@ def _check_fits(arch: dict, dataset: Dataset, path: str) -> None:
         )
 
 
+def teacher_settings(dataset: Dataset, model: str | dict | None = None, epochs: int = 200,
+                     seed: int = 0, lr: float = 1e-3, **kwargs) -> dict:
+    """The training settings of a built-in teacher for ``dataset``, as JSON (arch dict included)."""
+    arch = models.arch_for(model or default_arch(dataset.feature_shape), dataset.feature_shape,
+                           dataset.num_classes)
+    settings = {"arch": arch, "epochs": int(epochs), "seed": int(seed), "lr": float(lr), **kwargs}
+    return json.loads(json.dumps(settings, sort_keys=True))
+
+
+def cache_key(dataset: Dataset, settings: dict) -> str:
+    """The built-in teacher's identity: a hash of the data's content and its training settings."""
+    return hashlib.sha256(
+        (_fingerprint(dataset) + json.dumps(settings, sort_keys=True)).encode()
+    ).hexdigest()[:16]
+
+
+def _finite(params) -> bool:
+    return all(bool(np.all(np.isfinite(np.asarray(a)))) for a in jax.tree.leaves(params))
+
+
+def _cached(path: str, key: str, settings: dict, dataset: Dataset, root) -> Teacher | None:
+    """The teacher cached at ``path`` if it is intact and the one asked for, else ``None``
+    (with a :class:`TeacherCacheWarning` when a file was there)."""
+    if not os.path.lexists(path):
+        return None
+    try:
+        module, config = models.load(path, root=root, require_checksum=True)
+        if (config.get("key"), config.get("data"), config.get("settings")) != (
+                key, _fingerprint(dataset), settings):
+            raise ValueError(f"{path}: it was written for other data or training settings")
+        _check_fits(config, dataset, path)
+        t = _from_module(module, dataset, "cache", path)
+        if not _finite(t.params):
+            raise ValueError(f"{path}: its parameters are not all finite")
+        return t
+    except (ValueError, OSError) as e:  # damaged, foreign, or a link: never used
+        text = str(e) if isinstance(e, ValueError) else f"{path}: {e.strerror}"
+        warnings.warn(f"the cached teacher is unusable, training it again: {text}",
+                      TeacherCacheWarning, stacklevel=3)
+        return None
+
+
 def load_or_train_teacher(
     dataset: Dataset,
     cache_dir: str | os.PathLike | None,
@@ -251,17 +311,22 @@ def load_or_train_teacher(
     epochs: int = 200,
     seed: int = 0,
     lr: float = 1e-3,
+    root: str | os.PathLike | None = None,
     **kwargs,
 ) -> Teacher:
     """Load the teacher from ``path``, else from the cache in ``cache_dir``, else train and cache.
 
     The cache file ``teacher-<name>-<hash>.msgpack`` is keyed by the dataset's content and
-    every training setting, so changing either trains a new teacher. ``cache_dir=None`` trains
-    without caching. Extra keyword arguments go to :func:`train_teacher`.
+    every training setting (:func:`cache_key`), so changing either trains a new teacher; it
+    is used only when intact (see the module docstring). ``cache_dir=None`` trains without
+    caching. ``root`` is the folder trusted as given (the run's output folder): the cache
+    folder and file below it must not be symbolic links (default: ``cache_dir`` itself).
+    Extra keyword arguments go to :func:`train_teacher`.
 
     Raises:
         ValueError: the checkpoint at ``path`` is missing, unreadable, or its input size or
             number of classes does not match the data.
+        ev3evo.io.UnsafePathError: the cache folder is a symbolic link below ``root``.
 
     Example:
         >>> import tempfile
@@ -277,27 +342,22 @@ def load_or_train_teacher(
         module, config = models.load(path)
         _check_fits(config, dataset, path)
         return _from_module(module, dataset, "checkpoint", path)
-    arch = models.arch_for(model or default_arch(dataset.feature_shape), dataset.feature_shape,
-                           dataset.num_classes)
-    settings = {"arch": arch, "epochs": int(epochs), "seed": int(seed), "lr": float(lr),
-                **kwargs}
+    settings = teacher_settings(dataset, model, epochs, seed, lr, **kwargs)
     cached = None
     if cache_dir is not None:
-        key = hashlib.sha256(
-            (_fingerprint(dataset) + json.dumps(settings, sort_keys=True)).encode()
-        ).hexdigest()[:16]
+        cache_dir = os.fspath(cache_dir)
+        root = cache_dir if root is None else root
+        make_dirs(cache_dir, root=root)  # a linked cache folder is refused, not followed
+        key = cache_key(dataset, settings)
         safe_name = "".join(c if c.isalnum() or c in "-_" else "_" for c in dataset.name)
-        cached = os.path.join(os.fspath(cache_dir), f"teacher-{safe_name}-{key}.msgpack")
-        if os.path.isfile(cached):
-            try:
-                module, config = models.load(cached)
-                _check_fits(config, dataset, cached)
-                return _from_module(module, dataset, "cache", cached)
-            except ValueError:
-                pass  # a corrupt or stale cache entry: train again and overwrite it
-    t = train_teacher(dataset, arch, epochs, seed, lr, **kwargs)
-    if cached is None:
+        cached = os.path.join(cache_dir, f"teacher-{safe_name}-{key}.msgpack")
+        found = _cached(cached, key, settings, dataset, root)
+        if found is not None:
+            return found
+    t = train_teacher(dataset, model, epochs, seed, lr, **kwargs)
+    if cached is None or not _finite(t.params):  # a diverged teacher is reported, not kept
         return t
     models.save(cached, (t.arch, t.params),
-                {"dataset": dataset.name, "settings": settings, "metrics": t.metrics})
+                {"dataset": dataset.name, "data": _fingerprint(dataset), "key": key,
+                 "settings": settings, "metrics": t.metrics}, root=root)
     return t._replace(path=cached)

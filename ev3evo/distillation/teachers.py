@@ -14,7 +14,15 @@ They come from, in this order:
   (:mod:`ev3evo.distillation.teacher`), trained and cached under the output folder.
 
 Logits that do not fit the data (rows, classes) or are not finite raise
-:class:`~ev3evo.distillation.splits.DataError`, before any training of the student.
+:class:`~ev3evo.distillation.splits.DataError` naming the split, before any training of the
+student.
+
+Every teacher has a fingerprint (``report["fingerprint"]``): its kind and a SHA-256 of what
+identifies it: the logits given or computed by a module or a callable, the checkpoint file's
+bytes, or the built-in teacher's data and training settings
+(:func:`~ev3evo.distillation.teacher.cache_key`). A resumed run must have the teacher it had
+(``expect``): a different one is refused as soon as its fingerprint is known (before a
+built-in teacher is trained), naming both.
 
 Example::
 
@@ -29,6 +37,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -43,9 +52,40 @@ from . import models
 from . import teacher as T
 from .splits import DataError, Dataset, check_logits
 
-__all__ = ["Labeller", "splits_with_teacher", "teacher_of"]
+__all__ = ["Labeller", "TeacherMismatch", "same_teacher", "splits_with_teacher", "teacher_of"]
 
 SPLITS = ("train", "val", "test")
+
+
+class TeacherMismatch(ValueError):
+    """A resumed run was given another teacher than the one it was distilled from."""
+
+
+def _logits_hash(logits: dict) -> str:
+    h = hashlib.sha256()
+    for split in SPLITS:
+        a = np.ascontiguousarray(np.asarray(logits[split], np.float32))
+        h.update(repr(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _file_hash(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def same_teacher(saved: dict | None, now: dict) -> None:
+    """Raises :class:`TeacherMismatch` naming both teachers unless ``now`` is ``saved``
+    (their kind and hash; ``saved=None``: nothing to compare with)."""
+    if saved is None or (saved.get("kind"), saved.get("sha256")) == (now["kind"], now["sha256"]):
+        return
+    raise TeacherMismatch(
+        f"the run being resumed was distilled from {saved.get('label', saved.get('kind'))}, "
+        f"not from {now['label']}; resume with the teacher it had")
 
 
 def _chunks(fn: Callable, x, size: int = 4096) -> np.ndarray:
@@ -96,30 +136,54 @@ def _raw_fn(ds: Dataset):
     return lambda x: x * std + mean
 
 
-def _built_in(ds: Dataset, config, out: str, log) -> tuple[dict, dict, Labeller]:
+def _built_in_fingerprint(ds: Dataset, config, kwargs: dict) -> dict:
+    if config.teacher is not None:
+        path = os.fspath(config.teacher)
+        if not os.path.isfile(path):
+            raise ValueError(f"{path}: no such checkpoint file")
+        digest = _file_hash(path)
+        return {"kind": "checkpoint", "sha256": digest,
+                "label": f"the checkpoint {path} (sha256 {digest[:12]})"}
+    settings = T.teacher_settings(ds, **kwargs)
+    key = T.cache_key(ds, settings)
+    return {"kind": "built-in", "sha256": key,
+            "label": f"a built-in {models.describe(settings['arch'])} teacher trained for at "
+                     f"most {settings['epochs']} epochs at lr {settings['lr']:g} on this data "
+                     f"(cache key {key})"}
+
+
+def _built_in(ds: Dataset, config, out: str | None, log,
+              expect) -> tuple[dict, dict, Labeller]:
     kwargs = {"seed": config.seed, "model": config.teacher_arch, "lr": config.teacher_lr}
     if config.teacher_epochs is not None:
         kwargs["epochs"] = config.teacher_epochs
+    fingerprint = _built_in_fingerprint(ds, config, kwargs)
+    same_teacher(expect, fingerprint)  # before any training
     t0 = time.perf_counter()
-    t = T.load_or_train_teacher(ds, os.path.join(out, "teacher"), path=config.teacher, **kwargs)
+    cache = None if out is None else os.path.join(out, "teacher")
+    t = T.load_or_train_teacher(ds, cache, path=config.teacher, root=out, **kwargs)
     log(f"teacher {models.describe(t.arch)} ({t.source}) ready in "
         f"{time.perf_counter() - t0:.1f}s")
-    logits = {s: np.asarray(T.teacher_logits(t, getattr(ds, s)["x"])) for s in SPLITS}
+    logits = {s: check_logits(np.asarray(T.teacher_logits(t, getattr(ds, s)["x"])),
+                              len(getattr(ds, s)["y"]), ds.num_classes, f"teacher ({s})")
+              for s in SPLITS}
     report = {"source": t.source, "arch": models.describe(t.arch),
-              "params": int(models.count_params(t.params)), "path": t.path}
+              "params": int(models.count_params(t.params)), "path": t.path,
+              "fingerprint": fingerprint}
     return logits, report, Labeller(lambda x: t.apply(t.params, x), True)
 
 
 def splits_with_teacher(ds: Dataset, teacher=None, config=None, out: str | None = None,
-                        log=lambda *a: None) -> tuple[dict, dict]:
+                        log=lambda *a: None, expect: dict | None = None) -> tuple[dict, dict]:
     """``({split: {"x", "y", "teacher"}}, report)``: every split with the teacher's logits
     (:func:`teacher_of` without the labeller)."""
-    splits, report, _ = teacher_of(ds, teacher, config, out, log)
+    splits, report, _ = teacher_of(ds, teacher, config, out, log, expect)
     return splits, report
 
 
 def teacher_of(ds: Dataset, teacher=None, config=None, out: str | None = None,
-               log=lambda *a: None) -> tuple[dict, dict, Labeller | None]:
+               log=lambda *a: None,
+               expect: dict | None = None) -> tuple[dict, dict, Labeller | None]:
     """``(splits, report, labeller)``: every split with the teacher's logits.
 
     Args:
@@ -127,11 +191,19 @@ def teacher_of(ds: Dataset, teacher=None, config=None, out: str | None = None,
       teacher: ``None`` (logits from the data, else the built-in teacher), an nnx Module, or
         a callable ``x -> logits``.
       config: the run's settings (the built-in teacher's: ``teacher``, ``teacher_arch``,
-        ``teacher_epochs``, ``teacher_lr``, ``seed``); ``out`` the folder of its cache.
+        ``teacher_epochs``, ``teacher_lr``, ``seed``); ``out`` the folder of its cache
+        (``OUT/teacher``; ``None``: no cache).
+      log: prints a line (the built-in teacher's training).
+      expect: the fingerprint the teacher must have (a resumed run's), or ``None``.
 
     Returns:
-      The splits; ``{"source", "params", ...}`` describing the teacher for the summary; and
-      the teacher as a :class:`Labeller` of new inputs (``None`` when it came as logits).
+      The splits; ``{"source", "params", "fingerprint", ...}`` describing the teacher for the
+      summary; and the teacher as a :class:`Labeller` of new inputs (``None`` when it came as
+      logits).
+
+    Raises:
+      DataError: logits that do not fit the data or are not finite (naming the split).
+      TeacherMismatch: the teacher is not ``expect``.
     """
     given = "teacher" in ds.train
     if given and teacher is not None:
@@ -140,6 +212,7 @@ def teacher_of(ds: Dataset, teacher=None, config=None, out: str | None = None,
     if given:
         logits = {s: np.asarray(getattr(ds, s)["teacher"]) for s in SPLITS}
         report = {"source": "logits", "params": None}
+        label = "the logits given with the data"
     elif isinstance(teacher, nnx.Module):
         fn = _module_fn(teacher)
         logits = _logits_of(fn, ds, type(teacher).__name__)
@@ -147,15 +220,23 @@ def teacher_of(ds: Dataset, teacher=None, config=None, out: str | None = None,
                   "params": int(models.count_params(teacher))}
         raw = _raw_fn(ds)
         labeller = Labeller(lambda x: fn(raw(x)), True)
+        label = f"the {type(teacher).__name__} module given"
     elif callable(teacher):
-        logits = _logits_of(teacher, ds, getattr(teacher, "__name__", type(teacher).__name__))
+        name = getattr(teacher, "__name__", type(teacher).__name__)
+        logits = _logits_of(teacher, ds, name)
         report = {"source": "callable", "params": None}
+        label = f"the callable {name} given"
         labeller = Labeller(lambda x: np.asarray(teacher(ds.raw(x))), False)
     elif teacher is None:
-        logits, report, labeller = _built_in(ds, config, out, log)
+        logits, report, labeller = _built_in(ds, config, out, log, expect)
     else:
         raise TypeError("teacher must be an nnx Module, a callable x -> logits, the logits "
                         f"(an array), or a checkpoint path; got {type(teacher).__name__}")
+    if "fingerprint" not in report:
+        digest = _logits_hash(logits)
+        report["fingerprint"] = {"kind": report["source"], "sha256": digest,
+                                 "label": f"{label} (its logits' sha256 {digest[:12]})"}
+        same_teacher(expect, report["fingerprint"])
     splits = {s: {"x": getattr(ds, s)["x"], "y": getattr(ds, s)["y"],
                   "teacher": jnp.asarray(logits[s], jnp.float32)} for s in SPLITS}
     return splits, report, labeller

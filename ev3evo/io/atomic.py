@@ -40,6 +40,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import secrets
 import stat
 from collections.abc import Iterator
@@ -51,6 +52,7 @@ _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXE
 _FILE_FLAGS = getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
 _ATTEMPTS = 16  # temporary names tried before giving up (each is 64 random bits)
 _LINK = "is a symbolic link; refusing to write through it"
+_TEMPORARY = re.compile(r"^\..+\.tmp-[0-9a-f]{16}$")  # the names _create_temporary makes
 
 
 class UnsafePathError(OSError):
@@ -306,3 +308,16 @@ def remove(path: str | os.PathLike, *, root: str | os.PathLike | None = None) ->
     except FileNotFoundError:
         return False
     return True
+
+
+def remove_temporaries(folder: str | os.PathLike, *, root: str | os.PathLike | None = None) -> int:
+    """Removes the temporary files (``.NAME.tmp-<random>``) that interrupted writes left in
+    ``folder``; returns how many. Call it only where nothing else is writing (e.g. under the
+    run's :class:`~ev3evo.io.lock.RunLock`): another writer's temporary file has such a name
+    too. Links are removed, not followed; a missing folder has none."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        return 0
+    names = [n for n in os.listdir(folder) if _TEMPORARY.match(n)]
+    return sum(remove(os.path.join(folder, n), root=folder if root is None else root)
+               for n in names)

@@ -1,5 +1,11 @@
 """The :class:`Checkpointer` that :func:`ev3evo.run` uses: periodic saves and the resume.
 
+A checkpoint is due every ``every`` steps, or once ``seconds`` of wall time have passed since
+the last one was written (or since the checkpointer was made), whichever comes first; either
+trigger may be ``None``. The time trigger bounds the work a crash can lose whatever a step
+costs; it never changes the run (a checkpoint only reads the state), so a run resumed from
+any of them ends the same.
+
 Example::
 
     import tempfile, jax, jax.numpy as jnp, ev3evo
@@ -13,11 +19,16 @@ Example::
     assert saver.save(engine, key, state, history=[]) is not None  # step 0 is due
     assert saver.save(engine, key, state, history=[]) is None      # already written
     assert saver.resume(engine, key, state).step == 0
+    timed = Checkpointer(tempfile.mkdtemp(), every=None, seconds=30.0)
+    assert timed.save(engine, key, state, history=[]) is None         # not yet 30 s
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,33 +53,50 @@ def _positive(value, name: str) -> int:
     return value
 
 
+def _seconds(value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+            math.isfinite(value) and value >= 0):
+        raise ValueError(f"checkpoint_seconds must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
 class Checkpointer:
     """Periodic checkpoints for :func:`ev3evo.run` (built from its ``checkpoint_*`` arguments).
 
     Args:
       directory: where checkpoints live.
-      every: write one every ``every`` steps (and always at the end of the run).
+      every: write one every ``every`` steps (and always at the end of the run); ``None``:
+        no step trigger.
       keep: how many to keep.
       metadata: a JSON-ready dict, or ``(engine, state) -> dict`` called at each write (e.g.
         the architecture after growth).
+      seconds: also write one when this many seconds of wall time have passed since the last
+        one written (``None``: no time trigger; ``0``: every step).
       root: the folder trusted as given (e.g. a command's output folder): folders between it
         and ``directory`` must not be symbolic links (default: ``directory`` itself).
       trust_pickles: let :meth:`resume` hand pickled host data (nevergrad optimizers) to the
         sources' ``load`` hooks; only for checkpoints you trust (see
         :func:`~ev3evo.io.load_checkpoint`).
+      clock: the wall clock of the time trigger, in seconds (``time.monotonic``).
     """
 
     def __init__(
         self,
         directory: str | os.PathLike,
-        every: int = 1,
+        every: int | None = 1,
         keep: int = 3,
         metadata: Mapping | Callable[[Any, Any], Mapping] | None = None,
         *,
+        seconds: float | None = None,
         root: str | os.PathLike | None = None,
         trust_pickles: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ):
-        self.every = _positive(every, "checkpoint_every")
+        self.every = None if every is None else _positive(every, "checkpoint_every")
+        self.seconds, self.clock = _seconds(seconds), clock
+        self.saved_at = clock()  # when the last checkpoint was written (or the start)
         self.keep = _positive(keep, "keep_checkpoints")
         self.directory, self.metadata = os.fspath(directory), metadata
         self.root = self.directory if root is None else os.fspath(root)
@@ -108,10 +136,16 @@ class Checkpointer:
                 "to continue that run, or choose an empty directory"
             )
 
+    def due(self, step: int) -> bool:
+        """Whether a checkpoint of ``step`` is due (the step or the time trigger)."""
+        if self.every is not None and step % self.every == 0:
+            return True
+        return self.seconds is not None and self.clock() - self.saved_at >= self.seconds
+
     def save(self, engine, key, state, history, *, force: bool = False) -> str | None:
         """Writes a checkpoint when one is due (or ``force``) and not already written."""
         step = int(jax.device_get(state.step))
-        if step == self.last_saved or (not force and step % self.every):
+        if step == self.last_saved or not (force or self.due(step)):
             return None
         path = save_checkpoint(
             self.directory,
@@ -123,5 +157,5 @@ class Checkpointer:
             keep=self.keep,
             root=self.root,
         )
-        self.last_saved = step
+        self.last_saved, self.saved_at = step, self.clock()
         return path

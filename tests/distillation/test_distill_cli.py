@@ -135,6 +135,10 @@ def test_npz_run_with_baselines(files):
         (["--steps", "many"], "expected a positive integer"),
         (["--student", "cnn8"], "cannot read the model spec 'cnn8'"),
         (["--grow", "--grow-kind", "residual"], "residual blocks grow a CNN"),
+        # names are checked before any work (here: before the teacher is trained)
+        (["--es", "Open-ES"], "unknown evosax algorithm 'Open-ES'"),
+        (["--es", "SimpleGA"], "SimpleGA is population-based"),
+        (["--checkpoint-seconds", "0"], "expected a positive number"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(args, needle):

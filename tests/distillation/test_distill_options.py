@@ -69,7 +69,8 @@ VALUES = {
     "kd_loss": (["ce"], "ce"), "teacher": (["t.msgpack"], "t.msgpack"),
     "teacher_arch": (["mlp:16"], "mlp:16"), "teacher_epochs": (["4"], 4),
     "teacher_lr": (["0.01"], 0.01), "progress": ([None], False),
-    "checkpoint_every": (["2"], 2), "resume": (["runs/y"], "runs/y"),
+    "checkpoint_every": (["2"], 2), "checkpoint_seconds": (["5"], 5.0),
+    "resume": (["runs/y"], "runs/y"),
     "tensorboard": ([None], True),
 }
 
@@ -129,6 +130,9 @@ def test_choices_are_the_engine_registries():
      ("grow", "yes", TypeError, "grow must be True or False"),
      ("grow_kind", "shrink", ValueError, "grow_kind must be 'widen' or 'deepen' or 'residual'"),
      ("kd_loss", "kl_t9", ValueError, "unknown KD loss 'kl_t9'"),
+     ("es_algorithm", "Open-ES", ValueError, "unknown evosax algorithm 'Open-ES'"),
+     ("es_algorithm", "SimpleGA", ValueError, "SimpleGA is population-based"),
+     ("checkpoint_seconds", 0, ValueError, "checkpoint_seconds must be a positive number"),
      ("metrics", [1], TypeError, "metrics must be a string or a sequence of strings"),
      ("seed", 1.5, TypeError, "seed must be an integer"),
      ("data", 3, TypeError, "data must be a string or a path")],
