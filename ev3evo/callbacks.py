@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import uuid
 from typing import Any
 
 from .io.atomic import atomic_write, open_append
@@ -198,18 +199,22 @@ class TensorBoard(Callback):
         self.writer = None
         self._purge = None
 
-    def on_start(self, engine, state):
+    def _writer(self, purge_step):
         from tensorboardX import SummaryWriter
 
-        self.writer = SummaryWriter(self.logdir, purge_step=self._purge, flush_secs=10)
+        # An event file is named after the second it was opened in and the host: a suffix of
+        # its own keeps a run resumed within the same second from truncating the last one's.
+        return SummaryWriter(self.logdir, purge_step=purge_step, flush_secs=10,
+                             filename_suffix=f".{os.getpid()}.{uuid.uuid4().hex[:8]}")
+
+    def on_start(self, engine, state):
+        self.writer = self._writer(self._purge)
 
     def on_resume(self, history):
         steps = [r["step"] for r in history if "step" in r and "event" not in r]
         if self.writer is not None and steps:  # the steps after max(steps) run again
-            from tensorboardX import SummaryWriter
-
             self.writer.close()
-            self.writer = SummaryWriter(self.logdir, purge_step=max(steps) + 1, flush_secs=10)
+            self.writer = self._writer(max(steps) + 1)
 
     def on_step(self, record, state, engine):
         step = int(record["step"])

@@ -59,6 +59,9 @@ def test_tensorboard_writes_every_step_and_resumes_without_duplicates(tmp_path):
                callbacks=[ev3evo.TensorBoard(logdir)])
     ev3evo.run(engine, key, params, BATCH, BATCH, steps=5, checkpoint_dir=ckpt, resume=True,
                callbacks=[ev3evo.TensorBoard(logdir)])
+    # one file per writer (the first run's; the resumed run's, then its purging one), even
+    # when they open within the same second
+    assert len(list(logdir.glob("events.out.tfevents.*"))) == 3
     events = _events(logdir)
     steps = sorted(step for tag, step, _ in events if tag == "stable/score")
     assert steps == [0, 1, 2, 3, 4, 5]  # the starting model, then every step once
