@@ -47,6 +47,9 @@ def files(tmp_path_factory):
 
 
 def _cli(args, cache=None, timeout=300, cwd=None):
+    args = list(map(str, args))
+    if "--rollout-steps" not in args and "--help" not in args:
+        args += ["--rollout-steps", "200"]  # short rollouts: these runs check the outputs
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     if cache is not None:
         env["JAX_COMPILATION_CACHE_DIR"] = str(cache)

@@ -25,7 +25,7 @@ from ev3evo.io import checkpoint as ck
 from ev3evo.run import RunError, add_note
 
 ARGS = ["distill", "--no-baselines", "--quiet", "--teacher-epochs", "1", "--student",
-        "mlp:3", "--population", "8", "--steps", "3"]
+        "mlp:3", "--population", "8", "--steps", "3", "--rollout-steps", "200"]
 
 
 def _mount_tmpfs(where, options: str) -> bool:
