@@ -18,6 +18,7 @@ import sys
 import time
 
 import pytest
+from _cli import wait_for_line
 
 from ev3evo.io import checkpoint as ck
 
@@ -62,14 +63,6 @@ def _assert_clean(stderr: str) -> None:
         assert bad not in stderr, stderr[-3000:]
 
 
-def _wait_for_line(p: subprocess.Popen, marker: str, seen: list[str]) -> None:
-    for line in p.stderr:
-        seen.append(line)
-        if marker in line:
-            return
-    raise AssertionError(f"the run ended (exit {p.wait()}) before {marker!r}: {''.join(seen)}")
-
-
 def _catches(pid: int, signum: int) -> bool:
     """Whether process ``pid`` has a handler for ``signum`` (Linux: ``/proc/PID/status``)."""
     with open(f"/proc/{pid}/status") as f:
@@ -102,7 +95,7 @@ def test_sigint_during_the_first_compilation_saves_and_exits_130(tmp_path):
     compilation completes, the run stops at its first safe point with a checkpoint."""
     out, seen = tmp_path / "out", []
     p = _start(out, "--steps", "50")
-    _wait_for_line(p, "EV3 on ", seen)  # the step's compilation (its warm-up) starts now
+    wait_for_line(p, "EV3 on ", seen)  # the step's compilation (its warm-up) starts now
     time.sleep(0.2)
     p.send_signal(signal.SIGINT)
     _, err = p.communicate(timeout=600)
@@ -122,7 +115,7 @@ def test_sigint_during_the_first_compilation_saves_and_exits_130(tmp_path):
 def test_a_second_sigint_stops_at_once_even_inside_a_compilation(tmp_path):
     out, seen = tmp_path / "out", []
     p = _start(out, "--steps", "50")
-    _wait_for_line(p, "EV3 on ", seen)
+    wait_for_line(p, "EV3 on ", seen)
     time.sleep(0.2)
     p.send_signal(signal.SIGINT)
     time.sleep(0.3)

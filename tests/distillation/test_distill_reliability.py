@@ -21,6 +21,7 @@ import warnings
 import jax
 import numpy as np
 import pytest
+from _cli import wait_for_line
 
 from ev3evo.io import checkpoint as ck
 
@@ -53,14 +54,6 @@ def _run(out, *extra, cache, timeout=600) -> subprocess.CompletedProcess:
 
 def _lines(text: str) -> list[str]:
     return [line for line in re.split(r"[\r\n]+", text) if line.strip()]
-
-
-def _wait_for(p: subprocess.Popen, marker: str, seen: list[str]) -> None:
-    for line in p.stderr:
-        seen.append(line)
-        if marker in line:
-            return
-    raise AssertionError(f"the run ended (exit {p.wait()}) before {marker!r}: {''.join(seen)}")
 
 
 def _same(x, out=None):
@@ -162,7 +155,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_summary_and_histor
 def test_sigterm_saves_a_final_checkpoint_exits_143_and_the_clock_continues(shared):
     out, seen = _fresh(shared, "sigterm"), []
     p = _start(out, "--steps", 5000, "--time-budget", 120, "--no-baselines", cache=shared["cache"])
-    _wait_for(p, "EV3 step compiled", seen)
+    wait_for_line(p, "EV3 step compiled", seen)
     time.sleep(1.5)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=300)
@@ -188,7 +181,7 @@ def test_sigterm_during_a_baseline_then_resume_gives_each_baseline_its_due_time(
     kept; the resumed run gives every other baseline EV3's wall time (not what was left)."""
     out, seen = _fresh(shared, "baselines"), []
     p = _start(out, "--steps", 6, cache=shared["cache"])
-    _wait_for(p, "baseline kd_adam_0.01:", seen)
+    wait_for_line(p, "baseline kd_adam_0.01:", seen)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=300)
     assert p.returncode == 143, "".join(seen) + err
