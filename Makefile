@@ -10,7 +10,7 @@ export PYTHONUNBUFFERED := 1
 export JAX_COMPILATION_CACHE_DIR ?= $(CURDIR)/.cache/jax
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS ?= 0.5
 
-.PHONY: setup test demo lint format bench clean
+.PHONY: setup test test-all demo lint format bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,13 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# `make test` leaves out the tests marked slow (kill-and-resume lives, signals sent to the real
+# command, CNN students, long runs: about 15 more minutes on 2 cores); `make test-all` runs them too.
 test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q -x -n 2 --dist loadfile --durations=30 -m "not slow"
+
+test-all: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -x -n 2 --dist loadfile --durations=30
 

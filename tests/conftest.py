@@ -16,6 +16,13 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
         os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
     ).strip()
 
+import signal
+
+# A shell starts background jobs with SIGINT ignored, and children inherit it: the signal tests
+# (and the CLI subprocesses they start) expect Python's default handler, as in a terminal.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 import jax
 import jax.numpy as jnp
 import numpy as np

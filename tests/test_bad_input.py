@@ -465,7 +465,6 @@ def test_the_real_command_exits_2_without_a_traceback(tmp_path):
     assert proc.stderr.strip().endswith("missing.npz: no such file")
 
 
-@pytest.mark.slow
 def test_the_command_tells_its_version():
     from importlib.metadata import version
 

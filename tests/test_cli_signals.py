@@ -25,7 +25,7 @@ from ev3evo.io import checkpoint as ck
 pytestmark = pytest.mark.slow
 
 ARGS = ["distill", "--no-baselines", "--teacher-epochs", "1", "--student", "mlp:3",
-        "--population", "8", "--seed", "1", "--rollout-steps", "200"]  # checkpoints by default (no checkpoint flag)
+        "--population", "8", "--seed", "1", "--rollout-steps", "50"]  # checkpoints by default (no checkpoint flag)
 NOT_CLEAN = ("Traceback", "Fatal Python error", "LLVM ERROR", "Segmentation fault",
              "Exception ignored", "free(): ", "core dumped", "Aborted")
 

@@ -52,13 +52,11 @@ def test_block_extraction():
 @pytest.mark.parametrize(
     "code", [pytest.param(code, id=f"block{i}") for i, code in enumerate(_readme_blocks())]
 )
-@pytest.mark.slow
 def test_readme_python_block_runs(code, tmp_path):
     done = _run(["-c", code], tmp_path)
     assert done.returncode == 0, f"README block failed:\n{code}\n--- stderr ---\n{done.stderr}"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("script", EXAMPLES, ids=lambda p: p.name)
 def test_example_runs_to_completion(script, tmp_path):
     done = _run([str(script)], tmp_path)

@@ -24,9 +24,7 @@ def test_example_extraction():
     assert len(SCRIPTS) > 40 and SESSIONS  # the collection finds the package's examples
 
 
-# A block that calls the distillation front door runs a whole (short) distillation: slow.
-BLOCKS = [pytest.param(code, id=where, marks=[pytest.mark.slow] if "distill(" in code else [])
-          for where, code in SCRIPTS]
+BLOCKS = [pytest.param(code, id=where) for where, code in SCRIPTS]
 
 
 @pytest.mark.parametrize("code", BLOCKS)

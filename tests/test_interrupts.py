@@ -137,7 +137,6 @@ def test_a_second_signal_under_a_stopping_scope_ends_the_process_at_once():
     assert "the sleep ended" not in done.stdout
 
 
-@pytest.mark.slow
 def test_a_first_signal_without_a_safe_point_is_acknowledged_in_one_line():
     code = """
         import time

@@ -86,7 +86,6 @@ def _rates(simulate, kind: str, seeds: tuple[int, int]) -> tuple[float, float, f
     return float(np.mean(null_certified)), float(np.mean(certified)), right
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gaussian", "bernoulli"])
 def test_gate_error_rate_and_power(kind, record_property):
     null_rate, power, right = _rates(_simulator(kind), kind, seeds=(11, 12))
@@ -104,7 +103,6 @@ def test_gate_error_rate_and_power(kind, record_property):
     assert right > 0.95, f"{kind}: certified a candidate that was not the better one ({right})"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gaussian", "bernoulli"])
 def test_split_gate_error_rate_and_power(kind, record_property):
     """``correction="split"``: winner chosen on the even examples, tested alone on the odd ones.
@@ -153,7 +151,6 @@ def _lexicographic_simulator(certify: str, tolerance: float):
     return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
 
 
-@pytest.mark.slow
 def test_lexicographic_certification_error_rate_and_power(record_property):
     """A tie on the primary objective plus a significant gain on the next one certifies, and
     the rate of certifying a winner that is not lexicographically better stays below alpha."""
@@ -208,7 +205,6 @@ def test_split_gate_rules():
     assert float(d.values[0, 0]) < float(d.values[3, 0]) and not bool(d.certified)
 
 
-@pytest.mark.slow
 def test_without_correction_the_error_rate_exceeds_alpha():
     """The simulation is sensitive: testing 8 candidates uncorrected inflates the error."""
     keys = jax.random.split(jax.random.key(13), TRIALS)
@@ -412,7 +408,6 @@ def _two_objective_simulator(gate: Gate):
     return jax.jit(jax.vmap(one, in_axes=(0, None)))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("gate", _configurations(),
                          ids=lambda g: f"{g.correction}-{g.accept}-{g.certify}")
 def test_every_gate_configuration_keeps_its_false_certification_rate(gate, record_property):
@@ -459,7 +454,6 @@ def _fresh_objectives():
     return [Objective("acc", 2 * np.sqrt(2.0 / N)), Objective("fid")]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("accept", ["not_worse", "better", "lexicographic"])
 def test_fresh_gate_false_certification_rate_and_power(accept, record_property):
     gate = Gate(ALPHA, "fresh", accept, evidence="agree").validated()
@@ -512,7 +506,6 @@ def _sequential_run(gain, steps, period):
 RUNS = 500
 
 
-@pytest.mark.slow
 def test_sequential_gate_false_certification_rate_per_challenger_and_power(record_property):
     """Per challenger (a test over up to ``period`` fresh batches) the false-certification rate
     stays below alpha; a gain too small for one fresh batch is certified by accumulation."""

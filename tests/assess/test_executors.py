@@ -164,7 +164,6 @@ def test_functions_a_process_pool_cannot_send_are_refused_when_built():
     ev3evo.host_metric(lambda p, b: np_correct(p, b), "acc", executor="thread")  # no pickling
 
 
-@pytest.mark.slow
 def test_a_function_typed_into_an_interactive_session_is_refused_for_the_process_pool():
     import subprocess
     import sys

@@ -169,7 +169,6 @@ print("OK")
 """
 
 
-@pytest.mark.slow
 def test_population_rule_inside_shard_map_across_devices():
     import subprocess
 

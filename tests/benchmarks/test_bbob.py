@@ -147,7 +147,6 @@ def test_nevergrad_cma_by_generation_proposes_the_same_points():
     np.testing.assert_array_equal(points(True), points(False))
 
 
-@pytest.mark.slow
 def test_smoke_run_writes_tables_coco_data_and_cocopp_pictures(tmp_path):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "bbob.py"), "--tiny",

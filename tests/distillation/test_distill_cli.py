@@ -49,7 +49,7 @@ def files(tmp_path_factory):
 def _cli(args, cache=None, timeout=300, cwd=None):
     args = list(map(str, args))
     if "--rollout-steps" not in args and "--help" not in args:
-        args += ["--rollout-steps", "200"]  # short rollouts: these runs check the outputs
+        args += ["--rollout-steps", "50"]  # short rollouts: these runs check the outputs
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     if cache is not None:
         env["JAX_COMPILATION_CACHE_DIR"] = str(cache)
@@ -243,7 +243,6 @@ def test_a_summary_reruns_through_config_and_resume_writes_into_its_folder(tmp_p
     assert max(r["step"] for r in history if "event" not in r) > last  # the plots break there
 
 
-@pytest.mark.slow
 def test_tensorboard_writes_event_files_under_out(tmp_path, files):
     pytest.importorskip("tensorboardX")
     out = tmp_path / "tb"

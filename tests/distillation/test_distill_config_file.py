@@ -106,7 +106,6 @@ def test_out_and_resume_rules(tmp_path):
         checked(DistillConfig(checkpoint_every=2))
 
 
-@pytest.mark.slow
 def test_out_none_leaves_no_temporary_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     result = ev3evo.distill(data="digits", student="mlp:3", steps=2, teacher_epochs=1, rollout_steps=200,

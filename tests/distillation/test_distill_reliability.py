@@ -28,7 +28,7 @@ from ev3evo.io import checkpoint as ck
 pytestmark = pytest.mark.slow
 
 ARGS = ["distill", "--data", "digits", "--student", "mlp:3", "--population", "8",
-        "--teacher-epochs", "2", "--seed", "1", "--rollout-steps", "200"]
+        "--teacher-epochs", "2", "--seed", "1", "--rollout-steps", "50"]
 #: what depends on the wall clock or on the folder, not on the run
 TIMED = {"seconds", "budget", "growth_seconds", "compile_seconds", "stage_seconds", "time_shares"}
 
@@ -115,7 +115,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_same_summary_and_histor
     out = _fresh(shared, "killed")
     rng = np.random.default_rng(17)
     kills, resumed_from = 0, []
-    while kills < 10:
+    while kills < 6:
         record = out / "checkpoints" / "phases.json"
         extra = ["--resume", out] if record.exists() else []
         ev3_done = record.exists() and "ev3" in json.loads(record.read_text())["phases"]

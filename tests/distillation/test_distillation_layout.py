@@ -37,7 +37,6 @@ print("imported", len(names))
 """
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("access_first", [False, True], ids=["import-first", "access-first"])
 def test_importing_any_module_leaves_distill_a_function(access_first):
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")

@@ -22,7 +22,6 @@ time.sleep(120)
 """
 
 
-@pytest.mark.slow
 def test_a_second_holder_is_refused_until_the_first_dies(tmp_path):
     path = tmp_path / ".lock"
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")

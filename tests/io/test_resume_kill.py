@@ -276,7 +276,8 @@ def _distill(out, *extra, env):
     import sys
 
     args = ["distill", "--steps", "4", "--student", "mlp:3", "--population", "8",
-            "--teacher-epochs", "1", "--no-baselines", "--quiet", "--seed", "1"]
+            "--teacher-epochs", "1", "--no-baselines", "--quiet", "--seed", "1",
+            "--rollout-steps", "50"]
     return subprocess.Popen(
         [sys.executable, "-m", "ev3evo.cli", *args, "--out", str(out), *extra],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -25,7 +25,7 @@ from ev3evo.io import checkpoint as ck
 from ev3evo.run import RunError, add_note
 
 ARGS = ["distill", "--no-baselines", "--quiet", "--teacher-epochs", "1", "--student",
-        "mlp:3", "--population", "8", "--steps", "3", "--rollout-steps", "200"]
+        "mlp:3", "--population", "8", "--steps", "3", "--rollout-steps", "50"]
 
 
 def _mount_tmpfs(where, options: str) -> bool:
@@ -94,7 +94,6 @@ def test_a_read_only_output_folder(tmp_path, capsys):
             parent.chmod(0o755)
 
 
-@pytest.mark.slow
 def test_the_real_command_reports_a_read_only_file_system_in_one_line(tmpfs):
     ro = tmpfs("ro", "ro,size=1m")
     done = subprocess.run([sys.executable, "-m", "ev3evo.cli", *ARGS, "--out", str(ro / "out")],
@@ -139,7 +138,6 @@ def _fill(folder) -> None:
                 pass
 
 
-@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_disk_that_fills_up_mid_run_keeps_the_last_checkpoint_and_resumes(tmpfs):
     disk = tmpfs("disk", "size=16m")
@@ -147,7 +145,7 @@ def test_a_disk_that_fills_up_mid_run_keeps_the_last_checkpoint_and_resumes(tmpf
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "ev3evo.cli", "distill", "--no-baselines", "--quiet",
             "--teacher-epochs", "1", "--student", "mlp:3", "--population", "8",
-            "--steps", "40", "--checkpoint-every", "1", "--out", str(out)]
+            "--steps", "12", "--rollout-steps", "50", "--checkpoint-every", "1", "--out", str(out)]
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 600
     while not ck.list_checkpoints(out / "checkpoints"):
@@ -162,7 +160,7 @@ def test_a_disk_that_fills_up_mid_run_keeps_the_last_checkpoint_and_resumes(tmpf
                          r"on device \(disk full\); (.*)", err.strip())
     assert match, err
     kept = ck.read_checkpoint(out / "checkpoints")  # intact (a damaged one would warn: error)
-    assert kept is not None and 1 <= kept.step < 40
+    assert kept is not None and 1 <= kept.step < 12
     assert match[2].endswith(f"step {kept.step} in {out / 'checkpoints'}"), err
     assert not [n for n in os.listdir(out / "checkpoints") if ".tmp-" in n]  # nothing half-done
     os.remove(disk / "filler")  # space is back: the run goes on from its last checkpoint
@@ -170,4 +168,4 @@ def test_a_disk_that_fills_up_mid_run_keeps_the_last_checkpoint_and_resumes(tmpf
                           timeout=600, env=env)
     assert done.returncode == 0, done.stderr
     final = ck.read_checkpoint(out / "checkpoints")
-    assert final.step == 40 and [r["step"] for r in final.history] == list(range(0, 41))
+    assert final.step == 12 and [r["step"] for r in final.history] == list(range(0, 13))

@@ -18,8 +18,6 @@ import textwrap
 
 import pytest
 
-pytestmark = pytest.mark.slow  # subprocesses with several (forced) devices
-
 WORKER = textwrap.dedent(
     """
     import hashlib, json, os, sys

@@ -20,8 +20,6 @@ import pytest
 import ev3evo
 from ev3evo import parallel
 
-pytestmark = pytest.mark.slow  # subprocesses with several (forced) devices
-
 WORKER = textwrap.dedent(
     """
     import json, os, sys
