@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # `make test` leaves out the tests marked slow (kill-and-resume lives, signals sent to the real
-# command, CNN students, long runs: about 15 more minutes on 2 cores); `make test-all` runs them too.
+# command, CNN students, long runs: about 5 more minutes on 2 cores); `make test-all` runs them too.
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q -x -n 2 --dist loadfile --durations=30 -m "not slow"

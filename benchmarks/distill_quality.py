@@ -90,6 +90,7 @@ def _write(rows, path_md, path_json, args):
         f"--accept {args.accept} " + (f"--certify {args.certify} " if args.certify else "") +
         f"--tie-examples {args.tie_examples:g} --configs {' '.join(args.configs)}"
         + (f" --kd-loss {args.kd_loss}" if args.kd_loss != "kl_t4" else "")
+        + (f" --population {args.population}" if args.population is not None else "")
         + (f" --name {args.name}" if args.name != "distill_quality" else "") + "`",
         "",
         f"Student: MLP with {args.hidden} hidden units; EV3 runs {args.time_budget:g} s (step "
@@ -153,6 +154,8 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=2000, help="EV3 step cap (the budget binds)")
     p.add_argument("--hidden", type=int, default=8)
     p.add_argument("--rollout-steps", type=int, default=1000, help="optimizer steps per candidate")
+    p.add_argument("--population", type=int, default=None,
+                   help="EV3's candidates per step (default: distill's)")
     p.add_argument("--correction", default="auto", help="the gate's correction")
     p.add_argument("--accept", default="lexicographic", help="the gate's acceptance rule")
     p.add_argument("--certify", default=None, help="the gate's certification rule")
@@ -198,7 +201,9 @@ def main(argv=None) -> int:
                           teacher=teachers[(data, seed)], baselines=True, progress=False,
                           warmup=True, rollout_steps=args.rollout_steps,
                           correction=args.correction, tie_examples=args.tie_examples,
-                          accept=args.accept, certify=args.certify, kd_loss=args.kd_loss)
+                          accept=args.accept, certify=args.certify, kd_loss=args.kd_loss,
+                          **({} if args.population is None else
+                             {"population_size": args.population}))
             m = res.methods
             sign = -1.0 if metric in LOWER else 1.0
             base = {k: v["test"][metric] for k, v in m.items() if k != "ev3"}
