@@ -5,6 +5,7 @@ import os
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
@@ -12,6 +13,7 @@ sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import transfer_fidelity as F  # noqa: E402
 
 
+@pytest.mark.slow  # trains a teacher and two students
 def test_every_setting_is_compared_with_the_test_agreement(tmp_path):
     r = F.main(["--data", "digits:images", "--students", "mlp:4", "--epochs", "1", "4",
                 "--teacher-epochs", "3", "--size", "256", "--results", str(tmp_path)])

@@ -243,6 +243,7 @@ def test_a_summary_reruns_through_config_and_resume_writes_into_its_folder(tmp_p
     assert max(r["step"] for r in history if "event" not in r) > last  # the plots break there
 
 
+@pytest.mark.slow
 def test_tensorboard_writes_event_files_under_out(tmp_path, files):
     pytest.importorskip("tensorboardX")
     out = tmp_path / "tb"
