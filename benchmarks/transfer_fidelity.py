@@ -44,6 +44,17 @@ def _agreement(student, x, labels) -> float:
     return float(jnp.mean(jnp.argmax(student.apply(student.params, x), -1) == labels))
 
 
+def _command(args, parser) -> str:
+    """The command line that reproduces this run (the settings that differ from the defaults)."""
+    words = ["OPENBLAS_NUM_THREADS=1 python benchmarks/transfer_fidelity.py", "--data", args.data]
+    for name in ("size", "students", "epochs", "teacher_epochs"):
+        value = getattr(args, name)
+        if value != parser.get_default(name):
+            values = value if isinstance(value, list) else [value]
+            words += [f"--{name.replace('_', '-')}", *map(str, values)]
+    return " ".join(words)
+
+
 def main(argv=None) -> np.ndarray:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="mnist1d")
@@ -71,8 +82,7 @@ def main(argv=None) -> np.ndarray:
             print(f"{arch} after {epochs} epochs: test agreement {rows[-1][0]:.3f}", flush=True)
     r = np.array(rows)
     lines = [f"# Transfer-set agreement against test agreement ({args.data})", "",
-             f"Command: `OPENBLAS_NUM_THREADS=1 python benchmarks/transfer_fidelity.py --data "
-             f"{args.data}`", "",
+             f"Command: `{_command(args, p)}`", "",
              f"Teacher: built-in, {args.teacher_epochs} epochs (test accuracy "
              f"{teacher.metrics['test']['accuracy']:.3f}); students: {', '.join(args.students)} "
              f"after {', '.join(map(str, args.epochs))} epochs (test agreement "
@@ -87,10 +97,6 @@ def main(argv=None) -> np.ndarray:
         lines.append(f"| {name} | {np.mean(np.abs(col - r[:, 0])):.3f} | {slope:.2f} | "
                      f"{rho:.2f} |")
     text = "\n".join(lines) + "\n"
-    if args.students != p.get_default("students") or args.epochs != p.get_default("epochs"):
-        text = text.replace(f"--data {args.data}`", f"--data {args.data} --students "
-                            f"{' '.join(args.students)} --epochs {' '.join(map(str, args.epochs))}"
-                            f" --teacher-epochs {args.teacher_epochs}`")
     print(text)
     os.makedirs(args.results, exist_ok=True)
     path = os.path.join(args.results, f"transfer_fidelity_{args.data.replace(':', '_')}.md")

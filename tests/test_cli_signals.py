@@ -19,13 +19,15 @@ import time
 
 import pytest
 from _cli import wait_for_line
+from _history import untimed
 
 from ev3evo.io import checkpoint as ck
 
 pytestmark = pytest.mark.slow
 
+# checkpoints by default (no checkpoint flag)
 ARGS = ["distill", "--no-baselines", "--teacher-epochs", "1", "--student", "mlp:3",
-        "--population", "8", "--seed", "1", "--rollout-steps", "50"]  # checkpoints by default (no checkpoint flag)
+        "--population", "8", "--seed", "1", "--rollout-steps", "50"]
 NOT_CLEAN = ("Traceback", "Fatal Python error", "LLVM ERROR", "Segmentation fault",
              "Exception ignored", "free(): ", "core dumped", "Aborted")
 
@@ -132,12 +134,6 @@ def test_a_second_sigint_stops_at_once_even_inside_a_compilation(tmp_path):
                                "already written stay usable)")
 
 
-def _strip(history):
-    """The records without what depends on the clock (the step's and its stages' seconds)."""
-    return [{k: v for k, v in r.items() if k not in ("seconds", "stage_seconds")}
-            for r in history]
-
-
 @pytest.mark.timeout(900)
 def test_sigterm_saves_a_checkpoint_exits_143_and_the_resumed_run_matches(tmp_path):
     """SIGTERM (a scheduler, ``docker stop``) right after the first checkpoint; ``--resume``
@@ -168,7 +164,7 @@ def test_sigterm_saves_a_checkpoint_exits_143_and_the_resumed_run_matches(tmp_pa
     final_a = ck.read_document(a_dir / "checkpoints")
     final_b = ck.read_document(b_dir / "checkpoints")
     assert final_a["step"] == final_b["step"] == int(steps)
-    assert _strip(final_a["history"]) == _strip(final_b["history"])
+    assert untimed(final_a["history"]) == untimed(final_b["history"])
     summary_a = json.load(open(a_dir / "summary.json"))["methods"]["ev3"]
     summary_b = json.load(open(b_dir / "summary.json"))["methods"]["ev3"]
     assert summary_a["test"] == summary_b["test"]

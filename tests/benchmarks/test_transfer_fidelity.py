@@ -20,4 +20,5 @@ def test_every_setting_is_compared_with_the_test_agreement(tmp_path):
     assert r.shape == (2, 1 + len(F.SETTINGS)) and np.all((r >= 0) & (r <= 1))
     text = (tmp_path / "transfer_fidelity_digits_images.md").read_text()
     assert all(f"| {name} |" in text for name in F.SETTINGS)
-    assert "--students mlp:4 --epochs 1 4 --teacher-epochs 3`" in text
+    assert ("--data digits:images --size 256 --students mlp:4 --epochs 1 4 --teacher-epochs 3`"
+            in text)

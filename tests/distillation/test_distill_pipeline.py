@@ -34,10 +34,10 @@ def run(tmp_path_factory):
     x, y = make_classification(n_samples=150, n_features=6, n_informative=4, n_redundant=0,
                                n_classes=3, n_clusters_per_class=1, random_state=3)
     np.savez(root / "toy.npz", x=x, y=y)
-    result = ev3evo.distill(data=str(root / "toy.npz"), steps=6, student="mlp:4", rollout_steps=50,
-                            teacher_epochs=3, teacher_arch="mlp:16", grow=True, patience=1,
-                       constraints=["agreement>=0.5"],
-                       max_growths=1, baselines=False, progress=False, out=str(root / "out"))
+    result = ev3evo.distill(data=str(root / "toy.npz"), steps=6, student="mlp:4",
+                            rollout_steps=50, teacher_epochs=3, teacher_arch="mlp:16", grow=True,
+                            patience=1, constraints=["agreement>=0.5"], max_growths=1,
+                            baselines=False, progress=False, out=str(root / "out"))
     return result
 
 

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 import pytest
 from _cli import wait_for_line
+from _history import TIMED_FIELDS
 
 from ev3evo.io import checkpoint as ck
 
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.slow
 ARGS = ["distill", "--data", "digits", "--student", "mlp:3", "--population", "8",
         "--teacher-epochs", "2", "--seed", "1", "--rollout-steps", "50"]
 #: what depends on the wall clock or on the folder, not on the run
-TIMED = {"seconds", "budget", "growth_seconds", "compile_seconds", "stage_seconds", "time_shares"}
+TIMED = {*TIMED_FIELDS, "budget", "growth_seconds", "compile_seconds", "time_shares"}
 
 
 def _env(cache) -> dict:

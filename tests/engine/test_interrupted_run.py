@@ -15,16 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _history import untimed
 
 import ev3evo
 from ev3evo import interrupts
 from ev3evo.io import read_checkpoint
 
 STEPS = 8
-
-
-def _strip(history):
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
 
 
 def _leaves(state):
@@ -93,11 +90,11 @@ def test_a_signal_during_a_step_stops_after_it_with_a_checkpoint(problem, tmp_pa
     assert result.status == "interrupted" and result.signal == signal.Signals(signum).name
     assert result.steps == 3 and int(result.state.step) == 3  # step index 2 was completed
     assert read_checkpoint(tmp_path).step == 3  # written although checkpoint_every=100
-    assert _strip(result.history) == _strip(reference.history[:4])  # the start and 3 steps
+    assert untimed(result.history) == untimed(reference.history[:4])  # the start and 3 steps
     resumed = ev3evo.run(engine, key, params, batch, batch, STEPS, checkpoint_dir=tmp_path,
                          resume=True)
     assert resumed.status == "finished" and resumed.steps == STEPS - 3
-    assert _strip(resumed.history) == _strip(reference.history)
+    assert untimed(resumed.history) == untimed(reference.history)
     _assert_same(resumed.state, reference.state)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
@@ -110,7 +107,7 @@ def test_a_signal_between_a_step_and_its_checkpoint_keeps_both(problem, tmp_path
     assert result.status == callback.ended == "interrupted"
     saved = read_checkpoint(tmp_path)
     assert saved.step == 5 and result.steps == 5  # step 5 was not a multiple of every=2
-    assert _strip(saved.history) == _strip(reference.history[:6])  # the start and 5 steps
+    assert untimed(saved.history) == untimed(reference.history[:6])  # the start and 5 steps
 
 
 def test_under_a_stopping_scope_run_raises_interrupted_after_saving(problem, tmp_path):

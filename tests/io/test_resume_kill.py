@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 import pytest
+from _history import untimed
 
 SEED = 3
 STEPS = 200
@@ -165,12 +166,6 @@ def _life(directory, cache_dir, steps, ready, hit, mode, nth, out):
 
 
 # ----------------------------------------------------------------------------- the test
-def _strip(history):
-    """The records without what depends on the clock (the step's and its stages' seconds)."""
-    return [{k: v for k, v in r.items() if k not in ("seconds", "stage_seconds")}
-            for r in history]
-
-
 def _context():
     ctx = multiprocessing.get_context("forkserver")
     # Preload only modules that do not start JAX's runtime: a fork taken after the backend is
@@ -215,7 +210,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
     assert p.exitcode == 0, "the uninterrupted run failed"
     base = json.load(open(tmp_path / "base.json"))
     assert base["status"] == "finished" and len(base["history"]) == STEPS + 1  # + the start
-    base_history = _strip(base["history"])
+    base_history = untimed(base["history"])
     base_fp = read_checkpoint(base_dir).fingerprint
     step_time = base["seconds"] / STEPS
     spread = float(np.clip(8 * step_time, 0.01, 1.0))  # ~4 steps per life on average
@@ -246,7 +241,7 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
             continue
         assert ckpt.fingerprint == base_fp
         assert ckpt.step >= last_step, "a kill lost a checkpoint that was already complete"
-        assert _strip(ckpt.history) == base_history[: ckpt.step + 1]  # the start, then steps
+        assert untimed(ckpt.history) == base_history[: ckpt.step + 1]  # the start, then steps
         last_step = ckpt.step
         assert last_step < STEPS - 5, "the run nearly finished during the kill phase"
 
@@ -256,14 +251,14 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
     assert p.exitcode == 0
     resumed = json.load(open(tmp_path / "resumed.json"))
     assert resumed["status"] == "finished"
-    assert _strip(resumed["history"]) == base_history
+    assert untimed(resumed["history"]) == base_history
     a, b = np.load(tmp_path / "base.npz"), np.load(tmp_path / "resumed.npz")
     assert a.files == b.files
     for name in a.files:
         assert a[name].dtype == b[name].dtype
         np.testing.assert_array_equal(a[name], b[name])
     final = read_checkpoint(run_dir)
-    assert final.step == STEPS and _strip(final.history) == base_history
+    assert final.step == STEPS and untimed(final.history) == base_history
     print(
         f"\n{kills} SIGKILLs ({aimed} aimed inside checkpoint writes, {leftovers} left a "
         f"temporary file); median restart {np.median(restarts):.2f}s; step {step_time * 1e3:.1f}ms"
@@ -314,7 +309,7 @@ def test_distill_cli_killed_and_resumed_matches_the_uninterrupted_run(tmp_path):
     final_a = ck.read_document(a_dir / "checkpoints")
     final_b = ck.read_document(b_dir / "checkpoints")
     assert final_a["step"] == final_b["step"] == 4 and killed_at < 4
-    assert _strip(final_a["history"]) == _strip(final_b["history"])
+    assert untimed(final_a["history"]) == untimed(final_b["history"])
     assert final_a["fingerprint"] == final_b["fingerprint"]
     # Every leaf of the run's state, except the gradient sources' "pending" rollout states: a
     # scratch value that the next step's ask overwrites before anything reads it.

@@ -145,7 +145,8 @@ def test_a_disk_that_fills_up_mid_run_keeps_the_last_checkpoint_and_resumes(tmpf
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "ev3evo.cli", "distill", "--no-baselines", "--quiet",
             "--teacher-epochs", "1", "--student", "mlp:3", "--population", "8",
-            "--steps", "12", "--rollout-steps", "50", "--checkpoint-every", "1", "--out", str(out)]
+            "--steps", "12", "--rollout-steps", "50", "--checkpoint-every", "1",
+            "--out", str(out)]
     p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 600
     while not ck.list_checkpoints(out / "checkpoints"):
