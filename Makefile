@@ -21,14 +21,23 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # `make test` leaves out the tests marked slow (kill-and-resume lives, signals sent to the real
-# command, CNN students, long runs: about 5 more minutes on 2 cores); `make test-all` runs them too.
+# command, a disk filling up mid-run, CNN students, long runs: several more minutes on 2 cores);
+# `make test-all` runs them too.
+# The gate's Monte-Carlo simulations run their programs far longer than they compile them, so
+# they run apart, with XLA's backend optimizations on (tests/conftest.py turns them off for the
+# rest, which compile-bound tests dominate), spread test by test over the workers.
+GATE_SIMS := tests/adapt/test_gate.py
+PYTEST := $(PY) -m pytest -q -x -n 2 --durations=30
+
 test: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -x -n 2 --dist loadfile --durations=30 -m "not slow"
+	$(PYTEST) --dist loadfile -m "not slow" --ignore=$(GATE_SIMS)
+	XLA_FLAGS=--xla_backend_optimization_level=2 $(PYTEST) --dist load -m "not slow" $(GATE_SIMS)
 
 test-all: $(STAMP)
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q -x -n 2 --dist loadfile --durations=30
+	$(PYTEST) --dist loadfile --ignore=$(GATE_SIMS)
+	XLA_FLAGS=--xla_backend_optimization_level=2 $(PYTEST) --dist load $(GATE_SIMS)
 
 # Distill a teacher into an 8-unit student on digits; EV3 (45 s) vs KD and OpenES, each given
 # EV3's wall time (KD stops early once converged). About 3 minutes on 2 cores, teacher included.

@@ -3,7 +3,8 @@
 OpenBLAS's threads collapse when the CPU is shared (pytest-xdist workers, CLI subprocesses:
 numpy and pycma steps become 30-100x slower), so one thread is forced before numpy or jax is
 imported. The tests are dominated by XLA compilation, not by running the programs, so LLVM's
-backend optimizations are turned off. Set the level in ``XLA_FLAGS`` to override.
+backend optimizations are turned off. Set the level in ``XLA_FLAGS`` to override (``make test``
+runs the gate's simulations, which run longer than they compile, with level 2).
 """
 
 from __future__ import annotations

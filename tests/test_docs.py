@@ -2,7 +2,8 @@
 
 Each block or script runs as written in a fresh interpreter (a subprocess, in a temporary
 directory, so whatever it writes stays out of the checkout). New blocks and new examples are
-picked up automatically.
+picked up automatically. A README block right after a ``<!-- slow -->`` line is in the slow
+tier (``make test-all``): the examples that distill a user's own convolutional model.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 TIMEOUT = 600  # generous: a script compiles its EV3 step (seconds to a minute on a busy CPU)
 
 _FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTILINE)
+_SLOW = "<!-- slow -->\n"
 
 
 def python_blocks(markdown: str) -> list[str]:
@@ -28,8 +30,12 @@ def python_blocks(markdown: str) -> list[str]:
     return [m.group(1) for m in _FENCE.finditer(markdown)]
 
 
-def _readme_blocks() -> list[str]:
-    return python_blocks(README.read_text(encoding="utf-8")) if README.exists() else []
+def _readme_blocks() -> list:
+    """The README's blocks as test parameters, those after a ``<!-- slow -->`` line marked slow."""
+    text = README.read_text(encoding="utf-8") if README.exists() else ""
+    return [pytest.param(m.group(1), id=f"block{i}",
+                         marks=[pytest.mark.slow] if text[: m.start()].endswith(_SLOW) else [])
+            for i, m in enumerate(_FENCE.finditer(text))]
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -49,9 +55,7 @@ def test_block_extraction():
     assert python_blocks("no code here") == []
 
 
-@pytest.mark.parametrize(
-    "code", [pytest.param(code, id=f"block{i}") for i, code in enumerate(_readme_blocks())]
-)
+@pytest.mark.parametrize("code", _readme_blocks())
 def test_readme_python_block_runs(code, tmp_path):
     done = _run(["-c", code], tmp_path)
     assert done.returncode == 0, f"README block failed:\n{code}\n--- stderr ---\n{done.stderr}"

@@ -138,6 +138,7 @@ def _fill(folder) -> None:
                 pass
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_disk_that_fills_up_mid_run_keeps_the_last_checkpoint_and_resumes(tmpfs):
     disk = tmpfs("disk", "size=16m")
