@@ -28,16 +28,17 @@ setup: $(STAMP)
 # rest, which compile-bound tests dominate), spread test by test over the workers.
 GATE_SIMS := tests/adapt/test_gate.py
 PYTEST := $(PY) -m pytest -q -x -n 2 --durations=30
+SIMS := XLA_FLAGS=--xla_backend_optimization_level=2 $(PYTEST) --dist load
 
 test: $(STAMP)
 	$(PY) -m ruff check .
 	$(PYTEST) --dist loadfile -m "not slow" --ignore=$(GATE_SIMS)
-	XLA_FLAGS=--xla_backend_optimization_level=2 $(PYTEST) --dist load -m "not slow" $(GATE_SIMS)
+	$(SIMS) -m "not slow" $(GATE_SIMS)
 
 test-all: $(STAMP)
 	$(PY) -m ruff check .
 	$(PYTEST) --dist loadfile --ignore=$(GATE_SIMS)
-	XLA_FLAGS=--xla_backend_optimization_level=2 $(PYTEST) --dist load $(GATE_SIMS)
+	$(SIMS) $(GATE_SIMS)
 
 # Distill a teacher into an 8-unit student on digits; EV3 (45 s) vs KD and OpenES, each given
 # EV3's wall time (KD stops early once converged). About 3 minutes on 2 cores, teacher included.

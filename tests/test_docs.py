@@ -25,17 +25,22 @@ _FENCE = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", re.DOTALL | re.MULTIL
 _SLOW = "<!-- slow -->\n"
 
 
+def fenced_blocks(markdown: str) -> list[tuple[str, bool]]:
+    """``(code, slow)`` for each fenced ```python block of a markdown text, in order; ``slow``
+    when the block comes right after a ``<!-- slow -->`` line."""
+    return [(m.group(1), markdown[: m.start()].endswith(_SLOW)) for m in _FENCE.finditer(markdown)]
+
+
 def python_blocks(markdown: str) -> list[str]:
     """The contents of the fenced ```python blocks of a markdown text, in order."""
-    return [m.group(1) for m in _FENCE.finditer(markdown)]
+    return [code for code, _ in fenced_blocks(markdown)]
 
 
 def _readme_blocks() -> list:
     """The README's blocks as test parameters, those after a ``<!-- slow -->`` line marked slow."""
     text = README.read_text(encoding="utf-8") if README.exists() else ""
-    return [pytest.param(m.group(1), id=f"block{i}",
-                         marks=[pytest.mark.slow] if text[: m.start()].endswith(_SLOW) else [])
-            for i, m in enumerate(_FENCE.finditer(text))]
+    return [pytest.param(code, id=f"block{i}", marks=[pytest.mark.slow] if slow else [])
+            for i, (code, slow) in enumerate(fenced_blocks(text))]
 
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -53,6 +58,7 @@ def test_block_extraction():
     )
     assert python_blocks(text) == ["x = 1\n", "import math\nprint(math.pi)\n"]
     assert python_blocks("no code here") == []
+    assert fenced_blocks("<!-- slow -->\n```python\nx = 1\n```\n") == [("x = 1\n", True)]
 
 
 @pytest.mark.parametrize("code", _readme_blocks())
