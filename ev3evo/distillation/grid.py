@@ -11,7 +11,8 @@ The losses take a *student*: a plain ``apply(params, x) -> logits`` (the loss is
 ``(params, batch) -> scalar``), or a :class:`~ev3evo.distillation.student.Student`, whose
 losses run its forward pass once in train mode and return ``(scalar, new_state)`` for its
 :class:`~ev3evo.Stateful` model (every part is computed from the same logits).
-:func:`kd_grid` is the grid as one gradient source per optimizer family.
+:func:`kd_grid` makes rows of the grid (:func:`grid_rows`: optimizer, learning rate, mixture)
+one gradient source, every row in one compiled rollout body.
 
 Example::
 
@@ -38,7 +39,7 @@ import optax
 
 from .. import losses as L
 from ..assess import metrics as M
-from ..explore.gradient import RolloutGroup, rollouts
+from ..explore.gradient import RolloutGroup, optimizer_choice, rollouts
 from ..types import LossFn, Metric, Source
 
 #: the optimizer grid: name -> (optax factory taking ``learning_rate``, learning rates)
@@ -141,17 +142,41 @@ def kd_loss(student) -> LossFn:
     return named_loss(student, "kl_t4")
 
 
-def kd_grid(student, factory, learning_rates, steps: int, batch_size: int | None,
-            name: str) -> Source:
-    """Every mixture of :data:`MIXTURES` × ``learning_rates`` of the optax ``factory``, as one
-    source of gradient rollouts (one vmapped group; slots rotate, see
-    :mod:`ev3evo.explore.gradient`)."""
-    w = np.asarray(list(MIXTURES.values()), np.float32)
-    lrs = np.asarray(learning_rates, np.float32)
+def grid_rows(factories=None) -> list[tuple]:
+    """The rows of the KD grid, ``(optax factory, learning rate, mixture name)``: every mixture
+    of :data:`MIXTURES` × every learning rate of every optimizer of :data:`OPTIMIZERS` (or of
+    ``factories``, a dict of the same form)."""
+    return [(factory, float(lr), mixture)
+            for factory, lrs in (factories or OPTIMIZERS).values()
+            for mixture in MIXTURES for lr in lrs]
+
+
+def kd_grid(student, rows, steps: int, batch_size: int | None, name: str = "kd") -> Source:
+    """The rows ``(optax factory, learning rate, mixture name)`` (e.g. :func:`grid_rows`) as
+    one source of gradient rollouts: one vmapped group, each row's optimizer chosen by data
+    (:func:`~ev3evo.explore.gradient.optimizer_choice`), so the whole grid compiles one rollout
+    body; slots rotate (see :mod:`ev3evo.explore.gradient`).
+
+    Example::
+
+        import jax, jax.numpy as jnp, optax
+        from ev3evo.distillation.grid import grid_rows, kd_grid
+        apply = lambda p, x: x @ p["w"]
+        rows = grid_rows() + [(optax.sgd, 0.1, "ce")]
+        source = kd_grid(apply, rows, steps=2, batch_size=None)
+        assert source.size == 6 * 3 + 1                 # 6 mixtures × 3 optimizers, and one
+    """
+    rows = list(rows)
+    if not rows:
+        raise ValueError("kd_grid needs at least one row")
+    factories = list(dict.fromkeys(f for f, _, _ in rows))  # distinct, in order of appearance
+    weights = np.asarray([MIXTURES[check_loss_name(m)] for _, _, m in rows], np.float32)
+    choice = optax.inject_hyperparams(optimizer_choice(factories))(
+        learning_rate=float(rows[0][1]), choice=0)
     group = RolloutGroup(
-        mixture_loss(student), optax.inject_hyperparams(factory)(learning_rate=float(lrs[0])),
-        rows=int(w.shape[0] * lrs.size), data=jnp.asarray(np.repeat(w, lrs.size, axis=0)),
-        hyperparams={"learning_rate": jnp.asarray(np.tile(lrs, w.shape[0]))})
+        mixture_loss(student), choice, rows=len(rows), data=jnp.asarray(weights),
+        hyperparams={"learning_rate": jnp.asarray([lr for _, lr, _ in rows], jnp.float32),
+                     "choice": jnp.asarray([factories.index(f) for f, _, _ in rows], jnp.int32)})
     return rollouts([group], steps, batch_size, order="rotate", name=name)
 
 

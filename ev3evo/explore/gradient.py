@@ -14,6 +14,11 @@ independent minibatch streams per row.
   step then compiles one rollout body however large the grid is);
 * :func:`rollouts`: any list of groups.
 
+Rows of one group may also differ in their optimizer: :func:`optimizer_choice` makes one optax
+transformation out of several, the row's ``choice`` picking which one runs, so a grid over
+optimizer families still compiles one rollout body (XLA compiles each group's body apart,
+several seconds on CPU for a small network, so fewer groups compile faster).
+
 **Optimizer states are re-synchronised with the accepted model.** Each row keeps one optimizer
 state between steps. After the gate, the row that produced the accepted candidate commits the
 state at the end of that rollout (it is exactly the state that belongs to the new parameters);
@@ -404,6 +409,67 @@ def mixture_grid(
         hyperparams={"learning_rate": jnp.asarray(np.tile(lrs, w.shape[0]))},
     )
     return rollouts([group], steps, batch_size, order="rotate", name=name)
+
+
+def optimizer_choice(
+    factories: Sequence[Callable[..., optax.GradientTransformation]],
+) -> Callable[..., optax.GradientTransformation]:
+    """An optax factory ``(learning_rate, choice) -> transformation``: ``factories[choice]``.
+
+    Wrapped with ``optax.inject_hyperparams``, ``choice`` becomes data, so the rows of one
+    :class:`RolloutGroup` can use different optimizers (per-row ``hyperparams``) and still share
+    one compiled rollout body. The state holds every optimizer's state; a step advances the
+    chosen one only (``jax.lax.switch``; vmapped over rows, every branch runs and each row keeps
+    its own), so a row costs the sum of the optimizers' updates and states. optax's
+    ``multi_transform`` picks a transformation per *parameter*, not per row of a population:
+    hence this small combinator.
+
+    Args:
+      factories: optax optimizer factories taking ``learning_rate`` (``optax.adam``,
+        ``functools.partial(optax.sgd, momentum=0.9)``, ...).
+
+    Example::
+
+        import functools, jax, jax.numpy as jnp, optax
+        from ev3evo.explore.gradient import RolloutGroup, optimizer_choice, rollouts
+        apply = lambda p, x: x @ p["w"]
+        loss = lambda p, b, data: jnp.mean((apply(p, b["x"]) - b["y"]) ** 2)
+        choice = optax.inject_hyperparams(optimizer_choice([optax.adam, optax.sgd]))(
+            learning_rate=0.1, choice=0)
+        group = RolloutGroup(loss, choice, rows=2, hyperparams={
+            "learning_rate": jnp.array([0.01, 0.1]), "choice": jnp.array([0, 1])})
+        source = rollouts([group], steps=3)          # row 0: Adam, row 1: SGD; one program
+        params = {"w": jnp.zeros((4, 1))}
+        batch = {"x": jnp.ones((8, 4)), "y": jnp.ones((8, 1))}
+        pop, _ = source.ask(jax.random.key(1), source.init(jax.random.key(0), params), params,
+                            batch, jnp.ones(2, bool))
+        assert pop["w"].shape == (2, 4, 1)
+    """
+    factories = tuple(factories)
+    if not factories or not all(callable(f) for f in factories):
+        raise TypeError(f"optimizer_choice takes optax optimizer factories, got {factories!r}")
+
+    def make(learning_rate, choice) -> optax.GradientTransformation:
+        optimizers = [f(learning_rate=learning_rate) for f in factories]
+
+        def init(params):
+            return tuple(o.init(params) for o in optimizers)
+
+        def branch(i):
+            def update(updates, state, params):
+                updates, new = optimizers[i].update(updates, state[i], params)
+                return updates, (*state[:i], new, *state[i + 1:])
+
+            return update
+
+        def update(updates, state, params=None):
+            index = jnp.clip(jnp.asarray(choice, jnp.int32), 0, len(optimizers) - 1)
+            return jax.lax.switch(index, [branch(i) for i in range(len(optimizers))],
+                                  updates, state, params)
+
+        return optax.GradientTransformation(init, update)
+
+    return make
 
 
 def pair_names(losses: Sequence[LossFn], optimizers: Sequence, labels: Sequence[str] | None = None):

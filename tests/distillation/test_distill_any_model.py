@@ -95,7 +95,7 @@ def test_a_users_cnn_teacher_into_a_users_cnn_student_with_batch_norm(images, te
     # the batch statistics were trained by the rollouts that won, never perturbed otherwise:
     # they moved only if a gradient candidate was accepted
     steps = [r for r in result.history if "event" not in r]
-    trained = any(r["accepted"] and r["winner_source"] in ("kd_adam", "kd_sgdm", "masked")
+    trained = any(r["accepted"] and r["winner_source"] in ("kd", "masked")
                   for r in steps)
     mean = np.asarray(result.student.norm.mean[...])
     assert trained or not np.any(mean != 0.0)
@@ -125,7 +125,7 @@ def test_teacher_logits_in_an_npz_into_a_users_cnn_student_with_dropout(images, 
                                                    abs=1e-9)
     # the dropout stream advanced only in the rollouts that won: one mask per rollout step
     steps = [r for r in result.history if "event" not in r]
-    wins = sum(r["accepted"] and r["winner_source"] in ("kd_adam", "kd_sgdm", "masked")
+    wins = sum(r["accepted"] and r["winner_source"] in ("kd", "masked")
                for r in steps)
     count = int(result.stable.state["drop"]["rngs"]["count"])
     assert count % FAST["rollout_steps"] == 0 and count <= wins * FAST["rollout_steps"]

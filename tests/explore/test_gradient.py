@@ -68,3 +68,40 @@ def test_repeats_draw_distinct_minibatches_or_are_refused():
     pop, _ = src.ask(jax.random.key(1), state, params, batch, jnp.ones(4, bool))
     w = np.asarray(pop["w"]).reshape(4, -1)
     assert len({tuple(np.round(row, 6)) for row in w}) == 4  # four different candidates
+
+
+def test_optimizer_choice_rows_are_their_own_optimizers_rollouts():
+    """One group whose rows choose Adam, SGD with momentum or a masked Adam gives, row by row,
+    the candidates of that optimizer's own group (same key, same minibatches), and each row's
+    state advances only the chosen optimizer."""
+    from ev3evo.explore import biased
+    from ev3evo.explore.gradient import RolloutGroup, optimizer_choice, rollouts
+
+    apply, batch, params = _toy()
+    ce = losses.cross_entropy(apply)
+    loss = lambda p, b, data: ce(p, b)
+    masked = lambda learning_rate: biased.masked(optax.adam(learning_rate), keep=0.5, seed=3)
+    factories = [optax.adam, lambda learning_rate: optax.sgd(learning_rate, momentum=0.9),
+                 masked]
+    lrs = [0.05, 0.1, 0.02]
+    choice = optax.inject_hyperparams(optimizer_choice(factories))(learning_rate=0.1, choice=0)
+    fused = rollouts([RolloutGroup(loss, choice, rows=3, hyperparams={
+        "learning_rate": jnp.asarray(lrs), "choice": jnp.arange(3)})], steps=4, batch_size=32)
+    state = fused.init(jax.random.key(0), params)
+    pop, state = jax.jit(fused.ask)(jax.random.key(1), state, params, batch, jnp.ones(3, bool))
+    for row, (factory, lr) in enumerate(zip(factories, lrs)):
+        one = optax.inject_hyperparams(factory)(learning_rate=lr)
+        alone = rollouts([RolloutGroup(loss, one, rows=3, hyperparams={
+            "learning_rate": jnp.full(3, lr)})], steps=4, batch_size=32)
+        ref, _ = jax.jit(alone.ask)(jax.random.key(1), alone.init(jax.random.key(0), params),
+                                    params, batch, jnp.ones(3, bool))
+        for a, b in zip(jax.tree.leaves(pop), jax.tree.leaves(ref)):
+            np.testing.assert_allclose(np.asarray(a[row]), np.asarray(b[row]), rtol=1e-5,
+                                       atol=1e-6)
+    # the end states: row i moved optimizer i only (adam's count, the masked chain's adam count)
+    inner = state.pending[0].inner_state
+    adam_counts = np.asarray(inner[0][0].count)[:, 0]
+    masked_counts = np.asarray(inner[2][1][0].count)[:, 0]
+    assert adam_counts.tolist() == [4, 0, 0] and masked_counts.tolist() == [0, 0, 4]
+    with pytest.raises(TypeError, match="factories"):
+        optimizer_choice([optax.adam(0.1), 3])
