@@ -164,7 +164,7 @@ def kd_grid(student, rows, steps: int, batch_size: int | None, name: str = "kd")
         apply = lambda p, x: x @ p["w"]
         rows = grid_rows() + [(optax.sgd, 0.1, "ce")]
         source = kd_grid(apply, rows, steps=2, batch_size=None)
-        assert source.size == 6 * 3 + 1                 # 6 mixtures × 3 optimizers, and one
+        assert source.size == 6 * 3 + 1      # 6 mixtures × 3 (optimizer, rate) pairs, and one
     """
     rows = list(rows)
     if not rows:
