@@ -139,7 +139,8 @@ def _biased_gradient(problem: ExampleProblem) -> Source:
 
 
 def _mixture_grid(problem: ExampleProblem) -> Source:
-    """Loss mixtures × learning rates in one vmapped group (the distillation's KD grid)."""
+    """Loss mixtures × learning rates in one vmapped group (the distillation's KD grid), 3
+    slots rotating among its 4 rows (the full grid: tests/explore/test_gradient.py)."""
     import optax
 
     from ev3evo.explore.gradient import mixture_grid
@@ -147,7 +148,7 @@ def _mixture_grid(problem: ExampleProblem) -> Source:
 
     losses = [problem.loss, cross_entropy(problem.apply, temperature=2.0)]
     return mixture_grid(losses, [[1.0, 0.0], [0.5, 0.5]], optax.adam, [0.05, 0.01], steps=2,
-                        name="mixture_grid")
+                        name="mixture_grid", slots=3)
 
 
 def _guided_es(problem: ExampleProblem) -> Source:

@@ -30,7 +30,11 @@ reference implementation does, and lets states go stale.)
 **Slot order.** With ``order="fixed"`` candidates fill the slots row by row; a group whose
 slots are all inactive this step is skipped. With ``order="rotate"`` the candidate that last
 won fills slot 0 and the others follow in a random order, so that when the allocation gives the
-source fewer slots than it has candidates, every row still gets its turn.
+source fewer slots than it has candidates, every row still gets its turn. A vmapped group
+computes all its rows whenever one slot of it is active; ``slots=K`` (one group, rotating)
+makes the source offer only ``K`` slots a step, the last winner and ``K - 1`` others drawn at
+random, and computes only those ``K`` rollouts: a large grid then costs ``K`` rollouts a step,
+not one per row, and every row still takes its turn over the steps.
 
 **Models with state.** A :class:`~ev3evo.explore.stateful.Stateful` model (parameters and
 carried state: batch statistics, RNG counters) is rolled out as training would: its losses
@@ -179,7 +183,7 @@ def _check_group(g) -> RolloutGroup:
 
 def rollouts(groups: Sequence[RolloutGroup], steps: int = 10, batch_size: int | None = None,
              repeats: int = 1, sync: str = "winner", order: str = "fixed",
-             name: str = "gradient") -> Source:
+             name: str = "gradient", slots: int | None = None) -> Source:
     """A source of ``Σ rows × repeats`` rollout candidates, group by group (see the module doc).
 
     Args:
@@ -192,6 +196,8 @@ def rollouts(groups: Sequence[RolloutGroup], steps: int = 10, batch_size: int | 
       sync: ``"winner"`` (default) or ``"all"``.
       order: ``"fixed"`` or ``"rotate"``.
       name: the source's name.
+      slots: with one group and ``order="rotate"``, the slots offered (and rollouts computed)
+        per step, at most the group's candidates; ``None``: one slot per candidate.
     """
     groups = [_check_group(g) for g in groups]
     if not groups:
@@ -213,7 +219,8 @@ def rollouts(groups: Sequence[RolloutGroup], steps: int = 10, batch_size: int | 
     runs = [rollout(g.loss, g.optimizer, steps, batch_size) for g in groups]
     sizes = [g.rows * repeats for g in groups]
     offsets = np.cumsum([0, *sizes]).tolist()
-    size = offsets[-1]
+    candidates = offsets[-1]
+    size = _check_slots(slots, groups, order, candidates)
 
     def init(key, params):
         del key
@@ -228,9 +235,14 @@ def rollouts(groups: Sequence[RolloutGroup], steps: int = 10, batch_size: int | 
         batch = sampling.prepare(data_key, batch, batch_size)  # once, shared by every rollout
         slot_order = state.order
         if order == "rotate":
-            rank = jnp.where(jnp.arange(size) == state.last, -1.0,
-                             jax.random.uniform(jax.random.fold_in(data_key, 1), (size,)))
-            slot_order = jnp.argsort(rank).astype(jnp.int32)  # slot -> candidate
+            rank = jnp.where(jnp.arange(candidates) == state.last, -1.0,
+                             jax.random.uniform(jax.random.fold_in(data_key, 1), (candidates,)))
+            slot_order = jnp.argsort(rank)[:size].astype(jnp.int32)  # slot -> candidate
+        if size < candidates:  # only the slots' candidates are rolled out
+            population, pending = _ask_some(groups[0], runs[0], jax.random.split(key, 1)[0],
+                                            repeats, state.committed[0], params, batch,
+                                            slot_order, jnp.any(active))
+            return population, state._replace(pending=(pending,), order=slot_order)
         wanted = jnp.zeros(size, bool).at[slot_order].set(active)  # by candidate
         pops, pendings = [], []
         for g, run, k, lo, hi, committed in zip(groups, runs, jax.random.split(key, len(groups)),
@@ -245,7 +257,7 @@ def rollouts(groups: Sequence[RolloutGroup], steps: int = 10, batch_size: int | 
     def tell(key, state, population, feedback: Feedback):
         del key, population
         # Which candidate (not slot) was selected.
-        chosen = jnp.zeros(size, bool).at[state.order].set(feedback.selected)
+        chosen = jnp.zeros(candidates, bool).at[state.order].set(feedback.selected)
         committed = tuple(
             _tell_group(g, sync, repeats, c, p, chosen[lo:hi], feedback)
             for g, c, p, lo, hi in zip(groups, state.committed, state.pending, offsets[:-1],
@@ -274,14 +286,52 @@ def _ask_group(g: RolloutGroup, run, key, repeats, committed, params, batch, wan
         return p, s
 
     def skip():
-        p = _tree.broadcast(_tree.broadcast(params, repeats), g.rows)
-        s = jax.tree.map(lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], repeats,
-                                                                 *x.shape[1:])), committed)
-        return p, s
+        return _tree.broadcast(_tree.broadcast(params, repeats), g.rows), _repeated(committed,
+                                                                                   repeats)
 
     p, s = jax.lax.cond(jnp.any(wanted), do, skip)
     flat = jax.tree.map(lambda x: x.reshape((g.rows * repeats, *x.shape[2:])), p)
     return flat, s
+
+
+def _repeated(committed, repeats: int):
+    """The rows' states ``(rows, ...)`` as end states ``(rows, repeats, ...)``, unchanged."""
+    return jax.tree.map(lambda x: jnp.broadcast_to(x[:, None], (x.shape[0], repeats,
+                                                                *x.shape[1:])), committed)
+
+
+def _check_slots(slots, groups, order: str, candidates: int) -> int:
+    """The source's size: ``slots`` checked (see :func:`rollouts`), or every candidate."""
+    if slots is None:
+        return candidates
+    slots = check_positive_int(slots, "slots")
+    if len(groups) != 1 or order != "rotate":
+        raise ValueError("slots needs one rollout group and order='rotate' (the slots rotate "
+                         "among the group's rows)")
+    if slots > candidates:
+        raise ValueError(f"slots={slots} exceeds the group's {candidates} candidates")
+    return slots
+
+
+def _ask_some(g: RolloutGroup, run, key, repeats, committed, params, batch, chosen, any_active):
+    """The rollouts of the ``chosen`` candidates only, ``(K, ...)``, and the group's end states
+    ``(rows, repeats, ...)`` (the committed state where a candidate was not rolled out);
+    skipped when no slot is active."""
+    row, rep = chosen // repeats, chosen % repeats
+    keys = jax.random.split(key, (g.rows, repeats))[row, rep]
+    start = _tree.take(committed, row)
+    data = None if g.data is None else _tree.take(g.data, row)
+    kept = _repeated(committed, repeats)
+
+    def do():
+        over = jax.vmap(run, in_axes=(0, None, 0, 0 if data is not None else None, None))
+        p, s, _ = over(keys, params, start, data, batch)
+        return p, jax.tree.map(lambda k, e: k.at[row, rep].set(e), kept, s)
+
+    def skip():
+        return _tree.broadcast(params, chosen.shape[0]), kept
+
+    return jax.lax.cond(any_active, do, skip)
 
 
 def _tell_group(g: RolloutGroup, sync, repeats, committed, pending, chosen, feedback):
@@ -357,6 +407,7 @@ def mixture_grid(
     steps: int = 10,
     batch_size: int | None = None,
     name: str = "mixture_grid",
+    slots: int | None = None,
 ) -> Source:
     """``len(weights) * len(learning_rates)`` rollouts of loss mixtures, in one vmapped group.
 
@@ -371,6 +422,8 @@ def mixture_grid(
         ``optax.sgd``, ``functools.partial(optax.sgd, momentum=0.9)``).
       learning_rates: the learning rates crossed with the mixtures.
       steps, batch_size, name: as in :func:`gradient_rollouts`.
+      slots: at most this many rows rolled out (and offered) a step, the last winner first
+        (see :func:`rollouts`); ``None``: every row.
 
     Example::
 
@@ -408,7 +461,7 @@ def mixture_grid(
         rows=int(w.shape[0] * lrs.size), data=jnp.asarray(np.repeat(w, lrs.size, axis=0)),
         hyperparams={"learning_rate": jnp.asarray(np.tile(lrs, w.shape[0]))},
     )
-    return rollouts([group], steps, batch_size, order="rotate", name=name)
+    return rollouts([group], steps, batch_size, order="rotate", name=name, slots=slots)
 
 
 def optimizer_choice(

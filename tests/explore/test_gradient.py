@@ -105,3 +105,43 @@ def test_optimizer_choice_rows_are_their_own_optimizers_rollouts():
     assert adam_counts.tolist() == [4, 0, 0] and masked_counts.tolist() == [0, 0, 4]
     with pytest.raises(TypeError, match="factories"):
         optimizer_choice([optax.adam(0.1), 3])
+
+
+def test_slots_roll_out_only_the_rotating_slots_candidates():
+    """With ``slots=K`` a rotating group offers K slots a step and rolls out only their
+    candidates: each is the rollout the full grid makes for that candidate (same key, same
+    minibatches); the winner's row commits its state and leads the next step; a source of
+    several groups, a fixed order or more slots than candidates is refused."""
+    from ev3evo.explore.gradient import RolloutGroup, rollouts
+
+    apply, batch, params = _toy()
+    ce = losses.cross_entropy(apply)
+    group = RolloutGroup(lambda p, b, scale: scale * ce(p, b),
+                         optax.inject_hyperparams(optax.adam)(learning_rate=0.1), rows=6,
+                         data=jnp.linspace(0.5, 1.5, 6),
+                         hyperparams={"learning_rate": jnp.geomspace(0.01, 0.2, 6)})
+    full = rollouts([group], steps=4, batch_size=32, order="rotate")
+    some = rollouts([group], steps=4, batch_size=32, order="rotate", slots=2)
+    assert (full.size, some.size) == (6, 2)
+    ref, ref_state = jax.jit(full.ask)(jax.random.key(1), full.init(jax.random.key(0), params),
+                                       params, batch, jnp.ones(6, bool))
+    state = some.init(jax.random.key(0), params)
+    pop, state = jax.jit(some.ask)(jax.random.key(1), state, params, batch, jnp.ones(2, bool))
+    order = np.asarray(state.order)
+    assert order.tolist() == np.asarray(ref_state.order)[:2].tolist()
+    for a, b in zip(jax.tree.leaves(pop), jax.tree.leaves(ref)):
+        assert a.shape[0] == 2
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b)[:2], rtol=1e-5, atol=1e-6)
+    fb = Feedback(jnp.array([0.0, 1.0]), jnp.array([False, True]),
+                  jax.tree.map(lambda a: a[1], pop), jnp.array(False))
+    state = jax.jit(some.tell)(jax.random.key(2), state, pop, fb)
+    counts = np.asarray(state.committed[0].count)
+    assert int(state.last) == order[1] and counts[order[1]] == 4 and counts.sum() == 4
+    _, state = jax.jit(some.ask)(jax.random.key(3), state, fb.params, batch, jnp.ones(2, bool))
+    assert int(state.order[0]) == order[1]  # slot 0 continues the last winner
+    with pytest.raises(ValueError, match="one rollout group and order='rotate'"):
+        rollouts([group, group], steps=2, order="rotate", slots=2)
+    with pytest.raises(ValueError, match="one rollout group and order='rotate'"):
+        rollouts([group], steps=2, slots=2)
+    with pytest.raises(ValueError, match="slots=7 exceeds the group's 6 candidates"):
+        rollouts([group], steps=2, order="rotate", slots=7)
