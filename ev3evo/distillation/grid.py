@@ -156,8 +156,8 @@ def kd_grid(student, rows, steps: int, batch_size: int | None, name: str = "kd",
     """The rows ``(optax factory, learning rate, mixture name)`` (e.g. :func:`grid_rows`) as
     one source of gradient rollouts: one vmapped group, each row's optimizer chosen by data
     (:func:`~ev3evo.explore.gradient.optimizer_choice`), so the whole grid compiles one rollout
-    body; slots rotate (see :mod:`ev3evo.explore.gradient`). ``slots``: at most this many rows
-    are rolled out (and offered) a step, the last winner first (``None``: every row).
+    body; slots rotate (see :mod:`ev3evo.explore.gradient`). ``slots``: this many rows are
+    rolled out (and offered) a step, the last winner first (``None``: every row).
 
     Example::
 
@@ -179,7 +179,6 @@ def kd_grid(student, rows, steps: int, batch_size: int | None, name: str = "kd",
         mixture_loss(student), choice, rows=len(rows), data=jnp.asarray(weights),
         hyperparams={"learning_rate": jnp.asarray([lr for _, lr, _ in rows], jnp.float32),
                      "choice": jnp.asarray([factories.index(f) for f, _, _ in rows], jnp.int32)})
-    slots = None if slots is None else min(slots, len(rows))
     return rollouts([group], steps, batch_size, order="rotate", name=name, slots=slots)
 
 

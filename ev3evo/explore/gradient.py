@@ -422,7 +422,7 @@ def mixture_grid(
         ``optax.sgd``, ``functools.partial(optax.sgd, momentum=0.9)``).
       learning_rates: the learning rates crossed with the mixtures.
       steps, batch_size, name: as in :func:`gradient_rollouts`.
-      slots: at most this many rows rolled out (and offered) a step, the last winner first
+      slots: this many rows rolled out (and offered) a step, the last winner first
         (see :func:`rollouts`); ``None``: every row.
 
     Example::
