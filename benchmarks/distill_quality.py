@@ -33,29 +33,12 @@ def _folder(data: str, label: str, seed: int) -> str:
     return "".join(c if c.isalnum() else "_" for c in f"{data}_{label}_s{seed}")
 
 
-def _margin(methods: dict, split: str, constraint: str):
-    """``name -> float``: by how much a method meets ``constraint`` on ``split`` (negative:
-    missed by that much; always 0 without a constraint)."""
-    if not constraint:
-        return lambda name: 0.0
-    from ev3evo.assess.objectives import parse_constraint
+def _pick(methods: dict, names, metric: str, split: str, constraints) -> str:
+    """The best of ``names`` on ``split`` under ``constraints`` (the run's own report rule)."""
+    from ev3evo.distillation import report
 
-    c = parse_constraint(constraint)
-
-    def margin(name):
-        value = methods[name][split][c.metric]
-        return value - c.threshold if c.op == ">=" else c.threshold - value
-
-    return margin
-
-
-def _pick(values: dict, sign: float, margin) -> str:
-    """The best of ``values`` among the names that meet the constraint (``margin >= 0``); when
-    none does, the one that comes closest to meeting it."""
-    names = [k for k in values if margin(k) >= 0]
-    if not names:
-        return max(values, key=margin)
-    return max(names, key=lambda k: sign * values[k])
+    chosen = {k: methods[k] for k in names}
+    return report.best_method({"methods": chosen, "constraints": constraints}, metric, split)
 
 
 def _stats(values):
@@ -177,6 +160,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(args.work, "jax-cache"))
     from ev3evo import distill
     from ev3evo.distillation import data as D
+    from ev3evo.distillation import report
     from ev3evo.distillation import teacher as T
 
     os.makedirs(args.results, exist_ok=True)
@@ -205,19 +189,20 @@ def main(argv=None) -> int:
                           **({} if args.population is None else
                              {"population_size": args.population}))
             m = res.methods
-            sign = -1.0 if metric in LOWER else 1.0
-            base = {k: v["test"][metric] for k, v in m.items() if k != "ev3"}
+            needs = [constraint] if constraint else []
             # under a constraint a baseline competes only where it meets it: on test for the
-            # oracle choice, on validation for the choice a user would make
-            best = _pick(base, sign, _margin(m, "test", constraint))
+            # oracle choice, on validation for the choice a user would make (the same rule as
+            # the run's own report)
+            others = [k for k in m if k != "ev3"]
+            base = {k: m[k]["test"][metric] for k in others}
             kd = {k: v for k, v in base.items() if k.startswith("kd_")}
-            best_kd = _pick(kd, sign, _margin(m, "test", constraint))
-            vals = {k: v["validation"][metric] for k, v in m.items() if k != "ev3"}
-            val_pick = _pick(vals, sign, _margin(m, "validation", constraint))
+            best = _pick(m, others, metric, "test", needs)
+            best_kd = _pick(m, kd, metric, "test", needs)
+            val_pick = _pick(m, others, metric, "validation", needs)
+            meets = {k: report.shortfall(m[k], "test", needs) == 0 for k in m}
             row = {
                 "data": data, "metric": label, "seed": seed,
-                "ev3_meets": _margin(m, "test", constraint)("ev3") >= 0,
-                "val_baseline_meets": _margin(m, "test", constraint)(val_pick) >= 0,
+                "ev3_meets": meets["ev3"], "val_baseline_meets": meets[val_pick],
                 "teacher": res.teacher["test"][metric],
                 "ev3": m["ev3"]["test"][metric],
                 "ev3_current": m["ev3"]["current_test"][metric],

@@ -2,12 +2,18 @@
 
 Both take the same student (``apply`` and initial ``params``), the same splits and a wall-clock
 budget (the distillation run gives each one EV3's own wall time), and both report their
-**best-on-validation checkpoint**, selected on the same primary metric EV3 optimizes.
+**best-on-validation checkpoint**, selected on the same primary metric EV3 optimizes and under
+the same constraints: a checkpoint that meets them (on validation, within half an example)
+beats one that does not, and among those that do not, the one that misses them by least wins
+(:func:`checkpoint_score`).
 
 * :func:`kd_train`: minibatch training of one KD loss with one optax optimizer; the training
   loop is a compiled ``lax.scan`` over ``chunk`` steps, the validation metric is checked after
   every chunk. It stops at the time budget, or earlier when the validation metric has not
   improved for ``patience`` chunks (it has converged; more time would not change the result).
+* :func:`temperature_scaled`: post-hoc temperature scaling of a trained student (Guo et al.,
+  2017), the standard fix for a miscalibrated network, reported beside the KD baselines when
+  the run optimizes calibration.
 * :func:`es_train`: an evosax algorithm (``Open_ES`` by default; any name in
   ``evosax.algorithms.algorithms``) on the student's flattened parameters, with the primary
   metric on the train split as fitness (evosax minimizes, so the utility is negated).
@@ -42,7 +48,10 @@ from jax.flatten_util import ravel_pytree
 from .. import interrupts
 from ..assess.metrics import utility, value
 from ..explore import stateful
-from ..types import Batch, LossFn, Metric, Params, PRNGKey
+from ..types import Batch, Constraint, LossFn, Metric, Params, PRNGKey
+
+#: ``(metric, constraint)`` pairs a baseline's checkpoints must meet on validation
+Constrained = tuple[tuple[Metric, Constraint], ...]
 
 
 class BaselineResult(NamedTuple):
@@ -63,8 +72,31 @@ class BaselineResult(NamedTuple):
     curve: list
 
 
-def _val_utility(metric: Metric, apply_stats, params, val) -> float:
-    return float(utility(metric, value(metric, apply_stats(params, val))))
+def checkpoint_score(metric: Metric, val: Batch, constraints: Constrained = ()):
+    """``params -> (-shortfall, utility)``: a checkpoint's score on ``val``, compared as a
+    tuple (higher is better): first how far it misses the constraints (summed; a rate within
+    half an example of its threshold meets it), then the metric's utility (``-inf`` where not
+    finite). Each metric's statistics are compiled once."""
+    slack = 0.5 / int(jax.tree.leaves(val)[0].shape[0])
+    stats = jax.jit(metric.stats)
+    needs = [(m, c, jax.jit(m.stats)) for m, c in constraints]
+
+    def score(params) -> tuple[float, float]:
+        shortfall = 0.0
+        for m, c, m_stats in needs:
+            v = float(value(m, m_stats(params, val)))
+            gap = c.threshold - v if c.op == ">=" else v - c.threshold
+            shortfall += gap if gap > slack or not np.isfinite(gap) else 0.0
+        u = float(utility(metric, value(metric, stats(params, val))))
+        return (-shortfall if np.isfinite(shortfall) else -np.inf,
+                u if np.isfinite(u) else -np.inf)
+
+    return score
+
+
+def _value(metric: Metric, score: tuple[float, float]) -> float:
+    """The metric's value (in its own direction) from a checkpoint's score."""
+    return score[1] if metric.maximize else -score[1]
 
 
 def kd_train(
@@ -82,6 +114,7 @@ def kd_train(
     chunk: int = 50,
     patience: int = 40,
     max_steps: int | None = None,
+    constraints: Constrained = (),
 ) -> BaselineResult:
     """Plain KD training with one loss and one optimizer; best checkpoint on ``metric``.
 
@@ -100,6 +133,8 @@ def kd_train(
       chunk: optimizer steps between validation checks.
       patience: stop after this many checks without improvement.
       max_steps: optional cap on optimizer steps.
+      constraints: ``(metric, constraint)`` pairs the selected checkpoint must meet on
+        ``val`` (see :func:`checkpoint_score`).
     """
     del apply
     if time_budget <= 0:
@@ -122,9 +157,9 @@ def kd_train(
         (model, opt_state), _ = jax.lax.scan(one, (model, opt_state), jax.random.split(key, chunk))
         return model, opt_state
 
-    stats = jax.jit(metric.stats)
+    score = checkpoint_score(metric, val, constraints)
     opt_state = optimizer.init(stateful.explored(params))
-    best_params, best = params, _val_utility(metric, stats, params, val)
+    best_params, best = params, score(params)
     curve, steps, waited = [], 0, 0
     while time.perf_counter() - start < time_budget and waited < patience:
         if max_steps is not None and steps >= max_steps:
@@ -133,15 +168,47 @@ def kd_train(
         key, sub = jax.random.split(key)
         params, opt_state = run_chunk(sub, params, opt_state)
         steps += chunk
-        u = _val_utility(metric, stats, params, val)
-        curve.append((time.perf_counter() - start, steps, u if metric.maximize else -u))
-        if np.isfinite(u) and u > best:
+        u = score(params)
+        curve.append((time.perf_counter() - start, steps, _value(metric, u)))
+        if u > best:
             best, best_params, waited = u, params, 0
         else:
             waited += 1
     return BaselineResult(
-        best_params, best if metric.maximize else -best, time.perf_counter() - start, steps, curve
+        best_params, _value(metric, best), time.perf_counter() - start, steps, curve
     )
+
+
+def temperature_scaled(apply: Any, model: Params, val: Batch) -> Params:
+    """``model`` with its calibration head (``params["head"]``: ``scale · logits + bias``)
+    multiplied by the temperature that minimizes the negative log-likelihood on ``val``.
+
+    The argmax does not move (accuracy, macro-F1 and agreement stay); only calibration does.
+    The one-dimensional fit is scipy's bounded scalar minimizer over the log temperature.
+
+    Example::
+
+        import jax.numpy as jnp
+        from ev3evo.distillation import baselines, head
+        apply = lambda m, x: head.apply(m["head"], x @ m["w"])
+        m = {"w": jnp.eye(2) * 20.0, "head": head.identity(2)}   # far too confident
+        val = {"x": jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.2]]), "y": jnp.array([0, 1, 1])}
+        assert float(baselines.temperature_scaled(apply, m, val)["head"]["scale"]) < 1.0
+    """
+    from scipy.optimize import minimize_scalar
+    from scipy.special import logsumexp
+
+    logits = np.asarray(apply(model, val["x"]), np.float64)
+    y = np.asarray(val["y"])
+
+    def nll(log_scale: float) -> float:
+        z = logits * np.exp(log_scale)
+        return float(np.mean(logsumexp(z, axis=1) - z[np.arange(len(y)), y]))
+
+    factor = float(np.exp(minimize_scalar(nll, bounds=(-6.0, 6.0), method="bounded").x))
+    params = stateful.explored(model)
+    scaled = {**params, "head": jax.tree.map(lambda h: h * factor, params["head"])}
+    return stateful.with_params(model, scaled)
 
 
 def es_train(
@@ -158,6 +225,7 @@ def es_train(
     learning_rate: float = 0.03,
     chunk: int = 20,
     max_generations: int | None = None,
+    constraints: Constrained = (),
 ) -> BaselineResult:
     """A pure evolution strategy (evosax) on the student's parameters; fitness = ``metric`` on train.
 
@@ -172,6 +240,8 @@ def es_train(
       population_size: candidates per generation (even for ``Open_ES``).
       std_init: initial search scale.
       learning_rate: Adam learning rate for gradient-style algorithms that take ``optimizer=``.
+      constraints: ``(metric, constraint)`` pairs the selected mean must meet on ``val`` (the
+        fitness is still ``metric`` on train).
     """
     from ..explore.evosax import driver
 
@@ -209,8 +279,8 @@ def es_train(
         state, _ = jax.lax.scan(one, state, jax.random.split(key, chunk))
         return state
 
-    stats = jax.jit(metric.stats)
-    best_params, best = params, _val_utility(metric, stats, params, val)
+    score = checkpoint_score(metric, val, constraints)
+    best_params, best = params, score(params)
     curve, gens = [], 0
     while time.perf_counter() - start < time_budget:
         if max_generations is not None and gens >= max_generations:
@@ -220,10 +290,10 @@ def es_train(
         state = run_chunk(sub, state)
         gens += chunk
         mean = unravel(driver.center(algo, state))
-        u = _val_utility(metric, stats, mean, val)
-        curve.append((time.perf_counter() - start, gens, u if metric.maximize else -u))
-        if np.isfinite(u) and u > best:
+        u = score(mean)
+        curve.append((time.perf_counter() - start, gens, _value(metric, u)))
+        if u > best:
             best, best_params = u, mean
     return BaselineResult(
-        best_params, best if metric.maximize else -best, time.perf_counter() - start, gens, curve
+        best_params, _value(metric, best), time.perf_counter() - start, gens, curve
     )

@@ -58,6 +58,7 @@ from flax import nnx
 
 from .. import __version__, interrupts
 from ..adapt.certification import FRESH
+from ..assess.objectives import parse_constraint
 from ..callbacks import Callback, JSONLHistory, ProgressBar, TensorBoard
 from ..run import RunResult, run
 from ..timing import describe_shares, time_shares
@@ -436,10 +437,18 @@ def _ev3_method(ev3: EV3Outcome, final: Certified, splits: dict, names) -> dict:
     }
 
 
+#: metrics that a softmax temperature moves (the argmax does not): with one of them to optimize
+#: or to meet, every KD baseline is also reported temperature-scaled on validation ("+ts")
+TEMPERATURE_MOVES = frozenset({"ece", "neg_loss"})
+SCALED = "temperature_scaled"
+
+
 def run_baselines(k_kd, k_es, c: DistillConfig, student: Student, splits: dict, names,
                   primary: str, budget: float, log, phases=None) -> dict:
     """The baselines, each given ``budget`` seconds from the initial ``student``: KD with every
-    optimizer of the grid on ``c.kd_loss``, and the evosax ES ``c.es_algorithm``;
+    optimizer of the grid on ``c.kd_loss`` (and, when the run optimizes or constrains a metric
+    in :data:`TEMPERATURE_MOVES`, each KD student temperature-scaled on validation as well,
+    ``kd_...+ts``), and the evosax ES ``c.es_algorithm``;
     ``{method: record}``. With ``phases`` (:class:`~ev3evo.distillation.phases.Phases`), a
     baseline it records as done is not run again, and each one run is recorded as it ends."""
     from ..assess import metrics as M
@@ -447,15 +456,28 @@ def run_baselines(k_kd, k_es, c: DistillConfig, student: Student, splits: dict, 
     train, val = splits["train"], splits["val"]
     model0 = student.initial
     metric = M.get(primary, student.apply, student.num_classes)
-    runs = {f"kd_{name}": lambda opt=opt: {
-        **_method(student, B.kd_train(k_kd, student.apply, model0, train, val,
-                                      named_loss(student, c.kd_loss), opt, metric,
-                                      time_budget=budget, batch_size=c.batch_size),
-                  splits, names), "budget": budget, "loss": c.kd_loss}
-        for name, opt in optimizer_grid().items()}
+    constraints = tuple((M.get(k.metric, student.apply, student.num_classes), k)
+                        for k in map(parse_constraint, c.constraints))
+    calibrating = bool(TEMPERATURE_MOVES & {primary, *(k.metric for _, k in constraints)})
+
+    def kd(opt) -> dict:
+        r = B.kd_train(k_kd, student.apply, model0, train, val, named_loss(student, c.kd_loss),
+                       opt, metric, time_budget=budget, batch_size=c.batch_size,
+                       constraints=constraints)
+        record = {**_method(student, r, splits, names), "budget": budget, "loss": c.kd_loss}
+        if calibrating:  # the standard post-hoc fix, so EV3's calibration is not compared
+            start = time.perf_counter()  # with uncalibrated networks only
+            scaled = r._replace(params=B.temperature_scaled(student.apply, r.params, val))
+            record[SCALED] = {**_method(student, scaled, splits, names), "budget": budget,
+                              "loss": c.kd_loss,
+                              "seconds": r.seconds + time.perf_counter() - start}
+        return record
+
+    runs = {f"kd_{name}": lambda opt=opt: kd(opt) for name, opt in optimizer_grid().items()}
     runs[f"es_{c.es_algorithm.lower()}"] = lambda: {
         **_method(student, B.es_train(k_es, model0, train, val, metric, time_budget=budget,
-                                      algorithm=c.es_algorithm), splits, names),
+                                      algorithm=c.es_algorithm, constraints=constraints),
+                  splits, names),
         "budget": budget}
     methods = {}
     for method, baseline in runs.items():
@@ -468,6 +490,9 @@ def run_baselines(k_kd, k_es, c: DistillConfig, student: Student, splits: dict, 
         interrupts.stop_point(f"before the baseline {method} (the baselines done are saved)")
         log(f"baseline {method}: up to {budget:.1f}s")
         methods[method] = baseline() if phases is None else phases.done(method, baseline())
+    for method in [m for m in methods if SCALED in methods[m]]:
+        methods[f"{method}+ts"] = methods[method][SCALED]
+        methods[method] = {k: v for k, v in methods[method].items() if k != SCALED}
     return methods
 
 
@@ -507,7 +532,7 @@ def _summary(c: DistillConfig, settings: EngineSettings, ds, splits: dict, teach
         "gate": ev3.gate,
         "warnings": list(ev3.warnings),
         "status": ev3.result.status,
-        "best": report.best(methods, settings.objectives[0].metric),
+        "best": report.best(methods, settings.objectives[0].metric, c.constraints),
     }
 
 
@@ -516,10 +541,11 @@ def _print(summary: dict, c: DistillConfig, ev3: EV3Outcome) -> None:
     if c.baselines:
         how = "EV3's wall time" if c.baseline_seconds is None else "--baseline-seconds"
         budget = next(r["budget"] for r in summary["methods"].values() if "budget" in r)
+        among = " among the checkpoints that meet the constraints" if c.constraints else ""
         print(f"(EV3 ran {ev3.seconds:.1f}s, {int(ev3.result.state.step)} steps, step compiled "
               f"{'before' if c.warmup else 'inside'} its clock; each baseline was given up to "
               f"{budget:.1f}s ({how}); KD baselines stop early once their validation "
-              f"{summary['primary']} stops improving, so 'seconds' is what each used)")
+              f"{summary['primary']} stops improving{among}, so 'seconds' is what each used)")
     print(f"outputs in {c.out}" if c.out is not None else
           "outputs not kept on disk (out=None): DistillResult.save(folder) writes them")
 

@@ -31,6 +31,8 @@ from collections.abc import Sequence
 #: the metrics every report shows, in order
 METRICS = ("accuracy", "macro_f1", "agreement", "ece")
 _LOWER_IS_BETTER = {"ece"}
+# float32 rates read back from JSON: 396 / 400 is stored as 0.98999995 and meets ">= 0.99"
+_ROUNDING = 1e-6
 
 
 def _fmt(v) -> str:
@@ -83,31 +85,55 @@ def _verdict(summary: dict, primary: str) -> str:
     if uncertified:
         words.append(f"ev3: {NOTHING_CERTIFIED}")
     if chosen is not None:
-        words.append(f"best student on validation {primary}: {chosen}")
+        meets = " meeting the constraints" if summary.get("constraints") else ""
+        if meets and shortfall(summary["methods"][chosen], "validation",
+                               summary["constraints"]) > 0:
+            meets = " (none meets the constraints: the one closest to meeting them)"
+        words.append(f"best student on validation {primary}{meets}: {chosen}")
     if oracle is not None and oracle != chosen:
         words.append(f"best on test (an oracle choice, for reference only): {oracle}")
     return "(" + "; ".join(words) + ")" if words else ""
 
 
+def shortfall(record: dict, split: str, constraints: Sequence[str]) -> float:
+    """How far a method's ``split`` values miss ``constraints`` (texts such as
+    ``"accuracy>=0.9"``), summed; 0 where every one holds (up to float32 rounding of the
+    stored rates), ``inf`` where a value is missing."""
+    from ..assess.objectives import parse_constraint
+
+    total = 0.0
+    for c in map(parse_constraint, constraints):
+        v = record.get(split, {}).get(c.metric)
+        if v is None or not math.isfinite(v):
+            return math.inf
+        gap = c.threshold - v if c.op == ">=" else v - c.threshold
+        total += gap if gap > _ROUNDING * max(1.0, abs(c.threshold)) else 0.0
+    return total
+
+
 def best_method(summary: dict, metric: str, split: str = "validation",
                 exclude=()) -> str | None:
     """Name of the method with the best ``split`` value of ``metric`` (choose on validation:
-    the test split only reports)."""
+    the test split only reports). Under the summary's constraints only the methods that meet
+    them on ``split`` compete; when none does, those that miss them by least."""
     sign = -1.0 if metric in _LOWER_IS_BETTER else 1.0
-    scored = [
-        (sign * r[split][metric], name)
-        for name, r in summary["methods"].items()
-        if name not in exclude and r.get(split, {}).get(metric) is not None
-    ]
-    return max(scored)[1] if scored else None
+    constraints = summary.get("constraints") or ()
+    rows = {name: r for name, r in summary["methods"].items()
+            if name not in exclude and r.get(split, {}).get(metric) is not None}
+    if not rows:
+        return None
+    short = {name: shortfall(r, split, constraints) for name, r in rows.items()}
+    least = min(short.values())
+    return max((sign * r[split][metric], name) for name, r in rows.items()
+               if short[name] <= least)[1]
 
 
-def best(methods: dict, metric: str) -> dict:
-    """``summary.json``'s ``"best"``: the method chosen on validation ``metric``, and, kept
-    apart, the one that would win on test (an oracle choice no user could make). EV3 is
-    never called the best when it certified nothing (its student is then the initial
-    model)."""
-    summary = {"methods": methods}
+def best(methods: dict, metric: str, constraints: Sequence[str] = ()) -> dict:
+    """``summary.json``'s ``"best"``: the method chosen on validation ``metric`` (among those
+    that meet ``constraints`` there, see :func:`best_method`), and, kept apart, the one that
+    would win on test (an oracle choice no user could make). EV3 is never called the best
+    when it certified nothing (its student is then the initial model)."""
+    summary = {"methods": methods, "constraints": list(constraints)}
     skip = ("ev3",) if methods.get("ev3", {}).get("certified") is False else ()
     return {"metric": metric, "chosen_on": "validation",
             "method": best_method(summary, metric, "validation", skip),

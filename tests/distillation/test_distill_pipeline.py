@@ -148,6 +148,59 @@ def test_baselines_select_on_validation():
                    algorithm="NoSuchES")
 
 
+def test_baselines_select_among_the_checkpoints_that_meet_the_constraints():
+    apply, batch, params = _toy()
+    acc, ece = M.accuracy(apply), M.get("ece", apply, 2)
+    loss = losses.kl_to_teacher(apply, 4.0)
+    run = lambda metric, *needs: B.kd_train(
+        jax.random.key(1), apply, params, batch, batch, loss, optax.adam(0.05), metric,
+        time_budget=60.0, chunk=5, max_steps=60,
+        constraints=tuple((acc, ev3evo.parse_constraint(n)) for n in needs))
+    value = lambda m, p: float(M.value(m, m.stats(p, batch)))
+    assert value(acc, params) < 0.9  # the initial model misses the constraint
+    met = run(ece, "accuracy>=0.9")
+    assert value(acc, met.params) >= 0.9
+    assert met.value == pytest.approx(value(ece, met.params), abs=1e-6)
+    # no checkpoint can meet it: the one that misses it by least, i.e. the most accurate
+    best_acc = run(acc)
+    closest = run(ece, "accuracy>=1.01")
+    assert value(acc, closest.params) == pytest.approx(best_acc.value)
+    # the ES baseline's selected mean follows the same rule
+    es = B.es_train(jax.random.key(2), params, batch, batch, ece, time_budget=60.0,
+                    population_size=16, std_init=0.3, chunk=10, max_generations=30,
+                    constraints=((acc, ev3evo.parse_constraint("accuracy>=0.6")),))
+    assert value(acc, es.params) >= 0.6 - 0.5 / 120
+
+
+def test_a_calibration_objective_adds_temperature_scaled_kd_baselines():
+    from ev3evo.distillation.pipeline import run_baselines
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 6)).astype(np.float32)
+    y = (x[:, 0] + 0.3 * rng.normal(size=300) > 0).astype(np.int32)
+    batch = lambda s: {"x": jnp.asarray(x[s]), "y": jnp.asarray(y[s]),
+                       "teacher": jnp.asarray(8.0 * np.eye(2, dtype=np.float32)[y[s]])}
+    splits = {"train": batch(slice(0, 200)), "val": batch(slice(200, 250)),
+              "test": batch(slice(250, 300))}
+    student = Student.build("mlp:4", (6,), 2, seed=0)
+    names = ["ece", "accuracy", "neg_loss"]
+    config = DistillConfig(metrics=("ece",), constraints=("accuracy>=0.6",))
+    methods = run_baselines(jax.random.key(1), jax.random.key(2), config, student, splits,
+                            names, "ece", 1.0, lambda *_: None)
+    kd = [m for m in methods if m.startswith("kd_") and not m.endswith("+ts")]
+    assert kd and {f"{m}+ts" for m in kd} <= set(methods)
+    for m in kd:
+        plain, scaled = methods[m], methods[f"{m}+ts"]
+        # the argmax does not move; the fitted temperature lowers the validation NLL
+        assert scaled["validation"]["accuracy"] == plain["validation"]["accuracy"]
+        assert scaled["validation"]["neg_loss"] >= plain["validation"]["neg_loss"] - 1e-6
+        assert scaled["seconds"] >= plain["seconds"]
+    plain_run = run_baselines(jax.random.key(1), jax.random.key(2),
+                              DistillConfig(metrics=("accuracy",)), student, splits, names,
+                              "accuracy", 0.5, lambda *_: None)
+    assert not any(m.endswith("+ts") for m in plain_run)
+
+
 @pytest.mark.parametrize("name", list(G.MIXTURES))
 def test_named_losses_are_the_weighted_sums_of_their_parts(name):
     rng = np.random.default_rng(0)

@@ -125,3 +125,26 @@ def test_plot_history_writes_the_three_pngs(tmp_path):
     assert [p.rsplit("/", 1)[1] for p in paths] == ["metric_vs_step.png", "metric_vs_time.png",
                                                     "allocation.png"]
     assert all((tmp_path / p.rsplit("/", 1)[1]).stat().st_size > 0 for p in paths)
+
+
+def _methods(**rows):
+    return {name: {"validation": {"ece": e, "accuracy": a}, "test": {"ece": e, "accuracy": a}}
+            for name, (e, a) in rows.items()}
+
+
+def test_the_best_method_meets_the_constraints_or_misses_them_by_least():
+    methods = _methods(kd=(0.20, 0.60), es=(0.01, 0.17), ev3=(0.04, 0.59))
+    summary = {"methods": methods, "constraints": ["accuracy>=0.55"]}
+    assert report.best_method({"methods": methods}, "ece") == "es"  # unconstrained
+    assert report.best_method(summary, "ece") == "ev3"  # es misses accuracy>=0.55
+    assert report.best(methods, "ece", ["accuracy>=0.55"])["method"] == "ev3"
+    # none meets it: the one closest to meeting it, whatever its ece
+    assert report.best_method({**summary, "constraints": ["accuracy>=0.9"]}, "ece") == "kd"
+    # a rate met by exactly its count, read back from float32 (396 / 400), meets >= 0.99
+    exact = _methods(a=(0.05, 0.98999995), b=(0.01, 0.985))
+    assert report.best_method({"methods": exact, "constraints": ["accuracy>=0.99"]},
+                              "ece") == "a"
+    assert report.shortfall(exact["a"], "test", ["accuracy>=0.99"]) == 0.0
+    line = report.table({"primary": "ece", "metrics": ["ece", "accuracy"],
+                         "teacher": {"test": {}, "validation": {}}, **summary})
+    assert "best student on validation ece meeting the constraints: ev3" in line
