@@ -148,7 +148,8 @@ def certify_mode(config, correction: str) -> str:
 
 
 def engine_objectives(objectives: Sequence[Objective], tie_break: bool, n_val: int,
-                      examples: float = 1.5) -> list[Objective]:
+                      examples: float = 1.5,
+                      class_counts: Sequence[int] | None = None) -> list[Objective]:
     """The user's objectives, plus (``tie_break``) the fidelity tie-breaker.
 
     With the tie-breaker, a primary objective given without tolerance gets ``examples``
@@ -160,6 +161,12 @@ def engine_objectives(objectives: Sequence[Objective], tie_break: bool, n_val: i
     factor 0.6 gives a band of 0.0133 at 180 selection examples. A fixed band would swallow
     every ECE difference on a large validation split, where the models' ECE is itself about
     0.01–0.03.
+
+    Macro-F1 averages the classes' F1: one example of a class with ``n_c`` of them moves it
+    by about ``1 / (C n_c)``, which on imbalanced data is many times ``1 / n_val`` for the
+    small classes. With ``class_counts`` (the validation labels' counts per class) its band
+    is ``examples`` times that one-example effect averaged over the classes present,
+    ``mean_c n_val / (C n_c) / n_val`` (``examples / n_val`` when the classes are balanced).
     """
     objectives = list(objectives)
     if not tie_break:
@@ -167,8 +174,29 @@ def engine_objectives(objectives: Sequence[Objective], tie_break: bool, n_val: i
     first = objectives[0]
     if first.tolerance == 0.0 and first.metric != "neg_loss":
         scale = 0.6 if first.metric == "ece" else 1.0
+        if first.metric == "macro_f1" and class_counts is not None:
+            scale = macro_f1_scale(class_counts)
         objectives[0] = first._replace(tolerance=scale * examples / n_val)
     return [*objectives, Objective("fidelity", 1e9)]
+
+
+def macro_f1_scale(class_counts: Sequence[int]) -> float:
+    """One example's effect on macro-F1 relative to its effect on accuracy, averaged over the
+    classes present: ``mean_c n / (C n_c)`` (1 for balanced classes).
+
+    Example::
+
+        from ev3evo.distillation.engine import macro_f1_scale
+        assert macro_f1_scale([50, 50, 0]) == 1.0
+        assert macro_f1_scale([90, 10]) > 2.5   # (100/180 + 100/20) / 2
+    """
+    import numpy as np
+
+    counts = np.asarray(class_counts, np.float64)
+    counts = counts[counts > 0]
+    if counts.size == 0:
+        return 1.0
+    return float(np.mean(counts.sum() / (counts.size * counts)))
 
 
 #: rows of the KD grid rolled out a step (of 18): the last winner and 2 others at random
@@ -212,7 +240,8 @@ def open_es_source() -> Source:
                          optimizer=optax.sgd(1.0), name="open_es")
 
 
-def build_engine(student, config, settings: EngineSettings, num_classes: int, n_val: int) -> EV3:
+def build_engine(student, config, settings: EngineSettings, num_classes: int, n_val: int,
+                 class_counts: Sequence[int] | None = None) -> EV3:
     """The EV3 engine of a run for one student architecture.
 
     Args:
@@ -224,12 +253,15 @@ def build_engine(student, config, settings: EngineSettings, num_classes: int, n_
       num_classes: the number of classes.
       n_val: the number of validation examples (the tie band is relative to the examples the
         winner is selected on: half of them with the split gate).
+      class_counts: the validation labels' counts per class (the macro-F1 tie band is
+        scaled by them, see :func:`engine_objectives`).
     """
     apply = getattr(student, "apply", student)
     sources = distillation_sources(student, config)
     held_out = settings.gate.correction in HOLD_OUT
     objectives = engine_objectives(settings.objectives, config.tie_break,
-                                   n_val // 2 if held_out else n_val, config.tie_examples)
+                                   n_val // 2 if held_out else n_val, config.tie_examples,
+                                   class_counts)
     metrics = metric_objects(apply, settings.metric_names, num_classes)
     if config.tie_break:
         metrics.append(fidelity(apply))

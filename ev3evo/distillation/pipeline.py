@@ -259,7 +259,8 @@ def run_ev3(key, c: DistillConfig, settings: EngineSettings, name: str, splits: 
     train, val = splits["train"], splits["val"]
     evaluation = val if evaluation is None else evaluation
     names = settings.metric_names
-    rebuild = lambda s: build_engine(s, c, settings, s.num_classes, len(val["y"]))
+    counts = np.bincount(np.asarray(val["y"]), minlength=student.num_classes)
+    rebuild = lambda s: build_engine(s, c, settings, s.num_classes, len(val["y"]), counts)
     done = None if ckpt.log is None else ckpt.log.record("ev3")
     if ckpt.saved is not None:
         log(f"resuming from step {ckpt.saved.step} ({ckpt.saved.path})"

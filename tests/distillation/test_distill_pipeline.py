@@ -236,6 +236,25 @@ def test_engine_objectives_tie_break():
     assert small == pytest.approx(0.6 * 4 / 180) and large == pytest.approx(0.6 * 4 / 2000)
 
 
+def test_macro_f1_tie_band_is_one_example_of_each_class_averaged():
+    from sklearn.metrics import f1_score
+
+    balanced = E.engine_objectives([Objective("macro_f1")], True, 300, 4.0, [100, 100, 100])
+    assert balanced[0].tolerance == pytest.approx(4.0 / 300)  # as accuracy's
+    counts = [653, 297, 147, 63, 40]
+    band = E.engine_objectives([Objective("macro_f1")], True, 1200, 4.0, counts)[0].tolerance
+    assert band == pytest.approx(4.0 * E.macro_f1_scale(counts) / 1200)
+    assert 2.0 < E.macro_f1_scale(counts) < 3.0
+    # against sklearn: one example of each class misclassified, the average effect on macro-F1
+    y = np.repeat(np.arange(5), counts)
+    effects = []
+    for c in range(5):
+        pred = y.copy()
+        pred[np.flatnonzero(y == c)[0]] = (c + 1) % 5
+        effects.append(1.0 - f1_score(y, pred, average="macro"))
+    assert np.mean(effects) == pytest.approx(E.macro_f1_scale(counts) / len(y), rel=0.5)
+
+
 @pytest.mark.parametrize(
     "overrides, needle",
     [({"steps": 0}, "steps"), ({"metrics": ["nope"]}, "unknown metric"),
