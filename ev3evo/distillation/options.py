@@ -372,7 +372,8 @@ class DistillConfig:
         FLAG)
     tie_examples: float = setting(
         4.0, "candidates within N validation examples of the best on the first metric count "
-        "as tied; the one closest to the teacher wins", POSITIVE_NUMBER, "--tie-examples",
+        "as tied; the one closest to the teacher wins (for macro_f1, N examples of each class, "
+        "averaged over the classes)", POSITIVE_NUMBER, "--tie-examples",
         RUN, metavar="N", same_on_resume=True)
     batch_size: int = setting(
         128, "minibatch size of gradient rollouts and KD baselines, in examples", POSITIVE_INT,
