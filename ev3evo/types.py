@@ -250,3 +250,8 @@ class Constraint(NamedTuple):
     metric: str
     op: str  # ">=" or "<="
     threshold: float
+
+    def gap(self, value):
+        """By how much ``value`` (a number or an array) misses the threshold: positive where
+        the constraint fails, zero or negative where it holds."""
+        return self.threshold - value if self.op == ">=" else value - self.threshold

@@ -52,8 +52,7 @@ def violations(values: Array, index: dict[str, int], constraints: Sequence[Const
     slack = 0.0 if not examples else 0.5 / examples
     total = jnp.zeros(values.shape[0], values.dtype)
     for c in constraints:
-        v = values[:, index[c.metric]]
-        gap = c.threshold - v if c.op == ">=" else v - c.threshold
+        gap = c.gap(values[:, index[c.metric]])
         total = total + jnp.where(gap > slack, gap, 0.0)
     return total
 

@@ -84,8 +84,7 @@ def checkpoint_score(metric: Metric, val: Batch, constraints: Constrained = ()):
     def score(params) -> tuple[float, float]:
         shortfall = 0.0
         for m, c, m_stats in needs:
-            v = float(value(m, m_stats(params, val)))
-            gap = c.threshold - v if c.op == ">=" else v - c.threshold
+            gap = c.gap(float(value(m, m_stats(params, val))))
             shortfall += gap if gap > slack or not np.isfinite(gap) else 0.0
         u = float(utility(metric, value(metric, stats(params, val))))
         return (-shortfall if np.isfinite(shortfall) else -np.inf,

@@ -42,6 +42,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import optax
 
 from ..adapt.allocation import Allocation
@@ -190,8 +191,6 @@ def macro_f1_scale(class_counts: Sequence[int]) -> float:
         assert macro_f1_scale([50, 50, 0]) == 1.0
         assert macro_f1_scale([90, 10]) > 2.5   # (100/180 + 100/20) / 2
     """
-    import numpy as np
-
     counts = np.asarray(class_counts, np.float64)
     counts = counts[counts > 0]
     if counts.size == 0:

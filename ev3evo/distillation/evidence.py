@@ -72,8 +72,7 @@ def teacher_misses(constraints, teacher_values: dict) -> list[str]:
         value = teacher_values.get(c.metric)
         if value is None:
             continue
-        missed = value < c.threshold if c.op == ">=" else value > c.threshold
-        if missed:
+        if c.gap(value) > 0:
             out.append(f"the teacher itself has {c.metric} {value:.4g} on the validation split, "
                        f"so a student meeting {c.metric}{c.op}{c.threshold:g} is unlikely")
     return out

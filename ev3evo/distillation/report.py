@@ -106,7 +106,7 @@ def shortfall(record: dict, split: str, constraints: Sequence[str]) -> float:
         v = record.get(split, {}).get(c.metric)
         if v is None or not math.isfinite(v):
             return math.inf
-        gap = c.threshold - v if c.op == ">=" else v - c.threshold
+        gap = c.gap(v)
         total += gap if gap > _ROUNDING * max(1.0, abs(c.threshold)) else 0.0
     return total
 
