@@ -9,8 +9,8 @@ beats one that does not, and among those that do not, the one that misses them b
 
 * :func:`kd_train`: minibatch training of one KD loss with one optax optimizer; the training
   loop is a compiled ``lax.scan`` over ``chunk`` steps, the validation metric is checked after
-  every chunk. It stops at the time budget, or earlier when the validation metric has not
-  improved for ``patience`` chunks (it has converged; more time would not change the result).
+  every chunk. It trains for the whole time budget (a user's KD run at equal wall time), or with
+  ``patience`` stops earlier once the validation metric has not improved for that many chunks.
 * :func:`temperature_scaled`: post-hoc temperature scaling of a trained student (Guo et al.,
   2017), the standard fix for a miscalibrated network, reported beside the KD baselines when
   the run optimizes calibration.
@@ -47,7 +47,7 @@ from jax.flatten_util import ravel_pytree
 
 from .. import interrupts
 from ..assess.metrics import utility, value
-from ..explore import stateful
+from ..explore import sampling, stateful
 from ..types import Batch, Constraint, LossFn, Metric, Params, PRNGKey
 
 #: ``(metric, constraint)`` pairs a baseline's checkpoints must meet on validation
@@ -111,7 +111,7 @@ def kd_train(
     time_budget: float,
     batch_size: int = 128,
     chunk: int = 50,
-    patience: int = 40,
+    patience: int | None = None,
     max_steps: int | None = None,
     constraints: Constrained = (),
 ) -> BaselineResult:
@@ -130,7 +130,10 @@ def kd_train(
       time_budget: wall-clock seconds (compilation included).
       batch_size: minibatch size.
       chunk: optimizer steps between validation checks.
-      patience: stop after this many checks without improvement.
+      patience: stop after this many checks without improvement (``None``: train for the
+        whole budget; on mnist1d, mlp:16, Adam 0.003 and 0.01, 3 seeds, stopping after 40
+        checks left validation accuracy at 0.576 on average and after 200 at 0.597, where
+        the whole 20 s reached 0.606).
       max_steps: optional cap on optimizer steps.
       constraints: ``(metric, constraint)`` pairs the selected checkpoint must meet on
         ``val`` (see :func:`checkpoint_score`).
@@ -139,16 +142,20 @@ def kd_train(
     if time_budget <= 0:
         raise ValueError(f"time_budget must be > 0, got {time_budget}")
     start = time.perf_counter()
-    n = int(jax.tree.leaves(train)[0].shape[0])
-    bs = min(batch_size, n)
     grad = stateful.value_and_grad(loss)
 
     @jax.jit
     def run_chunk(key, model, opt_state):
+        # The minibatches of EV3's rollouts (one shuffle per chunk, windows at random offsets):
+        # a permutation per step (``random.choice`` without replacement) made this loop 20x
+        # slower on mnist1d, and an equal-time comparison with a handicapped baseline would
+        # flatter EV3.
+        key, shuffle = jax.random.split(key)
+        windows = sampling.prepare(shuffle, train, batch_size)
+
         def one(carry, k):
             m, s = carry
-            idx = jax.random.choice(k, n, (bs,), replace=False)
-            _, g, state = grad(m, jax.tree.map(lambda a: a[idx], train))
+            _, g, state = grad(m, sampling.draw(k, windows, batch_size))
             p = stateful.explored(m)
             updates, s = optimizer.update(g, s, p)
             return (stateful.with_params(m, optax.apply_updates(p, updates), state), s), None
@@ -160,7 +167,7 @@ def kd_train(
     opt_state = optimizer.init(stateful.explored(params))
     best_params, best = params, score(params)
     curve, steps, waited = [], 0, 0
-    while time.perf_counter() - start < time_budget and waited < patience:
+    while time.perf_counter() - start < time_budget and (patience is None or waited < patience):
         if max_steps is not None and steps >= max_steps:
             break
         interrupts.stop_point("during a KD baseline")

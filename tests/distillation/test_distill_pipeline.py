@@ -148,6 +148,19 @@ def test_baselines_select_on_validation():
                    algorithm="NoSuchES")
 
 
+def test_the_kd_baseline_trains_for_its_whole_budget_unless_given_patience():
+    apply, batch, params = _toy()
+    acc = M.accuracy(apply)
+    run = lambda **kw: B.kd_train(jax.random.key(1), apply, params, batch, batch,
+                                  losses.kl_to_teacher(apply, 4.0), optax.adam(0.05), acc,
+                                  time_budget=60.0, chunk=5, max_steps=300, **kw)
+    whole = run()
+    assert whole.steps == 300 and whole.value > 0.9  # no early stop by default
+    early = run(patience=2)  # the toy converges long before 300 steps
+    assert early.steps < 300 and early.value > 0.9
+    assert [c[1] for c in early.curve] == [c[1] for c in whole.curve][:len(early.curve)]
+
+
 def test_baselines_select_among_the_checkpoints_that_meet_the_constraints():
     apply, batch, params = _toy()
     acc, ece = M.accuracy(apply), M.get("ece", apply, 2)
