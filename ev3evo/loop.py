@@ -181,7 +181,10 @@ def _evaluate_arms(prog: Program, state: EV3State, population, active, evaluatio
     if prog.gate.correction in FRESH:
         (fresh,) = _evaluate(prog, [prog.evidence], arms, evaluation.fresh, live)
         fresh = fresh[..., 0]
-    return stats, fresh, index, in_budget, usable
+    selection = None
+    if evaluation.selection is not None:
+        selection = tuple(_evaluate(prog, prog.metrics, arms, evaluation.selection, live))
+    return stats, fresh, index, in_budget, usable, selection
 
 
 def _evaluate(prog: Program, metrics, arms, batch, live):
@@ -212,6 +215,7 @@ class Assessed(NamedTuple):
     index: Array
     in_budget: Array
     usable: Array
+    selection: Any  # the metrics' statistics on Evaluation.selection (None without one)
     unused: Array  # slots the sources did not fill
 
 
@@ -231,7 +235,7 @@ def settle(prog: Program, key_gate, tell_keys, state: EV3State, sources, blocks,
     layout = prog.source.layout
     rule_state = state.gate.rule if isinstance(state.gate, GateState) else state.gate
     d = decide(key_gate, prog.metrics, a.stats, prog.objectives, prog.constraints, a.usable,
-               prog.gate, a.fresh, rule_state)
+               prog.gate, a.fresh, rule_state, a.selection)
     w = jnp.maximum(d.winner, 0)
     slot = a.index[w]
     winner = _tree.take(a.population, slot)
@@ -298,6 +302,8 @@ def build_step(prog: Program):
         check_metrics(prog.metrics, state.current, evaluation.validation)
         if evaluation.fresh is not None and prog.gate.correction in FRESH:
             check_metrics([prog.evidence], state.current, evaluation.fresh)
+        if evaluation.selection is not None:
+            check_metrics(prog.metrics, state.current, evaluation.selection)
         key_ask, key_gate, key_tell = jax.random.split(key, 3)
         ask_keys = jax.random.split(key_ask, len(layout.parts))
         tell_keys = jax.random.split(key_tell, len(layout.parts))

@@ -238,10 +238,18 @@ class Evaluation(NamedTuple):
       fresh: a batch drawn afresh every step (e.g. teacher-labelled transfer examples) on
         which the fresh-data certification rules test the gate's evidence metric
         (``Gate(correction="fresh" | "sequential", evidence=...)``); ``None`` otherwise.
+      selection: a batch drawn afresh every step on which the candidates are selected and
+        accepted (and the current model compared with the stable one for rollback), with
+        the same metrics; the validation batch then serves the reported metrics and, whole,
+        the held-out guards of certification. ``None``: selection on the validation batch
+        (its even half with the held-out rules). A fixed batch that every step selects on
+        is fitted by the selection itself (the current model becomes the luckiest of many
+        candidates on it); a fresh one is not.
     """
 
     validation: Any
     fresh: Any = None
+    selection: Any = None
 
 
 class Constraint(NamedTuple):

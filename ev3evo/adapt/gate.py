@@ -15,7 +15,9 @@ same examples. One step decides, with the rules of the :class:`Gate`:
 With ``correction="split"`` steps 1, 2 and 4 see only the even validation examples; the odd
 ones serve only the certification test. With ``"fresh"`` and ``"sequential"`` the test runs on
 a batch drawn afresh every step (:class:`~ev3evo.Evaluation`), on the gate's evidence metric,
-and the held-out half guards the objectives. The false-certification rates of every
+and the held-out half guards the objectives. With an ``Evaluation.selection`` batch (drawn
+afresh every step) steps 1, 2 and 4 see that batch instead, and the whole validation batch
+guards. The false-certification rates of every
 configuration are simulated in ``tests/adapt/test_gate.py``.
 
 Example::
@@ -156,20 +158,26 @@ class Evidence(NamedTuple):
 
 
 def gather_evidence(keys, metrics, stats, objectives, constraints, usable, gate,
-                    fresh=None) -> Evidence:
+                    fresh=None, selection=None) -> Evidence:
     """The values, violations, utilities and comparisons every rule reads (see :class:`Evidence`).
 
     ``keys``: ``(2, O)`` keys, for the bootstrap comparisons against the current and the stable
-    model.
+    model. ``selection``: per metric, the statistics on a separate selection batch
+    (``Evaluation.selection``); the selection examples are then those, and every validation
+    example is held out.
     """
     index = {m.name: i for i, m in enumerate(metrics)}
     obj_metrics = tuple(metrics[index[o.metric]] for o in objectives)
     hold_out = gate.correction in HOLD_OUT
-    select = [s[:, 0::2] for s in stats] if hold_out else list(stats)
+    if selection is not None:
+        select = list(selection)
+    else:
+        select = [s[:, 0::2] for s in stats] if hold_out else list(stats)
     values = metric_values(metrics, stats)
-    sel_values = metric_values(metrics, select) if hold_out else values
+    separate = hold_out or selection is not None
+    sel_values = metric_values(metrics, select) if separate else values
     finite = jnp.all(jnp.isfinite(values), axis=1) & jnp.all(jnp.isfinite(sel_values), axis=1)
-    for s in stats:
+    for s in [*stats, *(selection or ())]:
         finite = finite & jnp.all(jnp.isfinite(s), axis=(1, 2))
     p = usable.shape[0]
     comparisons = [
@@ -177,7 +185,9 @@ def gather_evidence(keys, metrics, stats, objectives, constraints, usable, gate,
          for i, m in enumerate(obj_metrics)]
         for j in (0, 1)
     ]
-    held = tuple(stats[index[m.name]][:, 1::2] for m in obj_metrics) if hold_out else ()
+    held = () if not hold_out else tuple(
+        stats[index[m.name]] if selection is not None else stats[index[m.name]][:, 1::2]
+        for m in obj_metrics)
     return Evidence(
         objectives=tuple(objectives), objective_metrics=obj_metrics, values=values, held_out=held,
         violation=jnp.where(finite, violations(sel_values, index, constraints,
@@ -202,6 +212,7 @@ def decide(
     gate: Gate,
     fresh: Array | None = None,
     state=(),
+    selection: Sequence[Array] | None = None,
 ) -> Decision:
     """Runs selection and the gate for one step.
 
@@ -218,6 +229,8 @@ def decide(
         fresh-data rules only).
       state: the certification rule's state (``()`` for stateless rules; see
         :func:`initial_state`).
+      selection: per metric, the arms' statistics on ``Evaluation.selection`` (selection and
+        acceptance there; see :func:`gather_evidence`).
     """
     if gate.correction in HOLD_OUT and stats[0].shape[1] < 4:
         raise ValueError(
@@ -228,7 +241,7 @@ def decide(
     # model, one for the certification test.
     keys = jax.random.split(key, 3 * len(objectives)).reshape(len(objectives), 3)
     ev = gather_evidence(keys[:, :2].T, metrics, stats, objectives, constraints, usable, gate,
-                         fresh)
+                         fresh, selection)
     p = ev.valid.shape[0]
     cur, stab = p, p + 1
     winner = least_violation_winner(ev.utilities[:, :p], [o.tolerance for o in objectives],

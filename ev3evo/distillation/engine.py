@@ -257,6 +257,8 @@ def build_engine(student, config, settings: EngineSettings, num_classes: int, n_
     """
     apply = getattr(student, "apply", student)
     sources = distillation_sources(student, config)
+    # The tie band counts examples of the selection half of the validation split, also when
+    # the candidates are selected on transfer batches (as measured there).
     held_out = settings.gate.correction in HOLD_OUT
     objectives = engine_objectives(settings.objectives, config.tie_break,
                                    n_val // 2 if held_out else n_val, config.tie_examples,

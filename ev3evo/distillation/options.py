@@ -345,6 +345,13 @@ class DistillConfig:
         4096, "teacher-labelled transfer examples made afresh every step for the 'fresh' and "
         "'sequential' gates (mixup, shifts and noise of the training inputs)", POSITIVE_INT,
         "--transfer", RUN, metavar="N", same_on_resume=True)
+    select_on: str = setting(
+        "validation", "with the 'fresh' and 'sequential' gates: where a step's candidates are "
+        "selected and accepted, 'validation' (its even half, the same examples every step) or "
+        "'transfer' (a second batch of --transfer teacher-labelled examples made afresh every "
+        "step; the whole validation split then guards certification): on mnist1d transfer "
+        "selection let the KD candidates win, on digits it chose worse students",
+        TEXT, "--select-on", RUN, choices=("validation", "transfer"), same_on_resume=True)
     gate_period: int = setting(
         8, "with correction 'sequential': steps a challenger is tested before the current "
         "model replaces it", POSITIVE_INT, "--gate-period", RUN, metavar="STEPS",

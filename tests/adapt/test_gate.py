@@ -263,6 +263,22 @@ def test_lexicographic_selection_through_decide():
     assert bool(tolerant.certified)  # 0.795 vs stable 0.6, and agree not worse than 0.5
 
 
+def test_a_selection_batch_chooses_the_winner_and_the_validation_batch_guards():
+    # On validation candidate 0 looks best; on the step's selection batch candidate 1 is.
+    val = stats_of(arm(0.80), arm(0.70), arm(0.60), arm(0.6), arm(0.6))
+    chosen_on = stats_of(arm(0.60), arm(0.75), arm(0.50), arm(0.6), arm(0.6))
+    d = decide(jax.random.key(0), [ACC], [val], [Objective("acc")], [], jnp.ones(3, bool),
+               Gate(correction="split"), selection=[chosen_on])
+    assert int(d.winner) == 1 and bool(d.accepted)
+    assert float(d.values[1, 0]) == pytest.approx(0.70)  # reported on validation
+    assert bool(d.certified)  # 0.70 against 0.60 on all 1000 validation examples
+    # a winner of the selection batch that is worse on validation is not certified
+    worse = stats_of(arm(0.80), arm(0.55), arm(0.60), arm(0.6), arm(0.6))
+    d = decide(jax.random.key(0), [ACC], [worse], [Objective("acc")], [], jnp.ones(3, bool),
+               Gate(correction="split"), selection=[chosen_on])
+    assert int(d.winner) == 1 and bool(d.accepted) and not bool(d.certified)
+
+
 def test_constraints_infeasible_never_certified_least_violation_when_none_feasible():
     c = [Constraint("agree", ">=", 0.9)]
     # Candidate 0 is the most accurate but infeasible; candidate 1 is feasible.
@@ -477,8 +493,9 @@ def test_fresh_gate_false_certification_rate_and_power(accept, record_property):
     assert power > (0.05 if accept == "lexicographic" else 0.3)
 
 
-def _sequential_run(gain, steps, period):
-    """``(keys) -> (certifications, tests started)`` of a run of ``steps`` decisions."""
+def _sequential_run(gain, steps, period, selection=False):
+    """``(keys) -> (certifications, tests started)`` of a run of ``steps`` decisions
+    (``selection``: candidates selected on a separate batch drawn afresh every step)."""
     from ev3evo.adapt.gate import initial_state
 
     gate = Gate(ALPHA, "sequential", evidence="agree", period=period).validated()
@@ -486,10 +503,11 @@ def _sequential_run(gain, steps, period):
     def trial(key):
         def step(carry, k):
             state, certs, tests = carry
-            k_val, k_fresh, k_gate = jax.random.split(k, 3)
+            k_val, k_fresh, k_gate, k_sel = jax.random.split(k, 4)
             u = _fresh_arms(k_fresh, gain, P + 3)
+            chosen_on = _validation_arms(k_sel, P + 3) if selection else None
             d = decide(k_gate, [ACC, FID], _validation_arms(k_val, P + 3), _fresh_objectives(),
-                       [], jnp.ones(P, bool), gate, fresh=u, state=state)
+                       [], jnp.ones(P, bool), gate, fresh=u, state=state, selection=chosen_on)
             new = d.gate_state
             started = ~new.active  # the engine freezes a new challenger (a new test)
             new = new._replace(active=jnp.ones((), bool))
@@ -506,17 +524,24 @@ def _sequential_run(gain, steps, period):
 RUNS = 500
 
 
-def test_sequential_gate_false_certification_rate_per_challenger_and_power(record_property):
+@pytest.mark.parametrize("selection", [False, True], ids=["on-validation", "fresh-selection"])
+def test_sequential_gate_false_certification_rate_per_challenger_and_power(selection,
+                                                                           record_property):
     """Per challenger (a test over up to ``period`` fresh batches) the false-certification rate
-    stays below alpha; a gain too small for one fresh batch is certified by accumulation."""
-    certs, tests = _sequential_run(0.0, 16, 8)(jax.random.split(jax.random.key(61), RUNS))
+    stays below alpha; a gain too small for one fresh batch is certified by accumulation. The
+    same with the candidates selected on a batch of their own drawn every step (the whole
+    validation batch guarding)."""
+    run = lambda gain, seed: _sequential_run(gain, 16, 8, selection)(
+        jax.random.split(jax.random.key(seed), RUNS))
+    certs, tests = run(0.0, 61)
     rate = float(np.sum(certs) / np.sum(tests))
-    certs_g, tests_g = _sequential_run(0.05, 16, 8)(jax.random.split(jax.random.key(62), RUNS))
+    certs_g, tests_g = run(0.05, 62)
     power = float(np.sum(certs_g) / np.sum(tests_g))
-    print(f"\n[sequential, period 8] {RUNS} runs of 16 steps, {NF} fresh examples a step: "
-          f"false certifications per challenger {rate:.4f}; certified a +0.01 agreement gain "
-          f"(1.3 standard errors of one fresh batch) in {power:.4f} of the challengers")
-    _report(record_property, "sequential, period 8 (per challenger)", rate, power,
+    where = ", selection on a fresh batch" if selection else ""
+    print(f"\n[sequential, period 8{where}] {RUNS} runs of 16 steps, {NF} fresh examples a "
+          f"step: false certifications per challenger {rate:.4f}; certified a +0.01 agreement "
+          f"gain (1.3 standard errors of one fresh batch) in {power:.4f} of the challengers")
+    _report(record_property, f"sequential, period 8{where} (per challenger)", rate, power,
             "+0.01 agreement")
     per_test_slack = 3 * np.sqrt(ALPHA * (1 - ALPHA) / float(np.sum(tests)))
     assert rate <= ALPHA + per_test_slack

@@ -48,6 +48,27 @@ def test_gate_power_counts_the_examples_the_test_sees(correction, examples):
     assert bool(power["warning"]) == (correction in ("split", "holm"))
 
 
+@pytest.mark.parametrize("select_on", ["validation", "transfer"])
+def test_candidates_are_selected_on_a_transfer_batch_of_their_own_when_asked(select_on):
+    from ev3evo.distillation.pipeline import evaluation_batches
+    from ev3evo.distillation.teachers import Labeller
+
+    x = jax.random.normal(jax.random.key(0), (50, 6))
+    val = {"x": x[:10], "y": jnp.zeros(10, jnp.int32), "teacher": jnp.zeros((10, 3))}
+    c = DistillConfig(transfer=64, select_on=select_on)
+    settings = E.engine_settings(c)  # accuracy: the sequential gate
+    evaluation = evaluation_batches(c, settings, {"train": {"x": x}, "val": val},
+                                    Labeller(lambda z: z[:, :3], True))
+    e = evaluation(jax.random.key(1), 0)
+    assert e.validation is val and e.fresh["x"].shape == (64, 6)
+    if select_on == "validation":
+        assert e.selection is None
+    else:  # a batch of its own, drawn afresh: not the certification's examples
+        assert e.selection["x"].shape == (64, 6)
+        assert not np.allclose(e.selection["x"], e.fresh["x"])
+        assert (e.selection["y"] == jnp.argmax(e.selection["x"][:, :3], -1)).all()
+
+
 def test_a_constraint_the_teacher_misses_is_warned_about():
     values = {"accuracy": 0.93, "ece": 0.04}
     assert teacher_misses(["accuracy>=0.95"], values)[0].startswith("the teacher itself")

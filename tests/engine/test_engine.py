@@ -198,10 +198,12 @@ def test_replace_params_reinitializes_sources_and_keeps_the_record(toy):
     np.testing.assert_array_equal(replaced.stable["w"], toy.params["w"])
 
 
-@pytest.mark.parametrize("correction", ["fresh", "sequential"])
-def test_fresh_data_gates_certify_on_a_fresh_batch_every_step(correction):
+@pytest.mark.parametrize("correction, selection", [("fresh", False), ("sequential", False),
+                                                    ("sequential", True)])
+def test_fresh_data_gates_certify_on_a_fresh_batch_every_step(correction, selection):
     """A teacher that labels fresh inputs every step: the gate certifies agreement gains on
-    them; the step compiles once; the state keeps its structure."""
+    them; the step compiles once; the state keeps its structure. With ``selection`` the
+    candidates are also selected on a fresh batch of their own."""
     rng = np.random.default_rng(0)
     w_true = rng.normal(size=(4, 3)).astype(np.float32)
     apply = lambda p, x: x @ p["w"]
@@ -212,7 +214,9 @@ def test_fresh_data_gates_certify_on_a_fresh_batch_every_step(correction):
     val = labelled(jnp.asarray(rng.normal(size=(200, 4)), jnp.float32))
 
     def evaluation(key, step):
-        return ev3evo.Evaluation(val, labelled(jax.random.normal(key, (2000, 4))))
+        k_test, k_select = jax.random.split(key)
+        chosen_on = labelled(jax.random.normal(k_select, (500, 4))) if selection else None
+        return ev3evo.Evaluation(val, labelled(jax.random.normal(k_test, (2000, 4))), chosen_on)
 
     engine = ev3evo.EV3(
         [ev3evo.gradient_rollouts([ev3evo.losses.kl_to_teacher(apply, 1.0)], [optax.sgd(0.5)],
