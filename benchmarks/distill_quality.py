@@ -73,6 +73,7 @@ def _write(rows, path_md, path_json, args):
         f"--accept {args.accept} " + (f"--certify {args.certify} " if args.certify else "") +
         f"--tie-examples {args.tie_examples:g} --configs {' '.join(args.configs)}"
         + (f" --kd-loss {args.kd_loss}" if args.kd_loss != "kl_t4" else "")
+        + (f" --select-on {args.select_on}" if args.select_on != "validation" else "")
         + (f" --population {args.population}" if args.population is not None else "")
         + (f" --name {args.name}" if args.name != "distill_quality" else "") + "`",
         "",
@@ -144,6 +145,8 @@ def main(argv=None) -> int:
     p.add_argument("--certify", default=None, help="the gate's certification rule")
     p.add_argument("--tie-examples", type=float, default=4.0,
                    help="primary ties within this many selection examples go to fidelity")
+    p.add_argument("--select-on", default="validation", choices=("validation", "transfer"),
+                   help="where EV3 selects its candidates with the fresh-data gates")
     p.add_argument("--kd-loss", default="kl_t4",
                    help="the KD baselines' loss (a name of ev3evo.distillation.grid.MIXTURES)")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS),
@@ -186,6 +189,7 @@ def main(argv=None) -> int:
                           warmup=True, rollout_steps=args.rollout_steps,
                           correction=args.correction, tie_examples=args.tie_examples,
                           accept=args.accept, certify=args.certify, kd_loss=args.kd_loss,
+                          select_on=args.select_on,
                           **({} if args.population is None else
                              {"population_size": args.population}))
             m = res.methods
