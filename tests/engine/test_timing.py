@@ -58,10 +58,9 @@ def test_every_timed_step_records_its_stages_and_the_shares_sum_to_one(runs):
     shares = time_shares(timed.history, timed.seconds)
     assert set(shares) == {*STAGES, "other"} and sum(shares.values()) == pytest.approx(1.0)
     assert all(shares[s] > 0 for s in STAGES), shares
-    print(f"\n{describe_shares(shares)}")
-    # the rollouts (3 steps of 64 examples) and the gaussian candidates cost more than
-    # deciding on 6 arms' scores
-    assert shares["explore"] > shares["gate"], shares
+    # which stage costs most is a matter of the machine: benchmarks compare the shares, not tests
+    described = describe_shares(shares)
+    assert all(f"{s} {100 * shares[s]:.0f}%" in described for s in STAGES), described
 
 
 def test_time_shares_needs_timed_records(runs):
