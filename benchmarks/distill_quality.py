@@ -145,7 +145,8 @@ def main(argv=None) -> int:
     p.add_argument("--certify", default=None, help="the gate's certification rule")
     p.add_argument("--tie-examples", type=float, default=4.0,
                    help="primary ties within this many selection examples go to fidelity")
-    p.add_argument("--select-on", default="validation", choices=("validation", "transfer"),
+    p.add_argument("--select-on", default="validation",
+                   choices=("validation", "transfer", "thresholdout"),
                    help="where EV3 selects its candidates with the fresh-data gates")
     p.add_argument("--kd-loss", default="kl_t4",
                    help="the KD baselines' loss (a name of ev3evo.distillation.grid.MIXTURES)")

@@ -17,7 +17,9 @@ ones serve only the certification test. With ``"fresh"`` and ``"sequential"`` th
 a batch drawn afresh every step (:class:`~ev3evo.Evaluation`), on the gate's evidence metric,
 and the held-out half guards the objectives. With an ``Evaluation.selection`` batch (drawn
 afresh every step) steps 1, 2 and 4 see that batch instead, and the whole validation batch
-guards. The false-certification rates of every
+guards; with ``Gate.thresholdout`` as well, the even validation examples answer where the
+batch misleads (:func:`thresholdout_gains`) and the odd ones guard. The false-certification
+rates of every
 configuration are simulated in ``tests/adapt/test_gate.py``.
 
 Example::
@@ -71,6 +73,9 @@ class Gate(NamedTuple):
         ``"agreement"`` with a teacher).
       period: with ``correction="sequential"``: the steps a challenger is tested before the
         current model replaces it.
+      thresholdout: with an ``Evaluation.selection`` batch: Thresholdout's threshold (Dwork et
+        al. 2015), in units of the primary objective, on each candidate's gain over the
+        current model (:func:`thresholdout_gains`); ``0``: the selection batch alone.
     """
 
     alpha: float = 0.05
@@ -80,6 +85,7 @@ class Gate(NamedTuple):
     bootstrap: int = 500
     evidence: str | None = None
     period: int = 8
+    thresholdout: float = 0.0
 
     def validated(self) -> Gate:
         """These settings, checked; raises ``ValueError``/``TypeError`` naming the problem."""
@@ -92,6 +98,9 @@ class Gate(NamedTuple):
         if self.correction in FRESH and not isinstance(self.evidence, str):
             raise ValueError(f'correction="{self.correction}" needs evidence=, the name of the '
                              "metric tested on the fresh batches (e.g. evidence=\"agreement\")")
+        if not (isinstance(self.thresholdout, int | float) and 0 <= self.thresholdout < 1e30):
+            raise ValueError(f"thresholdout must be a finite number >= 0, got "
+                             f"{self.thresholdout!r}")
         return self._replace(alpha=check_probability(self.alpha, "alpha"),
                              bootstrap=check_positive_int(self.bootstrap, "bootstrap"),
                              period=check_positive_int(self.period, "period"))
@@ -158,13 +167,16 @@ class Evidence(NamedTuple):
 
 
 def gather_evidence(keys, metrics, stats, objectives, constraints, usable, gate,
-                    fresh=None, selection=None) -> Evidence:
+                    fresh=None, selection=None, noise_key=None) -> Evidence:
     """The values, violations, utilities and comparisons every rule reads (see :class:`Evidence`).
 
     ``keys``: ``(2, O)`` keys, for the bootstrap comparisons against the current and the stable
     model. ``selection``: per metric, the statistics on a separate selection batch
     (``Evaluation.selection``); the selection examples are then those, and every validation
-    example is held out.
+    example is held out. With ``gate.thresholdout`` the even validation examples instead answer
+    for the primary objective's gains where the selection batch misleads
+    (:func:`thresholdout_gains`, its Laplace noise drawn with ``noise_key``), and the odd ones
+    are held out.
     """
     index = {m.name: i for i, m in enumerate(metrics)}
     obj_metrics = tuple(metrics[index[o.metric]] for o in objectives)
@@ -185,21 +197,85 @@ def gather_evidence(keys, metrics, stats, objectives, constraints, usable, gate,
          for i, m in enumerate(obj_metrics)]
         for j in (0, 1)
     ]
+    reuse = selection is not None and gate.thresholdout > 0
+    whole = selection is not None and not reuse
     held = () if not hold_out else tuple(
-        stats[index[m.name]] if selection is not None else stats[index[m.name]][:, 1::2]
-        for m in obj_metrics)
+        stats[index[m.name]] if whole else stats[index[m.name]][:, 1::2] for m in obj_metrics)
+    sel_utilities = utilities(obj_metrics, sel_values, index)
+    if reuse:
+        holdout = metric_values(metrics, [s[:, 0::2] for s in stats])
+        sel_utilities, comparisons[0][0] = thresholdout_gains(
+            noise_key, sel_utilities, utilities(obj_metrics, holdout, index), comparisons[0][0],
+            p, gate.thresholdout)
     return Evidence(
         objectives=tuple(objectives), objective_metrics=obj_metrics, values=values, held_out=held,
         violation=jnp.where(finite, violations(sel_values, index, constraints,
                                                select[0].shape[1]), jnp.inf),
         full_violation=jnp.where(finite, violations(values, index, constraints,
                                                     stats[0].shape[1]), jnp.inf),
-        utilities=utilities(obj_metrics, sel_values, index),
+        utilities=sel_utilities,
         full_utilities=utilities(obj_metrics, values, index),
         valid=usable & finite[:p], vs_current=tuple(comparisons[0]),
         vs_stable=tuple(comparisons[1]),
         fresh=None if fresh is None else jnp.asarray(fresh, jnp.float32),
     )
+
+
+def thresholdout_gains(key: PRNGKey, chosen_on: Array, holdout: Array, vs_current,
+                       current: int, threshold: float):
+    """Thresholdout (Dwork et al. 2015) on the primary objective's gains over the current model.
+
+    Every step's candidates are compared on a fresh selection batch (the *training* estimate:
+    it cannot be overfitted, but it need not measure the objective itself, e.g. agreement with
+    the teacher on transfer examples for accuracy) and on the same held-out examples every
+    step (the *holdout*: the objective itself, but selecting on it fits the current model to
+    it). A candidate's gain is the selection batch's, unless the holdout's differs from it by
+    more than ``threshold`` plus Laplace noise (scale ``threshold``): then the holdout's gain
+    plus Laplace noise (scale ``threshold / 4``) answers. The holdout thus speaks only where
+    the selection batch misleads, and then through noise: little of it is fitted. Its
+    threshold is redrawn (scale ``threshold / 2``) every step; there is no answer budget, as
+    nothing certified rests on these answers (the odd validation examples guard).
+
+    Args:
+      key: for the Laplace noise.
+      chosen_on, holdout: ``(O, A)`` objectives' utilities on the selection batch and on the
+        holdout examples (arms ``[candidates…, current, stable, …]``).
+      vs_current: the selection batch's paired comparison against the current model (its
+        primary objective); its point estimates become the answered gains, its bounds move
+        with them.
+      current: the current model's arm.
+      threshold: in units of the primary objective.
+
+    Returns:
+      ``(utilities, comparison)``: ``chosen_on`` with the answered primary utilities, and the
+      comparison with the answered gains.
+
+    Example::
+
+        import jax, jax.numpy as jnp
+        from ev3evo.adapt.gate import thresholdout_gains
+        from ev3evo.assess.stats import Comparison
+        chosen_on = jnp.asarray([[0.70, 0.62, 0.60]])   # two candidates, then the current model
+        holdout = jnp.asarray([[0.50, 0.62, 0.60]])     # candidate 0 misleads the selection batch
+        diff = chosen_on[0] - chosen_on[0, 2]
+        cmp = Comparison(diff, diff - 0.01, diff + 0.01, jnp.zeros(3))
+        u, answered = thresholdout_gains(jax.random.key(0), chosen_on, holdout, cmp, 2, 0.02)
+        assert float(u[0, 0]) < 0.6 and abs(float(u[0, 1]) - 0.62) < 1e-6
+        assert abs(float(answered.upper[0] - answered.diff[0]) - 0.01) < 1e-6
+    """
+    k_threshold, k_test, k_answer = jax.random.split(key, 3)
+    arms = chosen_on.shape[1]
+    gain = chosen_on[0] - chosen_on[0, current]
+    held_gain = holdout[0] - holdout[0, current]
+    bar = threshold + threshold / 2 * jax.random.laplace(k_threshold)
+    misleads = jnp.abs(gain - held_gain) > bar + threshold * jax.random.laplace(k_test, (arms,))
+    answered = jnp.where(misleads, held_gain + threshold / 4 * jax.random.laplace(k_answer,
+                                                                                 (arms,)), gain)
+    answered = answered.at[current].set(0.0)
+    shift = answered - vs_current.diff
+    moved = vs_current._replace(diff=answered, lower=vs_current.lower + shift,
+                                upper=vs_current.upper + shift)
+    return chosen_on.at[0].set(chosen_on[0, current] + answered), moved
 
 
 def decide(
@@ -239,9 +315,12 @@ def decide(
         )
     # Per objective: one key for the comparison with the current model, one with the stable
     # model, one for the certification test.
+    noise_key = None
+    if selection is not None and gate.thresholdout > 0:
+        key, noise_key = jax.random.split(key)
     keys = jax.random.split(key, 3 * len(objectives)).reshape(len(objectives), 3)
     ev = gather_evidence(keys[:, :2].T, metrics, stats, objectives, constraints, usable, gate,
-                         fresh, selection)
+                         fresh, selection, noise_key)
     p = ev.valid.shape[0]
     cur, stab = p, p + 1
     winner = least_violation_winner(ev.utilities[:, :p], [o.tolerance for o in objectives],

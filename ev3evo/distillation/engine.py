@@ -174,11 +174,19 @@ def engine_objectives(objectives: Sequence[Objective], tie_break: bool, n_val: i
         return objectives
     first = objectives[0]
     if first.tolerance == 0.0 and first.metric != "neg_loss":
-        scale = 0.6 if first.metric == "ece" else 1.0
-        if first.metric == "macro_f1" and class_counts is not None:
-            scale = macro_f1_scale(class_counts)
-        objectives[0] = first._replace(tolerance=scale * examples / n_val)
+        tolerance = examples * one_example(first.metric, n_val, class_counts)
+        objectives[0] = first._replace(tolerance=tolerance)
     return [*objectives, Objective("fidelity", 1e9)]
+
+
+def one_example(metric: str, n_val: int, class_counts: Sequence[int] | None = None) -> float:
+    """About how much one of ``n_val`` examples moves ``metric`` (see
+    :func:`engine_objectives`): ``1 / n_val``, for ECE ``0.6 / n_val``, for macro-F1
+    :func:`macro_f1_scale` ``/ n_val``."""
+    scale = 0.6 if metric == "ece" else 1.0
+    if metric == "macro_f1" and class_counts is not None:
+        scale = macro_f1_scale(class_counts)
+    return scale / n_val
 
 
 def macro_f1_scale(class_counts: Sequence[int]) -> float:
@@ -267,12 +275,17 @@ def build_engine(student, config, settings: EngineSettings, num_classes: int, n_
     if config.tie_break:
         metrics.append(fidelity(apply))
     capacity = sum(s.size for s in sources)
+    gate = settings.gate
+    if config.select_on == "thresholdout" and gate.correction in FRESH:
+        # the holdout answers on the even validation half: its examples scale the threshold
+        gate = gate._replace(thresholdout=config.thresholdout_examples * one_example(
+            settings.objectives[0].metric, n_val // 2, class_counts))
     return EV3(
         sources,
         metrics,
         objectives=objectives,
         constraints=settings.constraints,
-        gate=settings.gate,
+        gate=gate,
         allocation=Allocation(population_size=min(config.population_size, capacity)),
         patience=config.patience,
         # Timed: the run reports where EV3's time goes (rollouts and the other sources,

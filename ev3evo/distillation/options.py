@@ -349,9 +349,16 @@ class DistillConfig:
         "validation", "with the 'fresh' and 'sequential' gates: where a step's candidates are "
         "selected and accepted, 'validation' (its even half, the same examples every step) or "
         "'transfer' (a second batch of --transfer teacher-labelled examples made afresh every "
-        "step; the whole validation split then guards certification): on mnist1d transfer "
-        "selection let the KD candidates win, on digits it chose worse students",
-        TEXT, "--select-on", RUN, choices=("validation", "transfer"), same_on_resume=True)
+        "step; the whole validation split then guards certification), or 'thresholdout' "
+        "(on such a batch, the even validation half answering, through noise, where the "
+        "batch's gain differs from its own by more than --thresholdout-examples; the odd half "
+        "guards): on mnist1d transfer selection let the KD candidates win, on digits it chose "
+        "worse students", TEXT, "--select-on", RUN,
+        choices=("validation", "transfer", "thresholdout"), same_on_resume=True)
+    thresholdout_examples: float = setting(
+        8.0, "with --select-on thresholdout: the threshold, in validation examples of the "
+        "first metric (scaled as --tie-examples), beyond which the validation half answers",
+        POSITIVE_NUMBER, "--thresholdout-examples", RUN, metavar="N", same_on_resume=True)
     gate_period: int = setting(
         8, "with correction 'sequential': steps a challenger is tested before the current "
         "model replaces it", POSITIVE_INT, "--gate-period", RUN, metavar="STEPS",

@@ -279,6 +279,23 @@ def test_a_selection_batch_chooses_the_winner_and_the_validation_batch_guards():
     assert int(d.winner) == 1 and bool(d.accepted) and not bool(d.certified)
 
 
+def test_thresholdout_lets_the_validation_half_overrule_a_misleading_selection_batch():
+    # The selection batch prefers candidate 0 by far; on validation it is far worse. Candidate
+    # 1 is better on both: with Thresholdout the validation half's noisy answer for candidate 0
+    # ranks it below candidate 1.
+    val = stats_of(arm(0.40), arm(0.70), arm(0.60), arm(0.6), arm(0.6))
+    chosen_on = stats_of(arm(0.80), arm(0.70), arm(0.50), arm(0.6), arm(0.6))
+    plain, reused = (decide(jax.random.key(0), [ACC], [val], [Objective("acc")], [],
+                            jnp.ones(3, bool), Gate(correction="split", thresholdout=t),
+                            selection=[chosen_on]) for t in (0.0, 0.02))
+    assert int(plain.winner) == 0 and not bool(plain.certified)
+    assert int(reused.winner) == 1 and bool(reused.accepted)
+    # the odd half guards: 0.70 against 0.60 on 500 examples is certified
+    assert bool(reused.certified)
+    with pytest.raises(ValueError, match="thresholdout"):
+        Gate(thresholdout=-0.1).validated()
+
+
 def test_constraints_infeasible_never_certified_least_violation_when_none_feasible():
     c = [Constraint("agree", ">=", 0.9)]
     # Candidate 0 is the most accurate but infeasible; candidate 1 is feasible.
@@ -493,14 +510,16 @@ def test_fresh_gate_false_certification_rate_and_power(accept, record_property):
     assert power > (0.05 if accept == "lexicographic" else 0.3)
 
 
-def _sequential_run(gain, steps, period, selection=False):
-    """``(keys) -> (certifications, tests started)`` of a run of ``steps`` decisions
-    (``selection``: candidates selected on a separate batch drawn afresh every step)."""
+def _sequential_run(steps, period, selection=False, thresholdout=0.0):
+    """``(keys, gain) -> (certifications, tests started)`` of runs of ``steps`` decisions, one
+    per key, compiled once for every gain (``selection``: candidates selected on a separate batch drawn afresh every step, and with
+    ``thresholdout`` the even validation half answering where it misleads)."""
     from ev3evo.adapt.gate import initial_state
 
-    gate = Gate(ALPHA, "sequential", evidence="agree", period=period).validated()
+    gate = Gate(ALPHA, "sequential", evidence="agree", period=period,
+                thresholdout=thresholdout).validated()
 
-    def trial(key):
+    def trial(key, gain):
         def step(carry, k):
             state, certs, tests = carry
             k_val, k_fresh, k_gate, k_sel = jax.random.split(k, 4)
@@ -518,26 +537,29 @@ def _sequential_run(gain, steps, period, selection=False):
         (_, certs, tests), _ = jax.lax.scan(step, (start, 0, 0), jax.random.split(key, steps))
         return certs, tests
 
-    return jax.jit(jax.vmap(trial))
+    return jax.jit(jax.vmap(trial, in_axes=(0, None)))
 
 
 RUNS = 500
 
 
-@pytest.mark.parametrize("selection", [False, True], ids=["on-validation", "fresh-selection"])
-def test_sequential_gate_false_certification_rate_per_challenger_and_power(selection,
-                                                                           record_property):
+@pytest.mark.parametrize("selection, thresholdout", [(False, 0.0), (True, 0.0), (True, 0.2)],
+                         ids=["on-validation", "fresh-selection", "fresh-thresholdout"])
+def test_sequential_gate_false_certification_rate_per_challenger_and_power(
+        selection, thresholdout, record_property):
     """Per challenger (a test over up to ``period`` fresh batches) the false-certification rate
     stays below alpha; a gain too small for one fresh batch is certified by accumulation. The
     same with the candidates selected on a batch of their own drawn every step (the whole
-    validation batch guarding)."""
-    run = lambda gain, seed: _sequential_run(gain, 16, 8, selection)(
-        jax.random.split(jax.random.key(seed), RUNS))
+    validation batch guarding), and with Thresholdout on the validation half (about two
+    standard errors of a paired difference there), the other half guarding."""
+    runs = _sequential_run(16, 8, selection, thresholdout)
+    run = lambda gain, seed: runs(jax.random.split(jax.random.key(seed), RUNS), gain)
     certs, tests = run(0.0, 61)
     rate = float(np.sum(certs) / np.sum(tests))
     certs_g, tests_g = run(0.05, 62)
     power = float(np.sum(certs_g) / np.sum(tests_g))
     where = ", selection on a fresh batch" if selection else ""
+    where += ", thresholdout on the validation half" if thresholdout else ""
     print(f"\n[sequential, period 8{where}] {RUNS} runs of 16 steps, {NF} fresh examples a "
           f"step: false certifications per challenger {rate:.4f}; certified a +0.01 agreement "
           f"gain (1.3 standard errors of one fresh batch) in {power:.4f} of the challengers")

@@ -48,7 +48,7 @@ def test_gate_power_counts_the_examples_the_test_sees(correction, examples):
     assert bool(power["warning"]) == (correction in ("split", "holm"))
 
 
-@pytest.mark.parametrize("select_on", ["validation", "transfer"])
+@pytest.mark.parametrize("select_on", ["validation", "transfer", "thresholdout"])
 def test_candidates_are_selected_on_a_transfer_batch_of_their_own_when_asked(select_on):
     from ev3evo.distillation.pipeline import evaluation_batches
     from ev3evo.distillation.teachers import Labeller
@@ -67,6 +67,16 @@ def test_candidates_are_selected_on_a_transfer_batch_of_their_own_when_asked(sel
         assert e.selection["x"].shape == (64, 6)
         assert not np.allclose(e.selection["x"], e.fresh["x"])
         assert (e.selection["y"] == jnp.argmax(e.selection["x"][:, :3], -1)).all()
+
+
+@pytest.mark.parametrize("metric, correction, want", [
+    ("accuracy", "auto", 8 / 100), ("accuracy", "split", 0.0), ("ece", "auto", 0.0),
+])
+def test_thresholdout_is_set_in_examples_of_the_validation_half(metric, correction, want):
+    # only with a fresh-data gate (accuracy picks the sequential one; ECE the split gate)
+    c = DistillConfig(metrics=(metric,), correction=correction, select_on="thresholdout")
+    engine = E.build_engine(lambda p, x: x @ p["w"], c, E.engine_settings(c), 3, 200)
+    assert engine.gate.thresholdout == pytest.approx(want)
 
 
 def test_a_constraint_the_teacher_misses_is_warned_about():

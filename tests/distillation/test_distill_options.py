@@ -62,7 +62,7 @@ VALUES = {
     "grow": ([None], True), "grow_kind": (["deepen"], "deepen"), "patience": (["5"], 5),
     "population_size": (["9"], 9), "alpha": (["0.1"], 0.1), "correction": (["none"], "none"),
     "transfer": (["512"], 512), "gate_period": (["4"], 4),
-    "select_on": (["transfer"], "transfer"),
+    "select_on": (["transfer"], "transfer"), "thresholdout_examples": (["5"], 5.0),
     "accept": (["better"], "better"), "certify": (["primary"], "primary"),
     "rollout_steps": (["3"], 3), "tie_examples": (["1.5"], 1.5), "seed": (["7"], 7),
     "out": (["runs/x"], "runs/x"), "baselines": (["no"], False),

@@ -195,6 +195,7 @@ def _wait(event, p, timeout=300.0):
     return True
 
 
+@pytest.mark.slow  # 21 lives; the real command's kill-and-resume below stays in `make test`
 @pytest.mark.timeout(900)
 def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
     from ev3evo.io import read_checkpoint
