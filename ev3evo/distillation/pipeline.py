@@ -35,8 +35,8 @@ in the returned :class:`DistillResult` only (:meth:`DistillResult.save` writes t
 Example::
 
     import ev3evo
-    result = ev3evo.distill(steps=5, rollout_steps=20, baselines=False, teacher_epochs=2,
-                            progress=False)
+    result = ev3evo.distill(steps=5, student="mlp:3", population_size=8, rollout_steps=50,
+                            baselines=False, teacher_epochs=1, progress=False)
     assert 0.0 <= result.methods["ev3"]["test"]["accuracy"] <= 1.0
     assert type(result.student).__name__ == "MLP"          # the certified student, nnx
     assert result.out is None                               # out=None: nothing left on disk

@@ -15,6 +15,7 @@ import kd_loss_sweep as S  # noqa: E402
 from ev3evo.distillation.grid import MIXTURES  # noqa: E402
 
 
+@pytest.mark.slow  # trains a teacher and every loss of the grid
 def test_sweep_runs_every_loss_and_picks_on_validation(tmp_path, capsys):
     assert S.main(["--data", "hard:300", "--seeds", "1", "--budget", "1", "--hidden", "4",
                    "--optimizers", "adam_0.01", "--work", str(tmp_path)]) == 0

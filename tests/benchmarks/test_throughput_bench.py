@@ -53,6 +53,7 @@ def test_assess_cnn_row_counts_the_convolutions_flops():
     assert 0 < r["roofline_fraction"] < 10 * r["flops_per_s"] / r["peak_flops_per_s"]
 
 
+@pytest.mark.slow  # a process of its own; the other configurations run in-process here
 def test_scaling_config_runs_in_its_own_process_and_reports_memory():
     cmd = [sys.executable, os.path.join(ROOT, "benchmarks", "throughput.py"),
            "--_config", "4", "8", "1"]

@@ -108,8 +108,9 @@ def test_out_and_resume_rules(tmp_path):
 
 def test_out_none_leaves_no_temporary_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    # the configuration of the other short digits runs (CLI, kill-and-resume): one compilation
     result = ev3evo.distill(data="digits", student="mlp:3", steps=2, teacher_epochs=1,
-                            rollout_steps=50, baselines=False, progress=False)
+                            rollout_steps=50, population_size=8, baselines=False, progress=False)
     assert result.out is None and os.listdir(tmp_path) == []
     saved = result.save(tmp_path / "kept")
     assert sorted(os.listdir(saved)) == sorted(["summary.json", "history.jsonl",

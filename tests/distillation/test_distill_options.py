@@ -64,7 +64,7 @@ VALUES = {
     "transfer": (["512"], 512), "gate_period": (["4"], 4),
     "select_on": (["transfer"], "transfer"), "thresholdout_examples": (["5"], 5.0),
     "accept": (["better"], "better"), "certify": (["primary"], "primary"),
-    "rollout_steps": (["3"], 3), "tie_examples": (["1.5"], 1.5), "seed": (["7"], 7),
+    "rollout_steps": (["3"], 3), "kd_chain": (["40"], 40), "tie_examples": (["1.5"], 1.5), "seed": (["7"], 7),
     "out": (["runs/x"], "runs/x"), "baselines": (["no"], False),
     "baseline_seconds": (["3"], 3.0), "es_algorithm": (["CMA_ES"], "CMA_ES"),
     "kd_loss": (["ce"], "ce"), "teacher": (["t.msgpack"], "t.msgpack"),

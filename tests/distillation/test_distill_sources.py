@@ -102,3 +102,15 @@ def test_windows_are_uniform_subsets_without_replacement():
     # a batch no larger than the minibatch is used whole
     assert sampling.prepare(jax.random.key(0), batch, n) is batch
     assert sampling.draw(jax.random.key(0), batch, None) is batch
+
+
+def test_a_kd_chain_joins_the_sources_only_when_asked():
+    from ev3evo.distillation.engine import distillation_sources
+    from ev3evo.distillation.options import DistillConfig
+
+    def sources(config):
+        return {s.name: s for s in distillation_sources(lambda p, x: x @ p["w"], config)}
+
+    assert "kd_chain" not in sources(DistillConfig())
+    chain = sources(DistillConfig(kd_chain=40))["kd_chain"]
+    assert chain.size == 1 and not chain.host
