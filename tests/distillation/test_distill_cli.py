@@ -107,6 +107,7 @@ def test_csv_run_writes_summary_history_and_plots(files):
     assert any(n.endswith(".msgpack") for n in os.listdir(out / "teacher"))
 
 
+@pytest.mark.slow  # the baselines through the CLI; tests/distillation/test_distill_pipeline.py has them
 def test_npz_run_with_baselines(files):
     out = files["root"] / "out_npz"
     # The same EV3 flags as the .csv run: the compiled step comes from the persistent cache.

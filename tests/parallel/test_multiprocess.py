@@ -18,6 +18,10 @@ import textwrap
 
 import pytest
 
+# two processes joined by jax.distributed, each compiling the run: `make test-all` (in-process
+# sharding over four devices, tests/parallel/test_sharding.py, stays in `make test`)
+pytestmark = pytest.mark.slow
+
 WORKER = textwrap.dedent(
     """
     import hashlib, json, os, sys
