@@ -45,7 +45,7 @@ from .. import _tree
 from .._checks import check_positive_int
 from ..types import Feedback, LossFn, Source
 from . import sampling, stateful
-from .gradient import rollout
+from .gradient import _ignore_data, rollout
 
 
 class ChainState(NamedTuple):
@@ -77,7 +77,9 @@ def gradient_chain(loss: LossFn, optimizers: Sequence[optax.GradientTransformati
     if not callable(loss):
         raise TypeError(f"loss must be callable (model, batch) -> scalar, got {loss!r}")
     steps = check_positive_int(steps, "steps")
-    runs = [rollout(lambda m, b, d: loss(m, b), o, steps, batch_size) for o in optimizers]
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size")
+    runs = [rollout(_ignore_data(loss), o, steps, batch_size) for o in optimizers]
 
     def init(key, params):
         del key

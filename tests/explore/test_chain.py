@@ -50,3 +50,5 @@ def test_bad_chains_are_refused():
         gradient_chain(problem.loss, ["adam"], steps=2)
     with pytest.raises(ValueError, match="steps"):
         gradient_chain(problem.loss, [optax.sgd(0.1)], steps=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        gradient_chain(problem.loss, [optax.sgd(0.1)], steps=2, batch_size=-8)
