@@ -169,6 +169,24 @@ def test_bad_input():
         ev3evo.nevergrad_source("CMA", 4, seed=-1)
 
 
+def test_the_numpy_crash_of_an_optimizer_becomes_a_clear_error(monkeypatch):
+    """The error nevergrad 1.0's MetaModel raises under numpy >= 2.4, raised by a real CMA
+    optimizer's ask (the test environment pins numpy < 2.4, where MetaModel itself works)."""
+    src = ev3evo.nevergrad_source("CMA", 4, seed=0)
+    state = src.init(jax.random.key(0), PARAMS)
+    opt = ngsrc._TABLE.get(state).optimizer
+
+    def crashing_ask():
+        raise TypeError("only 0-dimensional arrays can be converted to Python scalars")
+
+    monkeypatch.setattr(opt, "ask", crashing_ask)
+    try:
+        with pytest.raises(RuntimeError, match=r"CMA failed inside its MetaModel.*numpy >= 2\.4"):
+            src.ask(jax.random.key(1), state, PARAMS, None, jnp.ones(4, bool))
+    finally:
+        ev3evo.nevergrad_close(state)
+
+
 @pytest.mark.skipif(
     tuple(int(v) for v in np.__version__.split(".")[:2]) < (2, 4),
     reason="the NGOpt/MetaModel crash only happens with numpy >= 2.4",
