@@ -75,6 +75,7 @@ def _write(rows, path_md, path_json, args):
         + (f" --kd-loss {args.kd_loss}" if args.kd_loss != "kl_t4" else "")
         + (f" --select-on {args.select_on}" if args.select_on != "validation" else "")
         + (f" --kd-chain {args.kd_chain}" if args.kd_chain else "")
+        + (f" --kd-chain-average {args.kd_chain_average:g}" if args.kd_chain_average else "")
         + (f" --population {args.population}" if args.population is not None else "")
         + (f" --name {args.name}" if args.name != "distill_quality" else "") + "`",
         "",
@@ -151,6 +152,8 @@ def main(argv=None) -> int:
                    help="where EV3 selects its candidates with the fresh-data gates")
     p.add_argument("--kd-chain", type=int, default=0,
                    help="EV3's KD chain: steps it is continued every EV3 step (0: none)")
+    p.add_argument("--kd-chain-average", type=float, default=0.0,
+                   help="with --kd-chain: the decay of the chain's averaged iterates (0: none)")
     p.add_argument("--kd-loss", default="kl_t4",
                    help="the KD baselines' loss (a name of ev3evo.distillation.grid.MIXTURES)")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS),
@@ -194,6 +197,7 @@ def main(argv=None) -> int:
                           correction=args.correction, tie_examples=args.tie_examples,
                           accept=args.accept, certify=args.certify, kd_loss=args.kd_loss,
                           select_on=args.select_on, kd_chain=args.kd_chain,
+                          kd_chain_average=args.kd_chain_average,
                           **({} if args.population is None else
                              {"population_size": args.population}))
             m = res.methods

@@ -90,13 +90,14 @@ def _gradient(problem: ExampleProblem) -> Source:
 
 
 def _chain(problem: ExampleProblem) -> Source:
-    """Four chains (their own trajectories), two optimizers twice."""
+    """Two chains (their own trajectories) and the moving averages of their iterates."""
     import optax
 
     from ev3evo.explore.chain import gradient_chain
 
-    optimizers = [optax.sgd(0.1), optax.adam(0.01), optax.sgd(0.05), optax.adam(0.003)]
-    return gradient_chain(problem.loss, optimizers, steps=2, batch_size=16, name="chain")
+    optimizers = [optax.sgd(0.1), optax.adam(0.01)]
+    return gradient_chain(problem.loss, optimizers, steps=2, batch_size=16, average=0.9,
+                          name="chain")  # fmt: skip
 
 
 def _mutation(kind: str) -> Callable[[ExampleProblem], Source]:

@@ -234,7 +234,8 @@ def distillation_sources(student, config) -> list[Source]:
         # plain KD inside the loop: a rollout from the current model counts only when it
         # wins, a chain's steps always count (see ev3evo.explore.chain)
         sources.append(gradient_chain(kd, [optax.adam(3e-3)], config.kd_chain,
-                                      config.batch_size, name="kd_chain"))
+                                      config.batch_size, config.kd_chain_average or None,
+                                      name="kd_chain"))  # fmt: skip
     # The rest see the parameters only; a stateful student's other state is carried.
     moves = [open_es_source(), gaussian(4, sigma=0.01)]
     if hasattr(student, "train_apply"):

@@ -17,6 +17,15 @@ Non-finite steps are skipped, as in a rollout. The current model never moves a c
 engine's ``params`` are ignored): the chain is the trajectory a training loop started from
 the initial model would follow.
 
+**Averaged iterates.** With ``average=d`` each chain also offers the exponential moving
+average of its iterates, updated after every optimizer step (``a ← d a + (1 − d) θ``, from the
+initial model; Polyak & Juditsky 1992; Izmailov et al. 2018, "Averaging weights leads to wider
+optima and better generalization"), one more slot per chain: the latest iterates first, then
+the averages. The average only ever leaves the chain as a candidate; the chain trains on from
+its latest iterate. A :class:`~ev3evo.explore.stateful.Stateful` model's average carries the
+latest iterate's state. The gate decides, on its evidence, whether the average beats the
+iterate: no schedule to tune, no test split involved.
+
 Example::
 
     import jax, jax.numpy as jnp, optax, ev3evo
@@ -30,6 +39,11 @@ Example::
     # the next step continues the chain, not the (unchanged) current model
     second, state = source.ask(jax.random.key(2), state, params, batch, jnp.ones(1, bool))
     assert first["w"].shape == (1, 4, 2) and float(second["w"][0, 0, 0]) > float(first["w"][0, 0, 0])
+    averaged = gradient_chain(ev3evo.losses.cross_entropy(apply), [optax.sgd(0.1)], steps=3,
+                              average=0.9)
+    pop, _ = averaged.ask(jax.random.key(1), averaged.init(jax.random.key(0), params), params,
+                          batch, jnp.ones(2, bool))
+    assert averaged.size == 2 and 0 < float(pop["w"][1, 0, 0]) < float(pop["w"][0, 0, 0])
 """
 
 from __future__ import annotations
@@ -49,15 +63,45 @@ from .gradient import _ignore_data, rollout
 
 
 class ChainState(NamedTuple):
-    """Per optimizer: the chain's model and its optimizer state (tuples, in order)."""
+    """Per optimizer: the chain's model and its optimizer state (tuples, in order); with
+    ``average``, each optimizer state ends with the :class:`AverageState` of its iterates."""
 
     models: tuple
     opt_states: tuple
     steps: Any  # int32: the engine steps the chains have been continued
 
 
+class AverageState(NamedTuple):
+    """The exponential moving average of a chain's iterates (its parameters)."""
+
+    average: Any
+
+
+def track_average(decay: float) -> optax.GradientTransformation:
+    """An optax transformation that leaves the updates alone and keeps the moving average of
+    the parameters they lead to, ``a ← decay · a + (1 − decay) · (params + updates)``, started
+    at the initial parameters. Last in an ``optax.chain``, so that it sees the final updates.
+
+    optax averages updates (``optax.ema``) and interpolates trees
+    (``optax.incremental_update``), but keeps no average of the iterates in an optimizer's
+    state; this is that state, written with ``incremental_update``.
+    """
+
+    def init(params):
+        return AverageState(params)
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("track_average needs the parameters (optimizer.update(g, s, params))")
+        new = optax.apply_updates(params, updates)
+        return updates, AverageState(optax.incremental_update(new, state.average, 1.0 - decay))
+
+    return optax.GradientTransformation(init, update)
+
+
 def gradient_chain(loss: LossFn, optimizers: Sequence[optax.GradientTransformation],
-                   steps: int, batch_size: int | None = None, name: str = "chain") -> Source:
+                   steps: int, batch_size: int | None = None, average: float | None = None,
+                   name: str = "chain") -> Source:  # fmt: skip
     """One chain per optimizer on ``loss`` (see the module docstring).
 
     Args:
@@ -66,6 +110,8 @@ def gradient_chain(loss: LossFn, optimizers: Sequence[optax.GradientTransformati
       optimizers: optax optimizers, one chain each.
       steps: optimizer steps each chain takes every engine step.
       batch_size: the minibatch size (``None``: the whole train batch every step).
+      average: the decay, per optimizer step, of the moving average of each chain's iterates,
+        in ``(0, 1)``, offered as one more candidate per chain (``None``: no average).
       name: the source's name.
     """
     optimizers = list(optimizers)
@@ -79,6 +125,10 @@ def gradient_chain(loss: LossFn, optimizers: Sequence[optax.GradientTransformati
     steps = check_positive_int(steps, "steps")
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size")
+    if average is not None and not (isinstance(average, (int, float)) and 0.0 < average < 1.0):
+        raise ValueError(f"average must be a decay in (0, 1), got {average!r}")
+    if average is not None:
+        optimizers = [optax.chain(o, track_average(float(average))) for o in optimizers]
     runs = [rollout(_ignore_data(loss), o, steps, batch_size) for o in optimizers]
 
     def init(key, params):
@@ -97,11 +147,15 @@ def gradient_chain(loss: LossFn, optimizers: Sequence[optax.GradientTransformati
             model, opt_state, _ = run(k, model, opt_state, None, batch)
             models.append(model)
             opt_states.append(opt_state)
-        population = _tree.stack(models)
+        candidates = list(models)
+        if average is not None:  # the averages, each with its latest iterate's model state
+            candidates += [stateful.with_params(m, o[-1].average)
+                           for m, o in zip(models, opt_states)]  # fmt: skip
+        population = _tree.stack(candidates)
         return population, ChainState(tuple(models), tuple(opt_states), state.steps + 1)
 
     def tell(key, state, population, feedback: Feedback):
         del key, population, feedback  # nothing the gate decides moves a chain
         return state
 
-    return Source(init, ask, tell, len(optimizers), name)
+    return Source(init, ask, tell, len(optimizers) * (1 if average is None else 2), name)

@@ -64,7 +64,8 @@ VALUES = {
     "transfer": (["512"], 512), "gate_period": (["4"], 4),
     "select_on": (["transfer"], "transfer"), "thresholdout_examples": (["5"], 5.0),
     "accept": (["better"], "better"), "certify": (["primary"], "primary"),
-    "rollout_steps": (["3"], 3), "kd_chain": (["40"], 40), "tie_examples": (["1.5"], 1.5), "seed": (["7"], 7),
+    "rollout_steps": (["3"], 3), "kd_chain": (["40"], 40), "kd_chain_average": (["0.99"], 0.99),
+    "tie_examples": (["1.5"], 1.5), "seed": (["7"], 7),
     "out": (["runs/x"], "runs/x"), "baselines": (["no"], False),
     "baseline_seconds": (["3"], 3.0), "es_algorithm": (["CMA_ES"], "CMA_ES"),
     "kd_loss": (["ce"], "ce"), "teacher": (["t.msgpack"], "t.msgpack"),
@@ -74,6 +75,10 @@ VALUES = {
     "resume": (["runs/y"], "runs/y"),
     "tensorboard": ([None], True),
 }
+
+
+# Flags that only make sense with another one.
+NEEDS = {"kd_chain_average": ["--kd-chain", "40"]}
 
 
 def _words(option, given) -> list[str]:
@@ -89,9 +94,18 @@ def _words(option, given) -> list[str]:
 @pytest.mark.parametrize("option", FLAGGED, ids=lambda o: o.flag)
 def test_every_flag_sets_its_setting(option):
     given, want = VALUES[option.name]
-    config = command.config_from_args(_parser().parse_args(_words(option, given)))
+    words = _words(option, given) + NEEDS.get(option.name, [])
+    config = command.config_from_args(_parser().parse_args(words))
     assert getattr(config, option.name) == want
     assert checked(config) == config  # what the command line makes passes the checks
+
+
+def test_the_chain_average_needs_a_chain():
+    config = command.config_from_args(_parser().parse_args(["--kd-chain-average", "0.99"]))
+    with pytest.raises(ValueError, match=r"--kd-chain-average averages .* give --kd-chain N"):
+        checked(config, flags=True)
+    with pytest.raises(ValueError, match=r"kd_chain_average must be a decay in \[0, 1\)"):
+        checked(DistillConfig(kd_chain=40, kd_chain_average=1.0))
 
 
 def test_flag_errors_are_argparse_one_liners(capsys):

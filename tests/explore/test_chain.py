@@ -52,3 +52,30 @@ def test_bad_chains_are_refused():
         gradient_chain(problem.loss, [optax.sgd(0.1)], steps=0)
     with pytest.raises(ValueError, match="batch_size"):
         gradient_chain(problem.loss, [optax.sgd(0.1)], steps=2, batch_size=-8)
+
+
+def test_an_averaged_chain_offers_the_moving_average_of_its_iterates():
+    """With ``average=d`` the second half of the population is ``a ← d a + (1 − d) θ`` over
+    every optimizer step from the initial model, the first half the iterates themselves."""
+    problem = example_problem()
+    opt, decay, steps = optax.sgd(0.05), 0.8, 3
+    source = gradient_chain(problem.loss, [opt], steps=steps, batch_size=16, average=decay)
+    assert source.size == 2
+    state = source.init(jax.random.key(0), problem.params)
+    key = jax.random.key(1)
+    population, state = source.ask(key, state, problem.params, problem.batch, jnp.ones(2, bool))
+    # the same trajectory by hand, one optimizer step at a time
+    data_key, k = jax.random.split(key)
+    batch = sampling.prepare(data_key, problem.batch, 16)
+    model, opt_state, average = problem.params, opt.init(problem.params), problem.params
+    for step_key in jax.random.split(jax.random.split(k, 1)[0], steps):
+        grads = jax.grad(problem.loss)(model, sampling.draw(step_key, batch, 16))
+        updates, opt_state = opt.update(grads, opt_state, model)
+        model = optax.apply_updates(model, updates)
+        average = jax.tree.map(lambda a, m: decay * a + (1 - decay) * m, average, model)
+    for got, iterate, mean in zip(jax.tree.leaves(population), jax.tree.leaves(model),
+                                  jax.tree.leaves(average)):  # fmt: skip
+        np.testing.assert_allclose(np.asarray(got[1]), np.asarray(mean), rtol=1e-5, atol=1e-6)
+        assert not np.allclose(np.asarray(got[1]), np.asarray(iterate))
+    with pytest.raises(ValueError, match=r"average must be a decay in \(0, 1\)"):
+        gradient_chain(problem.loss, [opt], steps=2, average=1.0)

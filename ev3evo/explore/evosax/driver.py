@@ -37,6 +37,7 @@ Example (a host loop on a numpy function)::
 
     algo = driver.algorithm("CMA_ES", 8, np.zeros(3, np.float32), params={"std_init": 0.5})
     ask, tell = jax.jit(driver.ask), jax.jit(driver.tell)  # an Algorithm is a static argument
+    compiled = tell._cache_size()  # jit wrappers of one function share its cache
     state = driver.init(jax.random.key(0), algo, np.zeros(3, np.float32))
     for g in range(40):
         key_ask, key_tell = jax.random.split(jax.random.key(g))
@@ -44,7 +45,7 @@ Example (a host loop on a numpy function)::
         f = sphere(np.asarray(x))
         state = tell(key_tell, algo, state, x, (-f).astype(np.float32))  # higher is better
     assert np.allclose(driver.center(algo, state), 1.0, atol=0.05)
-    assert tell._cache_size() == 1  # the strong state compiles the step once
+    assert tell._cache_size() - compiled <= 1  # the strong state compiles the step once
 
 Reference: Lange, "evosax: JAX-based evolution strategies", GECCO 2023 companion.
 """
