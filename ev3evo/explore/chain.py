@@ -125,9 +125,9 @@ def gradient_chain(loss: LossFn, optimizers: Sequence[optax.GradientTransformati
     steps = check_positive_int(steps, "steps")
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size")
-    if average is not None and not (isinstance(average, (int, float)) and 0.0 < average < 1.0):
-        raise ValueError(f"average must be a decay in (0, 1), got {average!r}")
     if average is not None:
+        if not (isinstance(average, (int, float)) and 0.0 < average < 1.0):
+            raise ValueError(f"average must be a decay in (0, 1), got {average!r}")
         optimizers = [optax.chain(o, track_average(float(average))) for o in optimizers]
     runs = [rollout(_ignore_data(loss), o, steps, batch_size) for o in optimizers]
 
