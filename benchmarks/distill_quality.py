@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -77,6 +78,8 @@ def _write(rows, path_md, path_json, args):
         + (f" --kd-chain {args.kd_chain}" if args.kd_chain else "")
         + (f" --kd-chain-average {args.kd_chain_average:g}" if args.kd_chain_average else "")
         + (f" --population {args.population}" if args.population is not None else "")
+        + (f" --constraint-margin {args.constraint_margin:g}"
+           if args.constraint_margin is not None else "")
         + (f" --name {args.name}" if args.name != "distill_quality" else "") + "`",
         "",
         f"Student: MLP with {args.hidden} hidden units; EV3 runs {args.time_budget:g} s (step "
@@ -154,6 +157,8 @@ def main(argv=None) -> int:
                    help="EV3's KD chain: steps it is continued every EV3 step (0: none)")
     p.add_argument("--kd-chain-average", type=float, default=0.0,
                    help="with --kd-chain: the decay of the chain's averaged iterates (0: none)")
+    p.add_argument("--constraint-margin", type=float, default=None,
+                   help="the gate's constraint margin in standard errors (default: distill's)")
     p.add_argument("--kd-loss", default="kl_t4",
                    help="the KD baselines' loss (a name of ev3evo.distillation.grid.MIXTURES)")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS),
@@ -187,11 +192,13 @@ def main(argv=None) -> int:
                 ds = D.load(data, seed=seed)
                 teachers[(data, seed)] = T.load_or_train_teacher(
                     ds, os.path.join(args.work, "teachers"), seed=seed).path
+            out = os.path.join(args.work, _folder(data, label, seed))
+            shutil.rmtree(out, ignore_errors=True)  # a run's folder from an earlier invocation
             t0 = time.time()
             res = distill(data=data, metrics=(metric,), steps=args.steps,
                           constraints=(constraint,) if constraint else (),
                           time_budget=args.time_budget, student=f"mlp:{args.hidden}",
-                          seed=seed, out=os.path.join(args.work, _folder(data, label, seed)),
+                          seed=seed, out=out,
                           teacher=teachers[(data, seed)], baselines=True, progress=False,
                           warmup=True, rollout_steps=args.rollout_steps,
                           correction=args.correction, tie_examples=args.tie_examples,
@@ -199,7 +206,9 @@ def main(argv=None) -> int:
                           select_on=args.select_on, kd_chain=args.kd_chain,
                           kd_chain_average=args.kd_chain_average,
                           **({} if args.population is None else
-                             {"population_size": args.population}))
+                             {"population_size": args.population}),
+                          **({} if args.constraint_margin is None else
+                             {"constraint_margin": args.constraint_margin}))
             m = res.methods
             needs = [constraint] if constraint else []
             # under a constraint a baseline competes only where it meets it: on test for the

@@ -4,7 +4,8 @@ Arms are laid out as ``[candidate_0 … candidate_{P-1}, current, stable]``, all
 same examples. One step decides, with the rules of the :class:`Gate`:
 
 1. **Winner** (:mod:`ev3evo.adapt.selection`): among valid candidates, the least constraint
-   violation, then the lexicographic best over the objectives.
+   violation (with ``Gate.constraint_margin``: short of a one-sided bound counts as a
+   violation), then the lexicographic best over the objectives.
 2. **Accept** (current ← winner) by the acceptance rule (:mod:`ev3evo.adapt.acceptance`); an
    infeasible current model is replaced by any candidate with less violation.
 3. **Certify** (stable ← winner) when the winner is accepted, feasible, and passes the
@@ -48,7 +49,13 @@ from ..assess.stats import compare
 from ..types import Array, Constraint, Metric, Objective, PRNGKey
 from .acceptance import ACCEPTANCE
 from .certification import CERTIFICATION, FRESH, HOLD_OUT, STATEFUL
-from .selection import least_violation_winner, metric_values, utilities, violations
+from .selection import (
+    constraint_margins,
+    least_violation_winner,
+    metric_values,
+    utilities,
+    violations,
+)
 
 #: the values of ``Gate.certify``
 CERTIFY = ("primary", "lexicographic")
@@ -86,6 +93,7 @@ class Gate(NamedTuple):
     evidence: str | None = None
     period: int = 8
     thresholdout: float = 0.0
+    constraint_margin: float = 0.0
 
     def validated(self) -> Gate:
         """These settings, checked; raises ``ValueError``/``TypeError`` naming the problem."""
@@ -101,6 +109,10 @@ class Gate(NamedTuple):
         if not (isinstance(self.thresholdout, int | float) and 0 <= self.thresholdout < 1e30):
             raise ValueError(f"thresholdout must be a finite number >= 0, got "
                              f"{self.thresholdout!r}")
+        if not (isinstance(self.constraint_margin, int | float)
+                and 0 <= self.constraint_margin < 1e30):
+            raise ValueError(f"constraint_margin must be a finite number >= 0, got "
+                             f"{self.constraint_margin!r}")
         return self._replace(alpha=check_probability(self.alpha, "alpha"),
                              bootstrap=check_positive_int(self.bootstrap, "bootstrap"),
                              period=check_positive_int(self.period, "period"))
@@ -143,6 +155,9 @@ class Evidence(NamedTuple):
         when nothing is held out).
       violation: ``(A,)`` constraint violation on the selection examples.
       full_violation: ``(A,)`` on all examples.
+      selection_violation: ``(A,)`` on the selection examples with the gate's
+        ``constraint_margin``: what selection and acceptance compare (``violation`` without
+        a margin).
       utilities, full_utilities: ``(O, A)`` objectives' utilities on the selection / all
         examples.
       valid: ``(P,)`` usable candidates with finite scores.
@@ -158,6 +173,7 @@ class Evidence(NamedTuple):
     held_out: tuple
     violation: Array
     full_violation: Array
+    selection_violation: Array
     utilities: Array
     full_utilities: Array
     valid: Array
@@ -202,6 +218,14 @@ def gather_evidence(keys, metrics, stats, objectives, constraints, usable, gate,
     held = () if not hold_out else tuple(
         stats[index[m.name]] if whole else stats[index[m.name]][:, 1::2] for m in obj_metrics)
     sel_utilities = utilities(obj_metrics, sel_values, index)
+    n_select = select[0].shape[1]
+    violation = jnp.where(finite, violations(sel_values, index, constraints, n_select), jnp.inf)
+    if constraints and gate.constraint_margin:
+        margins = constraint_margins(metrics, select, index, constraints, gate.constraint_margin)
+        with_margin = jnp.where(finite, violations(sel_values, index, constraints, n_select,
+                                                   margins), jnp.inf)
+    else:
+        with_margin = violation
     if reuse:
         holdout = metric_values(metrics, [s[:, 0::2] for s in stats])
         sel_utilities, comparisons[0][0] = thresholdout_gains(
@@ -209,10 +233,10 @@ def gather_evidence(keys, metrics, stats, objectives, constraints, usable, gate,
             p, gate.thresholdout)
     return Evidence(
         objectives=tuple(objectives), objective_metrics=obj_metrics, values=values, held_out=held,
-        violation=jnp.where(finite, violations(sel_values, index, constraints,
-                                               select[0].shape[1]), jnp.inf),
+        violation=violation,
         full_violation=jnp.where(finite, violations(values, index, constraints,
                                                     stats[0].shape[1]), jnp.inf),
+        selection_violation=with_margin,
         utilities=sel_utilities,
         full_utilities=utilities(obj_metrics, values, index),
         valid=usable & finite[:p], vs_current=tuple(comparisons[0]),
@@ -324,18 +348,20 @@ def decide(
     p = ev.valid.shape[0]
     cur, stab = p, p + 1
     winner = least_violation_winner(ev.utilities[:, :p], [o.tolerance for o in objectives],
-                                    ev.valid, ev.violation[:p])
+                                    ev.valid, ev.selection_violation[:p])
     has_winner = winner >= 0
     w = jnp.maximum(winner, 0)
-    w_feasible = ev.violation[w] <= 0
+    v = ev.selection_violation
+    w_feasible = v[w] <= 0
     good = ACCEPTANCE[gate.accept](ev, w, ev.objectives, gate.alpha)
-    accepted = has_winner & jnp.where(ev.violation[cur] <= 0, w_feasible & good,
-                                      ev.violation[w] < ev.violation[cur])
-    accepted = accepted | (has_winner & (ev.violation[cur] > 0) & w_feasible)
+    accepted = has_winner & jnp.where(v[cur] <= 0, w_feasible & good, v[w] < v[cur])
+    accepted = accepted | (has_winner & (v[cur] > 0) & w_feasible)
     test, state = CERTIFICATION[gate.correction](gate, keys[:, 2], ev, w, state)
     stab_feasible = ev.full_violation[stab] <= 0
-    # An infeasible stable model is replaced by any accepted feasible winner.
-    feasible_winner = accepted & w_feasible & (ev.full_violation[w] <= 0)
+    # An infeasible stable model is replaced by any accepted feasible winner (feasible at the
+    # point value: the margin steers selection, it does not bar a model that meets the
+    # constraints on every example).
+    feasible_winner = accepted & (ev.violation[w] <= 0) & (ev.full_violation[w] <= 0)
     if gate.correction in STATEFUL:  # the rule tests its own arm (the challenger)
         by_test = test.significant & test.guards & stab_feasible
         certified = by_test | (feasible_winner & ~stab_feasible)

@@ -41,20 +41,58 @@ def utilities(objective_metrics: Sequence[Metric], values: Array, index: dict[st
 
 
 def violations(values: Array, index: dict[str, int], constraints: Sequence[Constraint],
-               examples: int | None = None) -> Array:
+               examples: int | None = None, margins: Sequence[Array] | None = None) -> Array:
     """``(A,)`` sum of constraint violations (0 where every constraint holds).
 
     With ``examples`` (the number of examples the values come from), a value within half an
     example of the threshold (``0.5 / examples``) meets it: rates are counts divided by the
     number of examples, and a threshold met by exactly its count (396 of 400 for ``>= 0.99``)
     must not fail on float rounding (396 / 400 is 0.98999995 in float32).
+
+    ``margins``: per constraint, ``(A,)`` amounts each arm must clear the threshold by (from
+    :func:`constraint_margins`); a value short of that margin violates by the shortfall.
     """
     slack = 0.0 if not examples else 0.5 / examples
     total = jnp.zeros(values.shape[0], values.dtype)
-    for c in constraints:
+    for i, c in enumerate(constraints):
         gap = c.gap(values[:, index[c.metric]])
+        if margins is not None:
+            gap = gap + margins[i]
         total = total + jnp.where(gap > slack, gap, 0.0)
     return total
+
+
+def constraint_margins(metrics: Sequence[Metric], stats: Sequence[Array], index: dict[str, int],
+                       constraints: Sequence[Constraint], z: float) -> list[Array]:
+    """Per constraint, ``(A,)`` margins of ``z`` standard errors of each arm's metric value.
+
+    A candidate selected as feasible on some examples tends to sit at the threshold there and
+    miss it on others (selection favours whatever the noise flattered). Asking the selection
+    examples for the one-sided bound ``value - z·se`` instead keeps the selected models inside
+    the constraint elsewhere too. The standard error is the per-example scores' over
+    ``sqrt(N)`` for a decomposable metric (a mean); a metric that is not (ECE, macro-F1) gets
+    no margin.
+
+    Example::
+
+        import jax.numpy as jnp
+        from ev3evo.adapt.selection import constraint_margins
+        from ev3evo.assess.metrics import per_example
+        from ev3evo.types import Constraint
+        acc = per_example("acc", lambda params, batch: batch)
+        hits = jnp.zeros((1, 100, 1)).at[0, :60].set(1.0)       # 0.6 on 100 examples
+        (m,) = constraint_margins([acc], [hits], {"acc": 0}, [Constraint("acc", ">=", 0.5)], 2.0)
+        assert abs(float(m[0]) - 2.0 * (0.24 / 100) ** 0.5) < 1e-3
+    """
+    margins = []
+    for c in constraints:
+        metric, s = metrics[index[c.metric]], stats[index[c.metric]]
+        if metric.decomposable and z > 0:
+            n = s.shape[1]
+            margins.append(z * jnp.std(s[..., 0], axis=1) / jnp.sqrt(jnp.maximum(n, 1)))
+        else:
+            margins.append(jnp.zeros(s.shape[0], s.dtype))
+    return margins
 
 
 def lexicographic_winner(utilities: Array, tolerances: Sequence[float], eligible: Array) -> Array:

@@ -135,7 +135,8 @@ def engine_settings(config, can_label: bool = True) -> EngineSettings:
     gate = Gate(alpha=config.alpha, correction=correction, accept=config.accept,
                 certify=certify_mode(config, correction),
                 evidence="agreement" if correction in FRESH else None,
-                period=config.gate_period).validated()
+                period=config.gate_period,
+                constraint_margin=config.constraint_margin).validated()
     return EngineSettings(objectives, constraints, gate)
 
 

@@ -58,6 +58,7 @@ VALUES = {
     "data": (["hard:500"], "hard:500"), "label": (["y"], "y"),
     "metrics": (["macro_f1", "ece:0.01"], ("macro_f1", "ece:0.01")),
     "constraints": (["agreement>=0.9"], ("agreement>=0.9",)),
+    "constraint_margin": (["0"], 0.0),
     "steps": (["7"], 7), "time_budget": (["2.5"], 2.5), "student": (["cnn:4,3"], "cnn:4,3"),
     "grow": ([None], True), "grow_kind": (["deepen"], "deepen"), "patience": (["5"], 5),
     "population_size": (["9"], 9), "alpha": (["0.1"], 0.1), "correction": (["none"], "none"),
@@ -106,6 +107,14 @@ def test_the_chain_average_needs_a_chain():
         checked(config, flags=True)
     with pytest.raises(ValueError, match=r"kd_chain_average must be a decay in \[0, 1\)"):
         checked(DistillConfig(kd_chain=40, kd_chain_average=1.0))
+
+
+def test_the_constraint_margin_reaches_the_gate():
+    assert engine_settings(DistillConfig()).gate.constraint_margin == 1.645
+    assert engine_settings(DistillConfig(constraint_margin=0.0)).gate.constraint_margin == 0.0
+    for bad in (-1.0, float("inf"), "1"):
+        with pytest.raises(ValueError, match="constraint_margin must be a finite number >= 0"):
+            checked(DistillConfig(constraint_margin=bad))
 
 
 def test_flag_errors_are_argparse_one_liners(capsys):
