@@ -12,6 +12,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import numbers
 
 
@@ -36,6 +37,13 @@ def check_probability(value, name: str, *, open_interval: bool = True) -> float:
 def check_nonnegative(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 0:
         raise ValueError(f"{name} must be a non-negative number, got {value!r}")
+    return float(value)
+
+
+def check_finite_nonnegative(value, name: str) -> float:
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0
+            or not math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 

@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from .._checks import check_positive_int, check_probability
+from .._checks import check_finite_nonnegative, check_positive_int, check_probability
 from ..assess.stats import compare
 from ..types import Array, Constraint, Metric, Objective, PRNGKey
 from .acceptance import ACCEPTANCE
@@ -106,14 +106,11 @@ class Gate(NamedTuple):
         if self.correction in FRESH and not isinstance(self.evidence, str):
             raise ValueError(f'correction="{self.correction}" needs evidence=, the name of the '
                              "metric tested on the fresh batches (e.g. evidence=\"agreement\")")
-        if not (isinstance(self.thresholdout, int | float) and 0 <= self.thresholdout < 1e30):
-            raise ValueError(f"thresholdout must be a finite number >= 0, got "
-                             f"{self.thresholdout!r}")
-        if not (isinstance(self.constraint_margin, int | float)
-                and 0 <= self.constraint_margin < 1e30):
-            raise ValueError(f"constraint_margin must be a finite number >= 0, got "
-                             f"{self.constraint_margin!r}")
         return self._replace(alpha=check_probability(self.alpha, "alpha"),
+                             thresholdout=check_finite_nonnegative(self.thresholdout,
+                                                                   "thresholdout"),
+                             constraint_margin=check_finite_nonnegative(self.constraint_margin,
+                                                                        "constraint_margin"),
                              bootstrap=check_positive_int(self.bootstrap, "bootstrap"),
                              period=check_positive_int(self.period, "period"))
 

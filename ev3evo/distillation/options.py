@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import numbers
 import os
 import re
@@ -33,7 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .._checks import check_positive_int, check_seed, parse_seed
+from .._checks import check_finite_nonnegative, check_positive_int, check_seed, parse_seed
 from ..adapt.acceptance import ACCEPTANCE
 from ..adapt.certification import CERTIFICATION
 from ..adapt.gate import CERTIFY
@@ -89,13 +88,6 @@ def _positive_number(value, name: str) -> float:
 def _decay(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
         raise ValueError(f"{name} must be a decay in [0, 1) (0: none), got {value!r}")
-    return float(value)
-
-
-def _finite_nonnegative(value, name: str) -> float:
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0
-            or not math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
@@ -213,7 +205,7 @@ COUNT = Kind(int, _count)
 INTEGER = Kind(int, _integer)
 POSITIVE_NUMBER = Kind(_word_positive_float, _positive_number)
 DECAY = Kind(float, _decay)
-NONNEGATIVE = Kind(float, _finite_nonnegative)
+NONNEGATIVE = Kind(float, check_finite_nonnegative)
 NUMBER = Kind(float, _as_given)
 FLAG = Kind(None, _flag)
 TEXT = Kind(str, _as_given)
